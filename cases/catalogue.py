@@ -1,0 +1,203 @@
+"""The conformance case catalogue: one source of truth for which cases each profile runs.
+
+Every case carries its feature areas as tags; the first tag is its primary area, which picks the test module that
+runs it (cases/test_<area>.py). ``quick`` touches every item of the suite at least once (about 120 cases, seconds
+on two cores); ``default`` (CI) adds seeds, sizes and combinations; ``thorough`` (nightly) adds world size 8, larger
+shapes and more steps.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator
+
+from harness.errors import CaseError
+from harness.spec import OP_NAMES, CaseSpec, OpSpec
+
+__all__ = ["PROFILES", "AREAS", "module_cases", "op_cases", "all_cases", "check_profile"]
+
+PROFILES = ("quick", "default", "thorough")
+AREAS = ("world", "shards", "shapes", "layouts", "affine", "running_stats", "eval", "momentum", "eps", "data",
+         "dtypes", "groups", "errors")
+
+
+def check_profile(profile: str) -> str:
+    if profile not in PROFILES:
+        raise CaseError(f"profile={profile!r}: must be one of {PROFILES}")
+    return profile
+
+
+def _case(*tags: str, **fields) -> CaseSpec:
+    fields.setdefault("spatial", (3, 2))
+    fields.setdefault("channels", 3)
+    fields.setdefault("steps", 2)
+    return CaseSpec(tags=tags, **fields)
+
+
+def _world(profile: str) -> Iterator[CaseSpec]:
+    sizes = (1, 2, 3, 4) + ((8,) if profile == "thorough" else ())
+    seeds = (0,) if profile == "quick" else (0, 1)
+    for world, seed in itertools.product(sizes, seeds):
+        yield _case("world", shard_sizes=(3,) * world, seed=seed, eval_steps=1)
+    yield _case("world", shard_sizes=(1,) * 4, spatial=(), channels=5, steps=3)  # one sample per rank
+    if profile == "thorough":
+        yield _case("world", shard_sizes=(2, 0, 3, 1, 0, 4, 1, 2), channels=4, steps=3, eval_steps=1)
+
+
+def _shards(profile: str) -> Iterator[CaseSpec]:
+    patterns = {
+        "even": (4, 4), "uneven": (5, 2, 1), "empty_one": (3, 0, 2), "empty_two": (0, 4, 0, 3),
+        "single_sample": (1, 1, 1), "single_and_empty": (1, 0, 2), "one_holds_all": (0, 0, 6, 0),
+        "skewed": (9, 1), "first_empty": (0, 3),
+    }
+    shapes = [(3, 2), ()] if profile == "quick" else [(3, 2), (), (4,)]
+    for (name, sizes), spatial in itertools.product(patterns.items(), shapes):
+        yield _case("shards", name, shard_sizes=sizes, spatial=spatial, steps=2, eval_steps=1)
+    if profile == "thorough":
+        yield _case("shards", "uneven", shard_sizes=(17, 3, 0, 11), spatial=(5, 4), channels=7, steps=3)
+
+
+def _shapes(profile: str) -> Iterator[CaseSpec]:
+    spatials = [(), (5,), (3, 4), (2, 3, 2)]
+    channel_counts = (1, 2, 5) if profile == "quick" else (1, 2, 3, 5, 7)
+    for spatial, channels in itertools.product(spatials, channel_counts):
+        yield _case("shapes", shard_sizes=(3, 2), spatial=spatial, channels=channels, eval_steps=1)
+    if profile == "thorough":
+        yield _case("shapes", shard_sizes=(16, 9, 12), spatial=(9, 11), channels=16, steps=2)
+        yield _case("shapes", shard_sizes=(4, 5), spatial=(4, 6, 5), channels=8, steps=2)
+
+
+def _layouts(profile: str) -> Iterator[CaseSpec]:
+    seeds = (0,) if profile == "quick" else (0, 1, 2)
+    for seed in seeds:
+        for sizes in ((3, 2), (4, 0, 1)):
+            yield _case("layouts", shard_sizes=sizes, spatial=(3, 4), layout="channels_last", channels=5,
+                        seed=seed, eval_steps=1)
+            yield _case("layouts", shard_sizes=sizes, spatial=(2, 3, 2), layout="channels_last_3d", channels=5,
+                        seed=seed, eval_steps=1)
+
+
+def _affine(profile: str) -> Iterator[CaseSpec]:
+    for affine, trs in itertools.product((True, False), (True, False)):
+        yield _case("affine", shard_sizes=(3, 0, 2), affine=affine, track_running_stats=trs, eval_steps=1)
+        if profile != "quick":
+            yield _case("affine", shard_sizes=(4, 1), spatial=(5,), affine=affine, track_running_stats=trs,
+                        seed=1, eval_steps=1)
+
+
+def _running_stats(profile: str) -> Iterator[CaseSpec]:
+    for trs, sizes in itertools.product((True, False), ((3, 2), (2, 0, 3))):
+        yield _case("running_stats", shard_sizes=sizes, track_running_stats=trs, steps=3, eval_steps=1)
+    if profile != "quick":
+        yield _case("running_stats", shard_sizes=(2, 3, 1), steps=6, eval_steps=2, momentum=None)
+
+
+def _eval(profile: str) -> Iterator[CaseSpec]:
+    # Eval straight from the loaded buffers, and eval after training; local statistics when not tracking.
+    for trs in (True, False):
+        yield _case("eval", shard_sizes=(3, 2), track_running_stats=trs, steps=0, eval_steps=2)
+        yield _case("eval", shard_sizes=(3, 0, 2), track_running_stats=trs, steps=2, eval_steps=2)
+        yield _case("eval", shard_sizes=(1, 4), spatial=(), track_running_stats=True, steps=1, eval_steps=1)
+    yield _case("eval", shard_sizes=(2, 2, 2, 2), spatial=(4,), steps=3, eval_steps=3, seed=3)
+
+
+def _momentum(profile: str) -> Iterator[CaseSpec]:
+    momenta = (None, 0.0, 0.1, 0.5, 1.0) if profile == "quick" else (None, 0.0, 0.01, 0.1, 0.5, 0.9, 1.0)
+    for momentum in momenta:
+        yield _case("momentum", shard_sizes=(3, 1, 2), momentum=momentum, steps=3, eval_steps=1)
+    if profile != "quick":
+        yield _case("momentum", shard_sizes=(2, 0, 3), momentum=None, steps=8)
+
+
+def _eps(profile: str) -> Iterator[CaseSpec]:
+    for eps in (1e-5, 1e-3, 0.1, 1.0):
+        yield _case("eps", shard_sizes=(3, 2), eps=eps, eval_steps=1)
+    # Variance near eps: spread sqrt(eps), so var + eps is about 2·eps.
+    for eps in (1e-5, 1e-4, 1e-3) if profile == "quick" else (1e-5, 1e-4, 1e-3, 1e-2):
+        yield _case("eps", "near_eps", shard_sizes=(3, 2), eps=eps, scale=eps**0.5, eval_steps=1)
+
+
+def _data(profile: str) -> Iterator[CaseSpec]:
+    yield _case("data", "offset", shard_sizes=(4, 3), loc=100.0, eval_steps=1)
+    yield _case("data", "offset", shard_sizes=(4, 3), loc=1e4, dtype="float64", eval_steps=1)
+    yield _case("data", "offset", shard_sizes=(4, 3), loc=1e6, scale=1.0, dtype="float64", eval_steps=1)
+    yield _case("data", "constant", shard_sizes=(3, 2), data="constant", eval_steps=1)
+    yield _case("data", "constant", shard_sizes=(3, 0, 2), data="halfconst", channels=4, eval_steps=1)
+    yield _case("data", "outliers", shard_sizes=(6, 5), spatial=(4, 4), data="outliers", eval_steps=1)
+    yield _case("data", "scale", shard_sizes=(3, 2), scale=1e-3, eval_steps=1)
+    yield _case("data", "scale", shard_sizes=(3, 2), scale=1e3, eval_steps=1)
+    yield _case("data", "offset", shard_sizes=(5, 0, 4), loc=-300.0, scale=2.0, spatial=(4,), eval_steps=1)
+    if profile != "quick":
+        yield _case("data", "offset", shard_sizes=(4, 3), loc=1e3, eval_steps=1)
+        yield _case("data", "offset", shard_sizes=(6, 0, 2), loc=-50.0, scale=0.1, eval_steps=1)
+        yield _case("data", "constant", shard_sizes=(2, 2), data="constant", dtype="float64", eps=1e-3)
+
+
+def _dtypes(profile: str) -> Iterator[CaseSpec]:
+    seeds = (0,) if profile == "quick" else (0, 1)
+    for dtype, seed in itertools.product(("float64", "float32"), seeds):
+        yield _case("dtypes", shard_sizes=(3, 0, 2), dtype=dtype, seed=seed, steps=3, eval_steps=1)
+        yield _case("dtypes", shard_sizes=(4, 4), spatial=(2, 2, 2), dtype=dtype, seed=seed,
+                    layout="channels_last_3d", eval_steps=1)
+
+
+def _groups(profile: str) -> Iterator[CaseSpec]:
+    yield _case("groups", shard_sizes=(3, 2, 1, 4), groups=((0, 1), (2, 3)), steps=3, eval_steps=1)
+    yield _case("groups", shard_sizes=(3, 0, 0, 2), groups=((0, 2), (1, 3)), steps=2)
+    yield _case("groups", shard_sizes=(2, 2, 2, 2), groups=((0,), (1, 2, 3)), steps=2, momentum=None)
+    yield _case("groups", shard_sizes=(4, 1, 0, 3), groups=((0, 3), (1, 2)), spatial=(2, 3, 2),
+                layout="channels_last_3d", steps=2, eval_steps=1)
+    if profile != "quick":
+        yield _case("groups", shard_sizes=(2, 3, 1, 4), groups=((0, 1), (2, 3)), spatial=(3, 4),
+                    layout="channels_last", steps=3, eval_steps=1, seed=1)
+    if profile == "thorough":
+        yield _case("groups", shard_sizes=(1, 2, 3, 4, 0, 1, 2, 3), groups=((0, 1, 2, 3), (4, 5, 6, 7)), steps=3)
+
+
+def _errors(profile: str) -> Iterator[CaseSpec]:
+    # SEMANTICS.md edge rules: a global count of 1 must raise; every shard empty leaves the statistics unchanged.
+    yield _case("errors", "global_count_1", shard_sizes=(1, 0), spatial=(), steps=1)
+    yield _case("errors", "global_count_1", shard_sizes=(0, 0, 1), spatial=(), steps=1)
+    yield _case("errors", "all_empty", shard_sizes=(0, 0), steps=2)
+    yield _case("errors", "all_empty", shard_sizes=(0, 0, 0), steps=1, eval_steps=1)
+    yield _case("errors", "world1_count_1", shard_sizes=(1,), spatial=(), steps=1)
+
+
+_GENERATORS = {"world": _world, "shards": _shards, "shapes": _shapes, "layouts": _layouts, "affine": _affine,
+               "running_stats": _running_stats, "eval": _eval, "momentum": _momentum, "eps": _eps, "data": _data,
+               "dtypes": _dtypes, "groups": _groups, "errors": _errors}
+
+
+def module_cases(profile: str, area: str | None = None) -> list[CaseSpec]:
+    """The profile's module-level cases (of one area, if given), without duplicate ids."""
+    check_profile(profile)
+    if area is not None and area not in _GENERATORS:
+        raise CaseError(f"area={area!r}: must be one of {tuple(_GENERATORS)}")
+    seen: set[str] = set()
+    cases = []
+    for name, generate in _GENERATORS.items():
+        if area is not None and name != area:
+            continue
+        generated = list(generate(profile))
+        if profile == "thorough":  # nightly: every case again on two more seeds
+            generated += [case.replace(seed=case.seed + offset) for offset in (10, 20) for case in generated]
+        for case in generated:
+            if case.id not in seen:
+                seen.add(case.id)
+                cases.append(case)
+    return cases
+
+
+def op_cases(profile: str) -> list[OpSpec]:
+    """Each op on small inputs: contiguous and channels_last, float32 and float64, offset data, uneven counts."""
+    check_profile(profile)
+    variants = [dict(shard_sizes=(3, 2), spatial=(5,)),
+                dict(shard_sizes=(4, 1, 2), spatial=(3, 2), layout="channels_last", dtype="float64"),
+                dict(shard_sizes=(2, 2), spatial=(), loc=100.0, affine=False)]
+    if profile != "quick":
+        variants += [dict(shard_sizes=(6, 3), spatial=(2, 3, 2), layout="channels_last_3d"),
+                     dict(shard_sizes=(5,), spatial=(7,), scale=1e-2, eps=1e-3, seed=1)]
+    return [OpSpec(op=op, channels=4, **variant) for op in OP_NAMES for variant in variants]
+
+
+def all_cases(profile: str) -> list[CaseSpec | OpSpec]:
+    return [*op_cases(profile), *module_cases(profile)]

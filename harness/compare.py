@@ -1,0 +1,170 @@
+"""Comparing one quantity of one rank against the reference, torch.testing style.
+
+Every comparison is recorded (passed or not) with its metrics, so a report can show near misses as well as
+failures. NaN and inf positions must agree before values are compared; the detailed diagnosis (worst element,
+per-channel error) is computed for every comparison because the arrays here are small and reports use it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["Tolerance", "Comparison", "compare_arrays", "compare_exact", "format_location"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """|actual - expected| <= atol + rtol·|expected|, element-wise; ``reason`` says where the numbers come from."""
+
+    atol: float
+    rtol: float = 0.0
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not (self.atol >= 0 and self.rtol >= 0):
+            raise ValueError(f"Tolerance(atol={self.atol!r}, rtol={self.rtol!r}): both must be >= 0")
+
+    def describe(self) -> str:
+        text = f"|err| <= {self.atol:.3g}" + (f" + {self.rtol:.3g}·|expected|" if self.rtol else "")
+        return f"{text} ({self.reason})" if self.reason else text
+
+
+EXACT = Tolerance(0.0, 0.0, "exact")
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing one quantity (of one rank, or summed over ranks) at one phase of a case."""
+
+    quantity: str
+    phase: str
+    rank: int | None  # None: a value summed over ``ranks``
+    ranks: tuple[int, ...]
+    passed: bool
+    dtype: str
+    shape: tuple[int, ...]
+    total: int
+    mismatched: int
+    max_abs_err: float
+    max_rel_err: float
+    error_ratio: float  # max over elements of |err| / allowed (inf where nothing was allowed and it differs)
+    tolerance: Tolerance
+    worst: dict[str, Any] | None = None  # index, global index, actual, expected
+    channel_ratio: list[float] = field(default_factory=list)  # per channel, max |err| / allowed
+    note: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"rank {self.rank}" if self.rank is not None else "sum over ranks " + ",".join(map(str, self.ranks))
+
+    def describe(self) -> str:
+        """The fixed failure message shape: what, where, by how much, against which tolerance."""
+        pct = 100.0 * self.mismatched / self.total if self.total else 0.0
+        lines = [f"{self.quantity} at {self.phase}, {self.where}: mismatched elements: "
+                 f"{self.mismatched} / {self.total} ({pct:.1f}%)"]
+        if self.note:
+            lines.append(f"  {self.note}")
+        if self.worst is not None and self.worst["index"]:
+            lines.append(f"  worst at {format_location(self.worst, self.rank)}: actual {self.worst['actual']!r}, "
+                         f"expected {self.worst['expected']!r}")
+        lines.append(f"  greatest absolute difference {self.max_abs_err:.3g}, greatest relative difference "
+                     f"{self.max_rel_err:.3g}, {self.error_ratio:.3g}x the allowed error")
+        lines.append(f"  allowed ({self.dtype}): {self.tolerance.describe()}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tolerance"] = asdict(self.tolerance)
+        return data
+
+
+def format_location(worst: dict[str, Any], rank: int | None) -> str:
+    """'rank 1, sample 2 (global 7), channel 3, position (0, 4)' for a shard; 'channel 3' for a per-channel value."""
+    index = worst["index"]
+    if len(index) == 1:
+        return f"channel {index[0]}"
+    parts = [f"rank {rank}"] if rank is not None else []
+    sample = f"sample {index[0]}"
+    if worst.get("global_sample") is not None and worst["global_sample"] != index[0]:
+        sample += f" (global {worst['global_sample']})"
+    parts += [sample, f"channel {index[1]}"]
+    if len(index) > 2:
+        parts.append(f"position {tuple(index[2:])}")
+    return ", ".join(parts)
+
+
+def _nonfinite_mismatch(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Positions whose NaN / ±inf status differs between actual and expected."""
+    nan_a, nan_e = np.isnan(actual), np.isnan(expected)
+    inf_a, inf_e = np.isinf(actual), np.isinf(expected)
+    same_inf = inf_a & inf_e & (np.sign(actual) == np.sign(expected))
+    return (nan_a != nan_e) | (inf_a != inf_e) | (inf_a & inf_e & ~same_inf)
+
+
+def compare_arrays(actual: Any, expected: Any, tolerance: Tolerance, *, quantity: str, phase: str,
+                   rank: int | None, ranks: Sequence[int], dtype: str, sample_offset: int = 0,
+                   channel_axis: int | None = None) -> Comparison:
+    """Compare ``actual`` with the float64 ``expected`` element-wise under ``tolerance``.
+
+    ``channel_axis`` defaults to 1 for (N, C, ...) arrays and 0 for per-channel vectors; ``sample_offset`` turns a
+    shard's sample index into the global batch index for the message.
+    """
+    expected = np.asarray(expected, dtype=np.float64)
+    base = dict(quantity=quantity, phase=phase, rank=rank, ranks=tuple(ranks), dtype=dtype, tolerance=tolerance)
+    if actual is None:
+        return Comparison(**base, passed=False, shape=expected.shape, total=int(expected.size),
+                          mismatched=int(expected.size), max_abs_err=math.inf, max_rel_err=math.inf,
+                          error_ratio=math.inf, note="the implementation returned nothing (None) for this quantity")
+    actual = np.asarray(actual, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return Comparison(**base, passed=False, shape=expected.shape, total=int(expected.size),
+                          mismatched=int(expected.size), max_abs_err=math.inf, max_rel_err=math.inf,
+                          error_ratio=math.inf,
+                          note=f"shape mismatch: actual {actual.shape}, expected {expected.shape}")
+    if channel_axis is None:
+        channel_axis = 1 if expected.ndim >= 2 else 0
+    allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
+    bad_nonfinite = _nonfinite_mismatch(actual, expected)
+    both_finite = np.isfinite(actual) & np.isfinite(expected)
+    err = np.where(both_finite, np.abs(actual - expected), 0.0)
+    err = np.where(bad_nonfinite, np.inf, err)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(err == 0, 0.0, err / allowed)
+        rel = np.where(err == 0, 0.0, err / np.abs(expected))
+    mismatched_mask = err > allowed
+    total = int(expected.size)
+    mismatched = int(mismatched_mask.sum())
+    channel_ratio: list[float] = []
+    if total and expected.ndim:
+        moved = np.moveaxis(ratio, channel_axis, 0).reshape(expected.shape[channel_axis], -1)
+        channel_ratio = [float(v) for v in (moved.max(axis=1) if moved.shape[1] else np.zeros(moved.shape[0]))]
+    worst = None
+    if total:
+        flat = int(np.argmax(ratio)) if float(ratio.max()) > 0 else int(np.argmax(err))
+        index = tuple(int(i) for i in np.unravel_index(flat, expected.shape))
+        worst = {"index": index, "actual": float(actual.reshape(-1)[flat]),
+                 "expected": float(expected.reshape(-1)[flat]),
+                 "global_sample": index[0] + sample_offset if expected.ndim >= 2 else None}
+    note = ""
+    if bad_nonfinite.any():
+        note = f"NaN/inf positions differ at {int(bad_nonfinite.sum())} element(s)"
+    return Comparison(**base, passed=mismatched == 0, shape=expected.shape, total=total, mismatched=mismatched,
+                      max_abs_err=float(err.max()) if total else 0.0,
+                      max_rel_err=float(rel.max()) if total else 0.0,
+                      error_ratio=float(ratio.max()) if total else 0.0, worst=worst, channel_ratio=channel_ratio,
+                      note=note)
+
+
+def compare_exact(actual: Any, expected: Any, *, quantity: str, phase: str, rank: int | None,
+                  ranks: Sequence[int], dtype: str, reason: str) -> Comparison:
+    """Equality of a scalar or string (a counter, a dtype name): passes only when identical."""
+    passed = actual == expected
+    return Comparison(quantity=quantity, phase=phase, rank=rank, ranks=tuple(ranks), passed=bool(passed),
+                      dtype=dtype, shape=(), total=1, mismatched=0 if passed else 1,
+                      max_abs_err=0.0 if passed else math.inf, max_rel_err=0.0 if passed else math.inf,
+                      error_ratio=0.0 if passed else math.inf, tolerance=Tolerance(0.0, 0.0, reason),
+                      worst=None if passed else {"index": (), "actual": actual, "expected": expected},
+                      note="" if passed else f"actual {actual!r}, expected {expected!r}")

@@ -1,0 +1,201 @@
+"""Controller side of the simulated ranks: persistent pools of rank processes joined by torch.distributed.
+
+A pool starts W processes (spawn) once; they join one process group through a FileStore in a private temporary
+directory (no ports to clash, so pytest-xdist workers each own their pools safely) and then serve every case of that
+world size. A rank that raises, crashes or hangs becomes a RankFailure naming it; a pool with a crashed or hung rank
+is torn down and rebuilt on next use, and every pool is closed at exit.
+"""
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any
+
+from .errors import HarnessError, RankFailure
+
+__all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend"]
+
+_START_TIMEOUT_S = 180.0
+_ERROR_GRACE_S = 10.0  # after one rank raised, how long the others get to finish or raise too
+
+
+def resolve_backend(device: str, world_size: int, backend: str | None = None) -> str:
+    """gloo on CPU; on CUDA, NCCL when there is one GPU per rank, else gloo with ranks sharing GPUs."""
+    if backend not in (None, "auto"):
+        if backend not in ("gloo", "nccl"):
+            raise HarnessError(f"backend={backend!r}: must be 'gloo', 'nccl' or 'auto'")
+        return backend
+    if device != "cuda":
+        return "gloo"
+    import torch
+
+    return "nccl" if torch.cuda.device_count() >= world_size else "gloo"
+
+
+class RankPool:
+    """W rank processes in one process group, started once and reused for every request."""
+
+    def __init__(self, world_size: int, *, device: str = "cpu", backend: str = "gloo",
+                 collective_timeout_s: float = 300.0, start_timeout_s: float = _START_TIMEOUT_S) -> None:
+        if world_size < 1:
+            raise HarnessError(f"world_size={world_size}: must be >= 1")
+        self.world_size = world_size
+        self.device = device
+        self.backend = backend
+        self._dir = tempfile.mkdtemp(prefix=f"syncbn-pool-w{world_size}-")
+        context = multiprocessing.get_context("spawn")
+        self._conns: list[multiprocessing.connection.Connection] = []
+        self._procs: list[multiprocessing.process.BaseProcess] = []
+        from . import rank_worker
+
+        for rank in range(world_size):
+            parent_end, child_end = context.Pipe()
+            proc = context.Process(
+                target=rank_worker.main,
+                args=(rank, world_size, os.path.join(self._dir, "store"), child_end, device, backend, os.getpid(),
+                      collective_timeout_s, list(sys.path)),
+                name=f"syncbn-rank{rank}-of-{world_size}",
+                daemon=True,
+            )
+            proc.start()
+            child_end.close()
+            self._conns.append(parent_end)
+            self._procs.append(proc)
+        self.started_at = time.monotonic()
+        try:
+            self._gather("ready", timeout=start_timeout_s, what="start up and join the process group")
+        except RankFailure:
+            self.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._procs) and all(p.is_alive() for p in self._procs)
+
+    def run(self, target: str, kwargs: dict[str, Any] | list[dict[str, Any]], *, timeout: float) -> list[Any]:
+        """Call ``target`` ("module:function") in every rank with ``kwargs`` (one dict, or one per rank) and return
+        the ranks' return values. Raises RankFailure (the pool is then closed unless every rank answered)."""
+        if not self.alive:
+            raise HarnessError("this pool is closed")
+        per_rank = kwargs if isinstance(kwargs, list) else [kwargs] * self.world_size
+        for conn, rank_kwargs in zip(self._conns, per_rank):
+            conn.send(("call", {"target": target, "kwargs": rank_kwargs}))
+        return self._gather("result", timeout=timeout, what=f"finish {target}")
+
+    def _gather(self, expected: str, *, timeout: float, what: str) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        replies: dict[int, tuple[str, dict]] = {}
+        first_error: int | None = None
+        pending = dict(enumerate(self._conns))
+        while pending:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            ready = multiprocessing.connection.wait(list(pending.values()), timeout=min(0.5, deadline - now))
+            for rank, conn in list(pending.items()):
+                if conn not in ready:
+                    continue
+                try:
+                    replies[rank] = conn.recv()
+                except (EOFError, OSError):
+                    replies[rank] = ("crashed", {})
+                del pending[rank]
+                if replies[rank][0] != expected and first_error is None:
+                    first_error = rank
+                    deadline = min(deadline, time.monotonic() + _ERROR_GRACE_S)
+            # A rank that died without closing its pipe cleanly (killed by a signal) shows up here.
+            for rank in list(pending):
+                if not self._procs[rank].is_alive():
+                    replies[rank] = ("crashed", {})
+                    del pending[rank]
+                    if first_error is None:
+                        first_error = rank
+                        deadline = min(deadline, time.monotonic() + _ERROR_GRACE_S)
+        crashed = [r for r, (name, _) in replies.items() if name == "crashed"]
+        raised = [r for r, (name, _) in replies.items() if name == "error"]
+        hung = sorted(pending)
+        if not (crashed or raised or hung):
+            return [replies[r][1].get("value", replies[r][1]) for r in range(self.world_size)]
+        exit_codes = {r: self._procs[r].exitcode for r in crashed}
+        if crashed or hung:
+            self.close()
+        if raised:
+            rank = raised[0] if first_error not in raised else first_error
+            info = replies[rank][1]
+            extra = ""
+            if hung:
+                extra = f"; afterwards rank(s) {hung} did not answer within the time left and the pool was restarted"
+            if len(raised) > 1:
+                extra += f"; rank(s) {[r for r in raised if r != rank]} raised too"
+            raise RankFailure(f"rank {rank} raised {info['type']} while trying to {what}: {info['message']}{extra}",
+                              rank=rank, kind="raised", traceback=info.get("traceback", ""))
+        if crashed:
+            rank = crashed[0]
+            code = exit_codes[rank]
+            raise RankFailure(f"rank {rank} crashed (exit code {code}) while trying to {what}; the pool was "
+                              "restarted", rank=rank, kind="crashed")
+        rank = hung[0] if len(hung) == 1 else None
+        raise RankFailure(
+            f"rank(s) {hung} did not {what} within {timeout:g} s (deadlock or too slow: does every rank call every "
+            f"collective, even with an empty shard?); ranks {sorted(replies)} answered; the pool was restarted",
+            rank=rank, kind="timeout")
+
+    def close(self) -> None:
+        for conn in self._conns:
+            try:
+                conn.send(("exit", {}))
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 2.0
+        for proc in self._procs:
+            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5.0)
+        for conn in self._conns:
+            conn.close()
+        self._procs, self._conns = [], []
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class PoolManager:
+    """One pool per (world size, device, backend), started on first use, replaced when it broke."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[int, str, str], RankPool] = {}
+        self.restarts = 0
+
+    def get(self, world_size: int, device: str = "cpu", backend: str | None = None) -> RankPool:
+        resolved = resolve_backend(device, world_size, backend)
+        key = (world_size, device, resolved)
+        pool = self._pools.get(key)
+        if pool is not None and not pool.alive:
+            self.restarts += 1
+            pool.close()
+            pool = None
+        if pool is None:
+            pool = self._pools[key] = RankPool(world_size, device=device, backend=resolved)
+        return pool
+
+    def close_all(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+
+
+_DEFAULT: PoolManager | None = None
+
+
+def default_manager() -> PoolManager:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = PoolManager()
+        atexit.register(_DEFAULT.close_all)
+    return _DEFAULT

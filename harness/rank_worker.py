@@ -1,0 +1,109 @@
+"""The code that runs inside one rank process (the controller side is harness.pool).
+
+A rank joins the process group once, then serves ``(name, kwargs)`` events from the controller until told to exit:
+``call`` runs ``module:function(ctx, **kwargs)`` and sends its return value back; ``ping`` answers ``pong``.
+Exceptions become an ``error`` event carrying the traceback, so the controller can name the rank that raised.
+A watchdog thread ends the rank if the controller disappears, so no rank outlives it.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+__all__ = ["RankContext", "main"]
+
+
+@dataclass
+class RankContext:
+    """What a function called inside a rank gets: its rank, the world, the device, and caches that live as long
+    as the process (process groups by member tuple, loaded implementations by spec)."""
+
+    rank: int
+    world_size: int
+    device: str
+    backend: str
+    groups: dict[tuple[int, ...], Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+    def process_group(self, members: tuple[int, ...] | None):
+        """The process group of ``members`` (None or all ranks: the default group). Every rank must ask for the
+        same groups in the same order: ``new_group`` is collective."""
+        import torch.distributed as dist
+
+        if members is None or tuple(members) == tuple(range(self.world_size)):
+            return dist.group.WORLD
+        members = tuple(members)
+        if members not in self.groups:
+            self.groups[members] = dist.new_group(list(members))
+        return self.groups[members]
+
+    def device_for_rank(self) -> str:
+        if self.device != "cuda":
+            return "cpu"
+        import torch
+
+        return f"cuda:{self.rank % max(1, torch.cuda.device_count())}"
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while True:
+        if os.getppid() != parent_pid:
+            os._exit(3)
+        time.sleep(0.5)
+
+
+def _resolve(target: str):
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def main(rank: int, world_size: int, init_file: str, conn, device: str, backend: str, parent_pid: int,
+         collective_timeout_s: float, sys_path: list[str]) -> None:
+    """Entry point of a rank process (started with the spawn method)."""
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    for entry in reversed(sys_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    if os.path.isdir("/sys/class/net/lo"):
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    try:
+        import torch
+        import torch.distributed as dist
+
+        torch.set_num_threads(1)
+        if device == "cuda":
+            torch.cuda.set_device(rank % torch.cuda.device_count())
+        dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=collective_timeout_s))
+        ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend)
+        conn.send(("ready", {"rank": rank, "pid": os.getpid()}))
+    except BaseException as exc:  # noqa: BLE001 - reported to the controller, which names this rank
+        conn.send(("error", {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}))
+        return
+    while True:
+        try:
+            name, kwargs = conn.recv()
+        except (EOFError, OSError):
+            break
+        if name == "exit":
+            break
+        if name == "ping":
+            conn.send(("pong", {"rank": rank}))
+            continue
+        try:
+            result = _resolve(kwargs["target"])(ctx, **kwargs.get("kwargs", {}))
+            conn.send(("result", {"value": result}))
+        except BaseException as exc:  # noqa: BLE001
+            conn.send(("error", {"type": type(exc).__name__, "message": str(exc),
+                                 "traceback": traceback.format_exc()}))
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - best effort at exit
+        pass

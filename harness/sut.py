@@ -1,0 +1,86 @@
+"""Loading the implementation under test (SUT) and kernel substitutes from a SPEC string.
+
+SUT SPEC: ``torch`` (default), ``package.module:factory`` or ``path/to/file.py:factory``. The factory contract::
+
+    factory(num_features, *, eps, momentum, affine, track_running_stats, process_group, device, dtype)
+        -> torch.nn.Module behaving like torch.nn.SyncBatchNorm
+
+It is called inside each rank after the process group exists. KERNELS SPEC: ``package.module`` or
+``path/to/file.py``, a module defining any of the five ops by name (see harness.torch_sut.OP_NAMES).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from types import ModuleType
+from typing import Callable
+
+from .errors import CaseError
+
+__all__ = ["DEFAULT_SUT", "FACTORY_KEYWORDS", "load_module", "load_factory", "describe_sut"]
+
+DEFAULT_SUT = "torch"
+FACTORY_KEYWORDS = ("eps", "momentum", "affine", "track_running_stats", "process_group", "device", "dtype")
+
+
+def load_module(spec: str, *, option: str = "--kernels") -> ModuleType:
+    """Import ``package.module`` or the file ``path/to/file.py`` (a file gets a stable private module name)."""
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = os.path.abspath(spec)
+        if not os.path.isfile(path):
+            raise CaseError(f"{option}={spec!r}: file {path} does not exist")
+        name = "syncbn_sut_" + hashlib.sha1(path.encode()).hexdigest()[:12]
+        if name in sys.modules:
+            return sys.modules[name]
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        if module_spec is None or module_spec.loader is None:
+            raise CaseError(f"{option}={spec!r}: cannot load {path} as a Python module")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        try:
+            module_spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+        return module
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        raise CaseError(f"{option}={spec!r}: cannot import module {spec!r} ({exc})") from None
+
+
+def load_factory(spec: str) -> Callable[..., object]:
+    """The SUT factory named by ``spec``; checks it is callable with the contract's keyword arguments."""
+    if spec == DEFAULT_SUT:
+        from .torch_sut import torch_factory
+
+        return torch_factory
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr:
+        raise CaseError(f"--sut={spec!r}: expected 'torch', 'package.module:factory' or 'path/to/file.py:factory'")
+    module = load_module(target, option="--sut")
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise CaseError(f"--sut={spec!r}: module {target!r} has no attribute {attr!r}")
+    if not callable(factory):
+        raise CaseError(f"--sut={spec!r}: {attr!r} is not callable")
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return factory
+    parameters = signature.parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    missing = [k for k in FACTORY_KEYWORDS if k not in parameters and not takes_kwargs]
+    if missing:
+        raise CaseError(f"--sut={spec!r}: factory {attr}{signature} does not accept keyword(s) {missing}; the "
+                        f"contract is factory(num_features, *, {', '.join(FACTORY_KEYWORDS)})")
+    return factory
+
+
+def describe_sut(spec: str) -> str:
+    return "torch.nn.SyncBatchNorm (CPU: real autograd Function + harness CPU kernels)" if spec == DEFAULT_SUT \
+        else spec
