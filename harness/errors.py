@@ -15,8 +15,10 @@ class HarnessError(RuntimeError):
 class RankFailure(RuntimeError):
     """A rank raised, crashed or hung while running a case; ``rank`` names it (None: several or unknown)."""
 
-    def __init__(self, message: str, *, rank: int | None, kind: str, traceback: str = "") -> None:
+    def __init__(self, message: str, *, rank: int | None, kind: str, traceback: str = "",
+                 partial: dict[int, object] | None = None) -> None:
         super().__init__(message)
         self.rank = rank
         self.kind = kind  # "raised", "crashed", "timeout"
         self.traceback = traceback
+        self.partial = partial or {}  # the values of the ranks that did answer, by rank

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .errors import HarnessError, RankFailure
 
@@ -78,17 +78,21 @@ class RankPool:
     def alive(self) -> bool:
         return bool(self._procs) and all(p.is_alive() for p in self._procs)
 
-    def run(self, target: str, kwargs: dict[str, Any] | list[dict[str, Any]], *, timeout: float) -> list[Any]:
+    def run(self, target: str, kwargs: dict[str, Any] | list[dict[str, Any]], *, timeout: float,
+            is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
         """Call ``target`` ("module:function") in every rank with ``kwargs`` (one dict, or one per rank) and return
-        the ranks' return values. Raises RankFailure (the pool is then closed unless every rank answered)."""
+        the ranks' return values. Raises RankFailure (the pool is then closed unless every rank answered).
+        ``is_failure(value)`` marks a returned value as a failure that may leave the other ranks hanging: they then
+        get only a short grace period instead of the full timeout."""
         if not self.alive:
             raise HarnessError("this pool is closed")
         per_rank = kwargs if isinstance(kwargs, list) else [kwargs] * self.world_size
         for conn, rank_kwargs in zip(self._conns, per_rank):
             conn.send(("call", {"target": target, "kwargs": rank_kwargs}))
-        return self._gather("result", timeout=timeout, what=f"finish {target}")
+        return self._gather("result", timeout=timeout, what=f"finish {target}", is_failure=is_failure)
 
-    def _gather(self, expected: str, *, timeout: float, what: str) -> list[Any]:
+    def _gather(self, expected: str, *, timeout: float, what: str,
+                is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
         deadline = time.monotonic() + timeout
         replies: dict[int, tuple[str, dict]] = {}
         first_error: int | None = None
@@ -106,7 +110,9 @@ class RankPool:
                 except (EOFError, OSError):
                     replies[rank] = ("crashed", {})
                 del pending[rank]
-                if replies[rank][0] != expected and first_error is None:
+                name, payload = replies[rank]
+                failed = name != expected or (is_failure is not None and is_failure(payload.get("value")))
+                if failed and first_error is None:
                     first_error = rank
                     deadline = min(deadline, time.monotonic() + _ERROR_GRACE_S)
             # A rank that died without closing its pipe cleanly (killed by a signal) shows up here.
@@ -118,11 +124,14 @@ class RankPool:
                         first_error = rank
                         deadline = min(deadline, time.monotonic() + _ERROR_GRACE_S)
         crashed = [r for r, (name, _) in replies.items() if name == "crashed"]
+        for rank in crashed:
+            self._procs[rank].join(timeout=2.0)  # reap it, so its exit code is known
         raised = [r for r, (name, _) in replies.items() if name == "error"]
         hung = sorted(pending)
         if not (crashed or raised or hung):
             return [replies[r][1].get("value", replies[r][1]) for r in range(self.world_size)]
         exit_codes = {r: self._procs[r].exitcode for r in crashed}
+        partial = {r: payload.get("value") for r, (name, payload) in replies.items() if name == expected}
         if crashed or hung:
             self.close()
         if raised:
@@ -134,17 +143,17 @@ class RankPool:
             if len(raised) > 1:
                 extra += f"; rank(s) {[r for r in raised if r != rank]} raised too"
             raise RankFailure(f"rank {rank} raised {info['type']} while trying to {what}: {info['message']}{extra}",
-                              rank=rank, kind="raised", traceback=info.get("traceback", ""))
+                              rank=rank, kind="raised", traceback=info.get("traceback", ""), partial=partial)
         if crashed:
             rank = crashed[0]
             code = exit_codes[rank]
             raise RankFailure(f"rank {rank} crashed (exit code {code}) while trying to {what}; the pool was "
-                              "restarted", rank=rank, kind="crashed")
+                              "restarted", rank=rank, kind="crashed", partial=partial)
         rank = hung[0] if len(hung) == 1 else None
         raise RankFailure(
             f"rank(s) {hung} did not {what} within {timeout:g} s (deadlock or too slow: does every rank call every "
             f"collective, even with an empty shard?); ranks {sorted(replies)} answered; the pool was restarted",
-            rank=rank, kind="timeout")
+            rank=rank, kind="timeout", partial=partial)
 
     def close(self) -> None:
         for conn in self._conns:

@@ -6,7 +6,7 @@ fixed catalogue or from a hypothesis example, can be rerun from its id alone::
     w3_n4.0.2_c5_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k3_ev1_normal_loc0_sd1_s7_cpu
 
 tokens, in order: world size, shard sizes (samples per rank), channels, input shape kind and spatial sizes,
-dtype (``pf32`` follows when the parameters' dtype differs), memory layout, affine, track_running_stats,
+dtype (``f16pf32``: parameters in another dtype), memory layout, affine, track_running_stats,
 momentum (``mNone``: cumulative average), eps, training steps, eval steps after training, data distribution,
 its offset and spread, seed, device, then optional ``g0.1+2.3`` (process groups) and ``ac`` (autocast).
 """
@@ -97,6 +97,8 @@ class CaseSpec:
         if self.groups is not None:
             object.__setattr__(self, "groups", tuple(tuple(g) for g in self.groups))
         object.__setattr__(self, "tags", tuple(self.tags))
+        if self.param_dtype == self.dtype:
+            object.__setattr__(self, "param_dtype", None)  # one spelling per case, so ids round-trip
         self.validate()
 
     # -- validation ---------------------------------------------------------------------------------------
@@ -167,7 +169,7 @@ class CaseSpec:
         shape = _SHAPE_TOKENS[len(self.spatial)] + "x".join(str(s) for s in self.spatial)
         dtype = _DTYPE_TOKENS[self.dtype]
         if self.param_dtype is not None and self.param_dtype != self.dtype:
-            dtype += "p" + _DTYPE_TOKENS[self.param_dtype][1:]
+            dtype += "p" + _DTYPE_TOKENS[self.param_dtype]
         tokens = [
             f"w{self.world_size}",
             "n" + ".".join(str(s) for s in self.shard_sizes),
@@ -231,7 +233,7 @@ class CaseSpec:
             raise CaseError(f"case id token {shape_token!r}: expected nc, ncl<L>, nchw<H>x<W> or ncdhw<D>x<H>x<W>")
         dtype_token, _, param_token = tokens[4].partition("p")
         dtype = _TOKEN_DTYPES[dtype_token]
-        param_dtype = _TOKEN_DTYPES[dtype_token[0] + param_token] if param_token else None
+        param_dtype = _TOKEN_DTYPES[param_token] if param_token else None
         momentum_text = strip(tokens[8], "m")
         kwargs: dict[str, Any] = dict(
             shard_sizes=shard_sizes,
@@ -311,7 +313,7 @@ class OpSpec:
     def id(self) -> str:
         shape = _SHAPE_TOKENS[len(self.spatial)] + "x".join(str(s) for s in self.spatial)
         return "_".join([
-            "op-" + self.op,
+            "op-" + self.op.replace("_", "-"),
             "n" + ".".join(str(s) for s in self.shard_sizes),
             f"c{self.channels}",
             shape,
@@ -336,7 +338,7 @@ class OpSpec:
             kind = next(k for k in ("ncdhw", "nchw", "ncl", "nc") if shape_token.startswith(k))
             rest = shape_token[len(kind):]
             return cls(
-                op=tokens[0][3:],
+                op=tokens[0][3:].replace("-", "_"),
                 shard_sizes=tuple(int(s) for s in tokens[1][1:].split(".")),
                 channels=int(tokens[2][1:]),
                 spatial=tuple(int(s) for s in rest.split("x")) if rest else (),

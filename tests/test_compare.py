@@ -1,0 +1,80 @@
+"""The comparator: every check can fail, NaN/inf positions must agree, messages say what, where and how much."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.compare import Tolerance, compare_arrays, compare_exact
+from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, YARDSTICK_MULTIPLE, module_tolerance, op_tolerance
+
+COMMON = dict(quantity="output", phase="train0", rank=1, ranks=(1,), dtype="float32")
+
+
+def test_identical_arrays_pass_and_a_single_wrong_element_fails_with_its_location():
+    expected = np.arange(2 * 3 * 4, dtype=np.float64).reshape(2, 3, 4)
+    assert compare_arrays(expected.copy(), expected, Tolerance(1e-6), **COMMON).passed
+    actual = expected.copy()
+    actual[1, 2, 3] += 1e-3
+    result = compare_arrays(actual, expected, Tolerance(1e-6), sample_offset=5, **COMMON)
+    assert not result.passed and result.mismatched == 1 and result.total == 24
+    assert result.worst["index"] == (1, 2, 3) and result.worst["global_sample"] == 6
+    message = result.describe()
+    for text in ("output at train0, rank 1", "1 / 24 (4.2%)", "rank 1, sample 1 (global 6), channel 2, position (3,)",
+                 "greatest absolute difference 0.001", "allowed (float32): |err| <= 1e-06"):
+        assert text in message
+    assert result.channel_ratio[2] == pytest.approx(1e-3 / 1e-6, rel=1e-6)
+    assert result.channel_ratio[0] == 0.0
+
+
+@pytest.mark.parametrize(("actual", "expected"), [
+    ([np.nan, 1.0], [1.0, 1.0]), ([1.0, 1.0], [np.nan, 1.0]), ([np.inf, 1.0], [-np.inf, 1.0]),
+    ([np.inf, 1.0], [1.0, 1.0])])
+def test_nonfinite_positions_must_agree(actual, expected):
+    result = compare_arrays(np.array(actual), np.array(expected), Tolerance(1.0), **COMMON)
+    assert not result.passed and "NaN/inf positions differ" in result.note
+
+
+def test_matching_nonfinite_values_pass():
+    values = np.array([np.nan, np.inf, -np.inf, 2.0])
+    assert compare_arrays(values.copy(), values, Tolerance(0.0), **COMMON).passed
+
+
+def test_missing_and_misshapen_results_fail():
+    expected = np.zeros((2, 3))
+    assert not compare_arrays(None, expected, Tolerance(1.0), **COMMON).passed
+    result = compare_arrays(np.zeros((3, 2)), expected, Tolerance(1.0), **COMMON)
+    assert not result.passed and "shape mismatch" in result.note
+
+
+def test_rtol_and_atol_combine_elementwise():
+    expected = np.array([1.0, 100.0])
+    tolerance = Tolerance(atol=0.1, rtol=0.01)
+    assert compare_arrays(np.array([1.1, 101.1]), expected, tolerance, **COMMON).passed
+    assert not compare_arrays(np.array([1.2, 100.0]), expected, tolerance, **COMMON).passed
+    with pytest.raises(ValueError, match="atol=-1"):
+        Tolerance(atol=-1)
+
+
+def test_exact_comparison():
+    assert compare_exact(3, 3, reason="counter", **COMMON).passed
+    result = compare_exact(3, 4, reason="counter", **COMMON)
+    assert not result.passed and result.error_ratio == math.inf and "actual 3, expected 4" in result.describe()
+
+
+def test_module_tolerance_is_floor_or_yardstick_multiple_and_caps_the_yardstick():
+    u = UNIT_ROUNDOFF["float32"]
+    assert module_tolerance("output", dtype="float32", scale=2.0, yardstick=None).atol == FLOOR_ULPS * u * 2.0
+    big = module_tolerance("output", dtype="float32", scale=2.0, yardstick=1e-4)
+    assert big.atol == YARDSTICK_MULTIPLE * 1e-4 and "single-process BatchNorm" in big.reason
+    capped = module_tolerance("output", dtype="float32", scale=1.0, yardstick=10.0)
+    assert capped.atol < 1.0 and "capped" in capped.reason
+    with pytest.raises(KeyError, match="quantity='loss'"):
+        module_tolerance("loss", dtype="float32", scale=1.0, yardstick=None)
+
+
+def test_op_tolerance_grows_with_sqrt_n_and_dtype():
+    small = op_tolerance(dtype="float32", count=4, scale=1.0).atol
+    assert op_tolerance(dtype="float32", count=400, scale=1.0).atol == pytest.approx(10 * small)
+    assert op_tolerance(dtype="float64", count=4, scale=1.0).atol < small

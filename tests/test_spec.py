@@ -1,0 +1,91 @@
+"""Case specs: ids are stable, readable and round-trip; bad input names the field and the rule."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cases.catalogue import PROFILES, all_cases, module_cases
+from harness.errors import CaseError
+from harness.spec import DTYPES, CaseSpec, OpSpec, parse_any_id
+
+
+@st.composite
+def specs(draw) -> CaseSpec:
+    world = draw(st.integers(1, 8))
+    spatial = draw(st.lists(st.integers(1, 5), max_size=3).map(tuple))
+    layout = {2: draw(st.sampled_from(["contiguous", "channels_last"])),
+              3: draw(st.sampled_from(["contiguous", "channels_last_3d"]))}.get(len(spatial), "contiguous")
+    device = draw(st.sampled_from(["cpu", "cuda"]))
+    dtypes = DTYPES if device == "cuda" else ("float32", "float64")
+    groups = None
+    if world == 4 and draw(st.booleans()):
+        groups = ((0, 1), (2, 3))
+    return CaseSpec(
+        shard_sizes=tuple(draw(st.lists(st.integers(0, 9), min_size=world, max_size=world))),
+        channels=draw(st.integers(1, 64)), spatial=spatial, dtype=draw(st.sampled_from(dtypes)),
+        param_dtype=draw(st.sampled_from([None, *dtypes])), layout=layout, affine=draw(st.booleans()),
+        track_running_stats=draw(st.booleans()),
+        momentum=draw(st.one_of(st.none(), st.floats(0, 1))), eps=draw(st.floats(1e-12, 10)),
+        steps=draw(st.integers(1, 5)), eval_steps=draw(st.integers(0, 3)),
+        data=draw(st.sampled_from(["normal", "constant", "outliers", "halfconst"])),
+        loc=draw(st.floats(-1e6, 1e6)), scale=draw(st.floats(1e-6, 1e6)), seed=draw(st.integers(0, 2**31)),
+        device=device, groups=groups, autocast=device == "cuda" and draw(st.booleans()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(specs())
+def test_id_round_trips(spec):
+    assert CaseSpec.from_id(spec.id) == spec
+    assert parse_any_id(spec.id) == spec
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_catalogue_ids_are_unique_and_parse(profile):
+    cases = all_cases(profile)
+    ids = [case.id for case in cases]
+    assert len(ids) == len(set(ids))
+    assert all(parse_any_id(i) == case for i, case in zip(ids, cases))
+
+
+def test_quick_profile_touches_every_area_and_has_at_least_100_cases():
+    from cases.catalogue import AREAS
+
+    cases = all_cases("quick")
+    assert len(cases) >= 100
+    assert {case.tags[0] for case in module_cases("quick")} == set(AREAS)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    (dict(shard_sizes=(3, -1), channels=2), "shard_sizes[1]=-1: must be >= 0"),
+    (dict(shard_sizes=(3,), channels=0), "channels=0: must be >= 1"),
+    (dict(shard_sizes=(), channels=2), "needs at least one rank"),
+    (dict(shard_sizes=(3,), channels=2, spatial=(3,), layout="channels_last"), "channels_last needs a 4-d input"),
+    (dict(shard_sizes=(3,), channels=2, dtype="float16"), "half precision cases need device='cuda'"),
+    (dict(shard_sizes=(3,), channels=2, momentum=1.5), "momentum=1.5"),
+    (dict(shard_sizes=(3,), channels=2, eps=0.0), "eps=0.0: must be a finite float > 0"),
+    (dict(shard_sizes=(3, 3), channels=2, groups=((0,), (0, 1))), "must partition the ranks"),
+    (dict(shard_sizes=(3,), channels=2, spatial=(0,)), "spatial[0]=0: must be >= 1"),
+    (dict(shard_sizes=(3,), channels=2, steps=0, eval_steps=0), "steps + eval_steps must be >= 1"),
+    (dict(shard_sizes=(3,), channels=2, data="uniform"), "data='uniform': must be one of"),
+])
+def test_invalid_case_names_the_field_and_rule(fields, message):
+    with pytest.raises(CaseError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)").replace(".", r"\.").replace("+", r"\+")):
+        CaseSpec(**fields)
+
+
+@pytest.mark.parametrize("bad_id", ["", "w2_n3_c2", "w2_n3.2.1_c2_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1"
+                                    "_s0_cpu", "w2_n3.2_c2_nchw4_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1"
+                                    "_s0_cpu", "w2_n3.2_c2_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1"
+                                    "_s0_cpu_zz"])
+def test_malformed_ids_raise_case_error(bad_id):
+    with pytest.raises(CaseError):
+        CaseSpec.from_id(bad_id)
+
+
+def test_op_spec_round_trips_and_validates():
+    spec = OpSpec(op="batch_norm_elemt", shard_sizes=(3, 2), channels=4, spatial=(2, 3), layout="channels_last")
+    assert OpSpec.from_id(spec.id) == spec
+    with pytest.raises(CaseError, match="op='batch_norm_nope'"):
+        OpSpec(op="batch_norm_nope", shard_sizes=(3,), channels=2)
