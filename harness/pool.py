@@ -84,15 +84,26 @@ class RankPool:
         the ranks' return values. Raises RankFailure (the pool is then closed unless every rank answered).
         ``is_failure(value)`` marks a returned value as a failure that may leave the other ranks hanging: they then
         get only a short grace period instead of the full timeout."""
+        self.submit(target, kwargs)
+        return self.collect(target, timeout=timeout, is_failure=is_failure)
+
+    def submit(self, target: str, kwargs: dict[str, Any] | list[dict[str, Any]]) -> None:
+        """Start ``target`` on every rank without waiting (the controller can work meanwhile); then ``collect``."""
         if not self.alive:
             raise HarnessError("this pool is closed")
         per_rank = kwargs if isinstance(kwargs, list) else [kwargs] * self.world_size
         for conn, rank_kwargs in zip(self._conns, per_rank):
             conn.send(("call", {"target": target, "kwargs": rank_kwargs}))
-        return self._gather("result", timeout=timeout, what=f"finish {target}", is_failure=is_failure)
+        self._submitted_at = time.monotonic()
+
+    def collect(self, target: str, *, timeout: float, is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
+        """The ranks' return values for the last ``submit``; ``timeout`` counts from the submission."""
+        remaining = timeout - (time.monotonic() - self._submitted_at)
+        return self._gather("result", timeout=max(remaining, 0.0), what=f"finish {target}", is_failure=is_failure,
+                            nominal_timeout=timeout)
 
     def _gather(self, expected: str, *, timeout: float, what: str,
-                is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
+                is_failure: Callable[[Any], bool] | None = None, nominal_timeout: float | None = None) -> list[Any]:
         deadline = time.monotonic() + timeout
         replies: dict[int, tuple[str, dict]] = {}
         first_error: int | None = None
@@ -151,7 +162,7 @@ class RankPool:
                               "restarted", rank=rank, kind="crashed", partial=partial)
         rank = hung[0] if len(hung) == 1 else None
         raise RankFailure(
-            f"rank(s) {hung} did not {what} within {timeout:g} s (deadlock or too slow: does every rank call every "
+            f"rank(s) {hung} did not {what} within {nominal_timeout or timeout:g} s (deadlock or too slow: does every rank call every "
             f"collective, even with an empty shard?); ranks {sorted(replies)} answered; the pool was restarted",
             rank=rank, kind="timeout", partial=partial)
 

@@ -30,19 +30,19 @@ def phase_name(spec: CaseSpec, phase: int) -> str:
 
 def prepare_sut(ctx: RankContext, sut: str, kernels: str | None, device: str):
     """The SUT factory, with kernel substitutes installed for ``device`` (cached per process)."""
-    key = ("sut", sut, kernels, device)
-    if key in ctx.cache:
-        return ctx.cache[key]
     from . import torch_sut
     from .sut import load_factory, load_module
 
-    overrides = torch_sut.load_kernel_overrides(load_module(kernels)) if kernels else None
+    key = ("sut", sut, kernels)
+    if key not in ctx.cache:
+        overrides = torch_sut.load_kernel_overrides(load_module(kernels)) if kernels else None
+        ctx.cache[key] = (load_factory(sut), overrides)
+    factory, overrides = ctx.cache[key]
+    # The kernel table is per process and cases of different runs may share the process: set it every time.
     if device == "cpu":
         torch_sut.install_cpu_kernels(overrides)
-    elif overrides:
+    else:
         torch_sut.install_device_kernels(overrides, device="CUDA")
-    factory = load_factory(sut)
-    ctx.cache[key] = factory
     return factory
 
 

@@ -454,6 +454,7 @@ def install_cpu_kernels(overrides: Mapping[str, Callable[..., Any]] | None = Non
         _library = library  # kept alive: the registrations last as long as this object
 
 
+_device_tables: dict[str, dict[str, Callable[..., Any]]] = {}
 _device_libraries: dict[str, torch.library.Library] = {}
 
 
@@ -463,6 +464,9 @@ def install_device_kernels(overrides: Mapping[str, Callable[..., Any]] | None, *
     if device.upper() == "CPU":
         raise ValueError(f"device={device!r}: use install_cpu_kernels for CPU")
     table = _validate_overrides(overrides)
+    if _device_tables.get(device, {}) == table:
+        return  # already in place: re-registering would only warn about overriding the same kernels
+    _device_tables[device] = table
     previous = _device_libraries.pop(device, None)
     if previous is not None:
         previous._destroy()  # unregisters: the native kernels are back
