@@ -1,0 +1,311 @@
+"""``python -m harness gate``: run the suite and compare it with a stored known-good baseline.
+
+    python -m harness gate --baseline FILE [--sut SPEC] [--profile P] [--update-baseline [--repeat N]]
+
+Exit 0: no regression. Exit 1: a tolerance failure (any failed case), a case that passed in the baseline and does
+not pass now, a baseline case that did not run (coverage loss), or a quantity whose max |error| grew by more than
+``--growth-factor`` (default 2) over the baseline while exceeding ``--growth-floor`` (default 1%) of its tolerance.
+Improvements by the same factor are printed as candidates for tightening. Exit 2: usage error (a missing or
+corrupt baseline, another schema version, no baseline for this environment, a different case selection).
+
+Baseline (``"schema": "syncbn-harness/baseline", "version": 1``): ``environments`` maps an environment key,
+``<device kind>/<backend>`` (``cpu/gloo``, ``cuda:NVIDIA H100 80GB HBM3/nccl``), to what was recorded there:
+``recorded`` (torch, harness revision, SUT, runs), ``selection`` (profile, --case, extra pytest arguments) and
+``cases``: per case id (the id encodes every parameter, dtype and device included) its outcome and, per quantity
+(``phase/quantity/rank<r>`` or ``.../sum<ranks>``), dtype, max |error|, error / allowed and the tolerance. A case
+is only ever judged against the entry of its own environment, so a CPU baseline never judges a GPU run.
+
+Run-to-run variation: CPU runs here are bit-for-bit repeatable. GPU reductions (atomics, split-K, launch
+configuration) are not; the growth factor (2x) and the floor (1% of the tolerance) absorb that jitter, and a
+baseline recorded as the maximum over several runs (``--update-baseline --repeat 3``) absorbs the rest.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_suite_arguments, pytest_args, run_suite
+
+from .results import ResultsError, as_float, check_document, jsonable, load_results, read_json
+
+__all__ = ["BASELINE_SCHEMA", "BASELINE_VERSION", "add_arguments", "main", "summarize_results", "merge_runs",
+           "judge", "load_baseline", "save_baseline", "GateReport"]
+
+BASELINE_SCHEMA = "syncbn-harness/baseline"
+BASELINE_VERSION = 1
+# Worst first: when runs are merged (--repeat), a case keeps its worst outcome.
+_SEVERITY = {"error": 5, "failed": 4, "xpassed": 3, "skipped": 2, "xfailed": 1, "passed": 0}
+_FAILING = ("failed", "error", "xpassed")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_suite_arguments(parser)
+    parser.add_argument("--baseline", required=True, metavar="FILE", help="the known-good baseline (JSON)")
+    parser.add_argument("--update-baseline", action="store_true",
+                        help="record this run as the baseline of its environment (other environments are kept)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the suite N times and keep each quantity's largest error (for GPU baselines)")
+    parser.add_argument("--growth-factor", type=float, default=2.0, metavar="F",
+                        help="an error more than F times its baseline is a regression (default 2)")
+    parser.add_argument("--growth-floor", type=float, default=0.01, metavar="FRACTION",
+                        help="growth only counts when the new error exceeds this fraction of the tolerance "
+                        "(default 0.01), so noise far below the tolerance never trips the gate")
+    parser.add_argument("--results-in", default=None, metavar="PATH",
+                        help="judge this results document (from --json) instead of running the suite")
+
+
+# -- summaries: a results document reduced to what the gate compares -------------------------------------------------
+def environment_key(case: dict[str, Any], env: dict[str, Any]) -> str:
+    device = case["device"]
+    if device == "cuda":
+        device = f"cuda:{env.get('device_name') or 'unknown'}"
+    return f"{device}/{case['backend']}"
+
+
+def quantity_key(comparison: dict[str, Any]) -> str:
+    where = f"rank{comparison['rank']}" if comparison["rank"] is not None else \
+        "sum" + ".".join(map(str, comparison["ranks"]))
+    return f"{comparison['phase']}/{comparison['quantity']}/{where}"
+
+
+def _problem(case: dict[str, Any]) -> str:
+    failed = sorted((c for c in case["comparisons"] if not c["passed"]), key=lambda c: -as_float(c["error_ratio"]))
+    parts = [f"{quantity_key(c)} {as_float(c['error_ratio']):.3g}x the allowed error" for c in failed[:3]]
+    if len(failed) > 3:
+        parts.append(f"{len(failed) - 3} more")
+    if case["failures"]:
+        parts.append(case["failures"][0].strip().splitlines()[0][:200])
+    return "; ".join(parts)
+
+
+def summarize_results(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{environment key: {"recorded": ..., "cases": {id: {outcome, dtype, problem, rerun, quantities}}}}."""
+    env = document["environment"]
+    out: dict[str, dict[str, Any]] = {}
+    for case in document["cases"]:
+        key = environment_key(case, env)
+        entry = out.setdefault(key, {"recorded": {k: env.get(k) for k in (
+            "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_dirty", "sut", "kernels")}
+            | {"created": document.get("created"), "runs": 1}, "cases": {}})
+        quantities = {}
+        for c in case["comparisons"]:
+            quantities[quantity_key(c)] = {"dtype": c["dtype"], "max_abs_err": c["max_abs_err"],
+                                           "error_ratio": c["error_ratio"], "atol": c["tolerance"]["atol"],
+                                           "rtol": c["tolerance"]["rtol"], "passed": c["passed"]}
+        entry["cases"][case["id"]] = {"outcome": case["outcome"], "dtype": case["params"].get("dtype"),
+                                      "problem": _problem(case) if case["outcome"] in _FAILING else "",
+                                      "rerun": case.get("rerun", ""), "quantities": quantities}
+    return out
+
+
+def merge_runs(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Several summaries of the same selection: each case's worst outcome, each quantity's largest error."""
+    merged: dict[str, dict[str, Any]] = json.loads(json.dumps(runs[0]))
+    for run in runs[1:]:
+        for key, entry in run.items():
+            target = merged.setdefault(key, json.loads(json.dumps(entry)))
+            if target is entry:
+                continue
+            target["recorded"]["runs"] = target["recorded"].get("runs", 1) + 1
+            for case_id, case in entry["cases"].items():
+                mine = target["cases"].setdefault(case_id, json.loads(json.dumps(case)))
+                if _SEVERITY.get(case["outcome"], 5) > _SEVERITY.get(mine["outcome"], 5):
+                    mine["outcome"], mine["problem"] = case["outcome"], case["problem"]
+                for name, q in case["quantities"].items():
+                    old = mine["quantities"].get(name)
+                    if old is None or as_float(q["max_abs_err"]) > as_float(old["max_abs_err"]):
+                        mine["quantities"][name] = q
+    return merged
+
+
+# -- baseline files -------------------------------------------------------------------------------------------------
+def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
+    document = check_document(read_json(path), schema=BASELINE_SCHEMA, version=BASELINE_VERSION,
+                              source=f"baseline {path}")
+    if not isinstance(document.get("environments"), dict):
+        raise ResultsError(f"baseline {path}: no 'environments' object")
+    return document
+
+
+def save_baseline(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(jsonable(document), indent=1, sort_keys=True, allow_nan=False) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def selection(args: argparse.Namespace, document: dict[str, Any]) -> dict[str, Any]:
+    """Which cases the run selected: the same selection is needed for coverage to be comparable."""
+    env = document["environment"]
+    return {"profile": env.get("profile"), "case": env.get("case"),
+            "pytest_args": list(getattr(args, "pytest_args", None) or [])}
+
+
+# -- judging --------------------------------------------------------------------------------------------------------
+class GateReport:
+    """What the gate found: problems (exit 1), notes, tightening candidates."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.candidates: list[str] = []
+        self.notes: list[str] = []
+
+    def problem(self, kind: str, case_id: str, text: str) -> None:
+        self.problems.append(f"FAIL {kind:<10} {case_id}: {text}")
+
+
+def judge(current: dict[str, Any], baseline: dict[str, Any], *, growth_factor: float, growth_floor: float,
+          report: GateReport) -> None:
+    """Compare one environment's summary (``current``) with its baseline entry."""
+    base_cases = baseline["cases"]
+    for case_id, case in sorted(current["cases"].items()):
+        base = base_cases.get(case_id)
+        outcome = case["outcome"]
+        if outcome in _FAILING:
+            report.problem("failure", case_id, f"{outcome}: {case['problem']}" + (
+                f"\n     rerun: {case['rerun']}" if case.get("rerun") else ""))
+        elif base is not None and base["outcome"] == "passed" and outcome != "passed":
+            report.problem("regression", case_id, f"passed in the baseline, {outcome} now")
+        if base is None:
+            report.notes.append(f"new case (no baseline, judged by its tolerances only): {case_id}")
+            continue
+        for name, q in sorted(case["quantities"].items()):
+            old = base["quantities"].get(name)
+            if old is None or not q["passed"]:
+                continue
+            new_err, old_err = as_float(q["max_abs_err"]), as_float(old["max_abs_err"])
+            new_ratio, old_ratio = as_float(q["error_ratio"]), as_float(old["error_ratio"])
+            if not (math.isfinite(new_err) and math.isfinite(old_err)):
+                continue
+            if new_err > growth_factor * old_err and new_ratio > growth_floor:
+                factor = f"{new_err / old_err:.3g}x" if old_err > 0 else "from exactly 0"
+                report.problem("growth", case_id, f"{name} ({q['dtype']}) max |err| {old_err:.3g} -> {new_err:.3g} "
+                               f"({factor} > {growth_factor:g}x; now {100 * new_ratio:.3g}% of the tolerance "
+                               f"{as_float(q['atol']):.3g})")
+            elif old_err > growth_factor * new_err and old_ratio > growth_floor:
+                report.candidates.append(f"{case_id} {name}: max |err| {old_err:.3g} -> {new_err:.3g} "
+                                         f"({100 * new_ratio:.3g}% of the tolerance)")
+    for case_id in sorted(set(base_cases) - set(current["cases"])):
+        report.problem("coverage", case_id, f"in the baseline ({base_cases[case_id]['outcome']}), did not run now")
+
+
+# -- the command ----------------------------------------------------------------------------------------------------
+def _usage(message: str) -> int:
+    print(f"gate: usage error: {message}")
+    return EXIT_USAGE
+
+
+def _run_once(args: argparse.Namespace, json_path: str, *, last: bool) -> tuple[int, dict[str, Any] | None]:
+    suite = argparse.Namespace(**vars(args))
+    suite.json = json_path
+    if not last:
+        suite.report = None
+    elif suite.report is not None:
+        suite.report = os.path.abspath(suite.report)
+    code = run_suite(pytest_args(suite))
+    if code == EXIT_USAGE or not os.path.exists(json_path):
+        return code, None
+    return code, load_results(json_path)
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.growth_factor > 1:
+        return _usage(f"--growth-factor={args.growth_factor!r}: must be > 1")
+    if not 0 <= args.growth_floor < 1:
+        return _usage(f"--growth-floor={args.growth_floor!r}: must be in [0, 1)")
+    if args.repeat < 1:
+        return _usage(f"--repeat={args.repeat!r}: must be >= 1")
+    baseline_path = Path(args.baseline).resolve()
+    baseline: dict[str, Any] | None = None
+    if baseline_path.exists() or not args.update_baseline:
+        try:
+            baseline = load_baseline(baseline_path)
+        except ResultsError as exc:
+            return _usage(f"{exc}" + ("" if args.update_baseline else
+                                      "; record one with --update-baseline on a known-good revision"))
+
+    documents = []
+    if args.results_in:
+        try:
+            documents.append(load_results(args.results_in))
+        except ResultsError as exc:
+            return _usage(str(exc))
+    else:
+        with tempfile.TemporaryDirectory(prefix="syncbn-gate-") as tmp:
+            for i in range(args.repeat):
+                path = os.path.abspath(args.json) if args.json and i == args.repeat - 1 else \
+                    os.path.join(tmp, f"results-{i}.json")
+                code, document = _run_once(args, path, last=i == args.repeat - 1)
+                if document is None:
+                    return _usage(f"the suite did not run (exit {code}): see the pytest output above")
+                documents.append(document)
+    current = merge_runs([summarize_results(d) for d in documents])
+    if not current:
+        return _usage("the run selected no cases")
+    wanted = selection(args, documents[-1])
+
+    if args.update_baseline:
+        document = baseline or {"schema": BASELINE_SCHEMA, "version": BASELINE_VERSION, "environments": {}}
+        failing = []
+        for key, entry in current.items():
+            entry["selection"] = wanted
+            entry["recorded"]["recorded_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds")
+            document["environments"][key] = entry
+            failing += [f"{key} {case_id}: {case['outcome']}: {case['problem']}"
+                        for case_id, case in entry["cases"].items() if case["outcome"] in _FAILING]
+        save_baseline(document, baseline_path)
+        cases = sum(len(entry["cases"]) for entry in current.values())
+        print(f"gate: baseline {baseline_path} updated for {', '.join(sorted(current))}: {cases} cases, "
+              f"{len(documents)} run(s)")
+        if failing:
+            print("gate: the recorded run has failing cases; a baseline should come from a known-good revision:")
+            print("\n".join("  " + line for line in failing))
+            return EXIT_FAILED
+        return EXIT_OK
+
+    assert baseline is not None
+    report = GateReport()
+    for key, entry in sorted(current.items()):
+        base = baseline["environments"].get(key)
+        if base is None:
+            known = ", ".join(sorted(baseline["environments"])) or "none"
+            return _usage(f"baseline {baseline_path} has no entry for environment {key!r} (it has: {known}); a "
+                          f"baseline only judges runs on the same device kind and backend: record one here with "
+                          f"--update-baseline")
+        if base.get("selection") != wanted:
+            return _usage(f"environment {key}: the baseline selected {base.get('selection')}, this run {wanted}; "
+                          f"run the gate with the options the baseline was recorded with")
+        recorded = base.get("recorded", {})
+        print(f"gate: {key}: {len(entry['cases'])} cases against baseline of {recorded.get('recorded_at', '?')} "
+              f"(torch {recorded.get('torch')}, harness {str(recorded.get('harness_revision'))[:12]}, "
+              f"sut {recorded.get('sut')}, {recorded.get('runs', 1)} run(s)); now torch "
+              f"{entry['recorded'].get('torch')}, sut {entry['recorded'].get('sut')}")
+        judge(entry, base, growth_factor=args.growth_factor, growth_floor=args.growth_floor, report=report)
+    for note in report.notes[:20]:
+        print(f"note: {note}")
+    if len(report.notes) > 20:
+        print(f"note: ... and {len(report.notes) - 20} more new cases")
+    if report.candidates:
+        print(f"improved by more than {args.growth_factor:g}x (candidates for tightening the tolerance or "
+              f"re-recording the baseline):")
+        for line in report.candidates[:30]:
+            print(f"  {line}")
+        if len(report.candidates) > 30:
+            print(f"  ... and {len(report.candidates) - 30} more")
+    for line in report.problems:
+        print(line)
+    if report.problems:
+        print(f"gate: FAILED ({len(report.problems)} problem(s))")
+        return EXIT_FAILED
+    print("gate: PASSED")
+    return EXIT_OK
