@@ -1,0 +1,128 @@
+"""``python -m harness selftest``: the suite against deliberately broken SyncBNs (harness.mutants).
+
+Each mutant runs the profile's module cases, cheap discriminating ones first, until its first failing case (the
+mutant is then *caught*, by that case and quantity); each correct implementation runs every case and must pass all.
+Exit 0 only if every mutant is caught and no correct implementation fails a case; 1 otherwise; 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+
+from .runner import CaseResult, RunConfig, run_case
+from .spec import CaseSpec
+
+__all__ = ["add_arguments", "main", "ordered_cases", "first_failure", "MutantOutcome", "run_mutant"]
+
+# Areas whose cases discriminate most bugs cheaply (uneven and empty shards, several steps, eval, momentum None,
+# groups, channels_last, large eps, offset data, the edge errors) come first; the rest of the profile follows.
+_AREA_ORDER = ("momentum", "groups", "layouts", "eps", "data", "errors", "eval", "shards", "running_stats",
+               "affine", "world", "shapes", "dtypes")
+_SUT_PREFIX = "harness.mutants:"
+
+
+def ordered_cases(profile: str) -> list[CaseSpec]:
+    """The profile's module cases, by area in ``_AREA_ORDER`` (stable within an area)."""
+    from cases.catalogue import module_cases
+
+    cases = module_cases(profile)
+    rank = {area: i for i, area in enumerate(_AREA_ORDER)}
+    return sorted(cases, key=lambda c: rank.get(c.tags[0] if c.tags else "", len(rank)))
+
+
+def first_failure(result: CaseResult) -> str:
+    """What failed first in a failed case: the worst failed quantity (phase, where), or the rank failure."""
+    failed = sorted((c for c in result.comparisons if not c.passed), key=lambda c: -c.error_ratio)
+    if failed:
+        worst = failed[0]
+        return f"{worst.quantity} at {worst.phase}, {worst.where} (error {worst.error_ratio:.3g}x the tolerance)"
+    if result.failures:
+        return result.failures[0].splitlines()[0]
+    return "nothing was compared"
+
+
+@dataclass
+class MutantOutcome:
+    name: str
+    description: str
+    correct: bool  # a correct implementation (must pass) rather than a mutant (must be caught)
+    cases_run: int
+    failed: list[CaseResult]
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed if self.correct else bool(self.failed)
+
+
+def run_mutant(name: str, cases: list[CaseSpec], *, correct: bool, case_timeout: float,
+               description: str = "") -> MutantOutcome:
+    """Run ``cases`` against ``harness.mutants:<name>``: a mutant stops at its first failing case."""
+    config = RunConfig(sut=_SUT_PREFIX + name, case_timeout=case_timeout)
+    start = time.monotonic()
+    failed: list[CaseResult] = []
+    run = 0
+    for case in cases:
+        result = run_case(case, config)
+        run += 1
+        if not result.passed:
+            failed.append(result)
+            if not correct:
+                break
+    return MutantOutcome(name, description, correct, run, failed, time.monotonic() - start)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", default="quick", choices=("quick", "default"),
+                        help="which cases to run against each mutant (default: quick)")
+    parser.add_argument("--case-timeout", type=float, default=10.0,
+                        help="seconds before a case's ranks count as hung (default 10: some mutants deadlock)")
+    parser.add_argument("--only", default=None, metavar="NAMES",
+                        help="comma-separated mutant / correct implementation names to run (default: all)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from . import mutants
+
+    known = {**mutants.CORRECT, **mutants.MUTANTS}
+    names = list(known) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        print(f"--only: unknown name(s) {unknown}; choose from {sorted(known)}")
+        return 2
+    cases = ordered_cases(args.profile)
+    print(f"selftest: profile {args.profile}, {len(cases)} module cases, case timeout {args.case_timeout:g} s")
+    outcomes: list[MutantOutcome] = []
+    for name in names:  # the rank pools stay up between mutants (closed at exit)
+        correct = name in mutants.CORRECT
+        outcome = run_mutant(name, cases, correct=correct, case_timeout=args.case_timeout, description=known[name])
+        outcomes.append(outcome)
+        print(_line(outcome), flush=True)
+    mutant_outcomes = [o for o in outcomes if not o.correct]
+    caught = sum(o.ok for o in mutant_outcomes)
+    correct_failed = [o.name for o in outcomes if o.correct and not o.ok]
+    if mutant_outcomes:
+        print(f"catch rate: {caught}/{len(mutant_outcomes)} mutants caught "
+              f"({100.0 * caught / len(mutant_outcomes):.0f}%)")
+    missed = [o.name for o in mutant_outcomes if not o.ok]
+    if missed:
+        print(f"MISSED: {', '.join(missed)}")
+    if correct_failed:
+        print(f"CORRECT IMPLEMENTATIONS FAILED: {', '.join(correct_failed)}")
+    return 0 if not missed and not correct_failed else 1
+
+
+def _line(outcome: MutantOutcome) -> str:
+    timing = f"[{outcome.cases_run} cases, {outcome.duration_s:.1f} s]"
+    if outcome.correct:
+        if outcome.ok:
+            return f"PASS    {outcome.name}: correct implementation passed all cases {timing}"
+        first = outcome.failed[0]
+        return (f"FAIL    {outcome.name}: correct implementation failed {len(outcome.failed)} case(s), first "
+                f"{first.spec.id}: {first_failure(first)} {timing}")
+    if outcome.ok:
+        first = outcome.failed[0]
+        return (f"CAUGHT  {outcome.name} ({outcome.description}) by case {first.spec.id}: "
+                f"{first_failure(first)} {timing}")
+    return f"MISSED  {outcome.name} ({outcome.description}): every case passed {timing}"
