@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU part of the suite on one GPU, in a few minutes; installs nothing. Run from anywhere:
+#     OUT=/some/dir scripts/gpu_check.sh          (PYTHON=python by default; results under $OUT, else ./out)
+# Steps (each under `timeout`, each one's exit code in the summary at the end):
+#   1. the conformance suite on CUDA, default profile -> gpu.json, gpu.html, suite.log
+#   2. the model-level checks (DDP training, BatchNorm1d/2d/3d) on CUDA -> models.log
+#   3. harness.launch under torchrun, 2 processes sharing the GPU over gloo, quick profile -> torchrun.json
+#   4. the measured error table per dtype (SyncBN and single-process BatchNorm vs float64) -> error_table.md
+# Exit code: 0 when every step passed, else the first failing step's code.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+OUT_DIR=${OUT:-out}
+mkdir -p "$OUT_DIR"
+OUT_DIR=$(cd "$OUT_DIR" && pwd)
+export GLOO_SOCKET_IFNAME=${GLOO_SOCKET_IFNAME:-lo}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+SUMMARY=()
+FIRST_FAIL=0
+START=$(date +%s)
+
+step() {  # step NAME TIMEOUT_S LOGFILE COMMAND...
+    local name=$1 limit=$2 log=$3
+    shift 3
+    local t0=$(date +%s)
+    echo "=== $name (timeout ${limit}s): $*"
+    timeout --kill-after=10 "$limit" "$@" > "$OUT_DIR/$log" 2>&1
+    local rc=$?
+    tail -n 15 "$OUT_DIR/$log"
+    local status=ok
+    if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then status="TIMED OUT"; elif [ $rc -ne 0 ]; then status="FAILED"; fi
+    SUMMARY+=("$(printf '%-12s %-9s rc=%-3s %4ss  %s' "$name" "$status" "$rc" "$(( $(date +%s) - t0 ))" "$OUT_DIR/$log")")
+    if [ $rc -ne 0 ] && [ $FIRST_FAIL -eq 0 ]; then FIRST_FAIL=$rc; fi
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; } > "$OUT_DIR/env.txt" 2>&1
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), 'gpus', torch.cuda.device_count())" >> "$OUT_DIR/env.txt" 2>&1
+cat "$OUT_DIR/env.txt"
+
+step suite 300 suite.log $PY -m harness run --device cuda --profile default --json "$OUT_DIR/gpu.json" \
+    --report "$OUT_DIR/gpu.html" -- -rfEsx
+step models 100 models.log $PY -m pytest cases/test_models.py --device cuda -p no:cacheprovider -q -rfEs
+step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-per-node=2 -m harness.launch \
+    --device cuda --profile quick --json "$OUT_DIR/torchrun.json"
+step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device cuda --out "$OUT_DIR"
+
+echo
+echo "=== summary ($(( $(date +%s) - START ))s, results in $OUT_DIR)"
+cat "$OUT_DIR/env.txt"
+printf '%s\n' "${SUMMARY[@]}"
+grep -E "passed|failed|skipped|xfailed" "$OUT_DIR/suite.log" | tail -n 1 | sed 's/^/suite:    /'
+grep -E "passed|failed|skipped" "$OUT_DIR/models.log" | tail -n 1 | sed 's/^/models:   /'
+grep -E "^harness.launch:" "$OUT_DIR/torchrun.log" | tail -n 1 | sed 's/^/torchrun: /'
+[ -f "$OUT_DIR/error_table.md" ] && cat "$OUT_DIR/error_table.md"
+exit $FIRST_FAIL

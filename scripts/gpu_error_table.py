@@ -1,0 +1,131 @@
+"""Measured error table: SyncBatchNorm (W ranks, the harness pools) next to single-process BatchNorm on the global
+batch, both against the float64 reference, per dtype, data and quantity, as max |error| / max |expected|.
+
+    python scripts/gpu_error_table.py [--device cuda] [--sut torch] [--out DIR]
+
+Writes DIR/error_table.md (the table for docs/gpu.md) and DIR/error_table.json. On CPU only float32 rows exist.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+QUANTITIES = ("output", "grad_input", "grad_weight", "grad_bias", "running_var")
+# (label, dtype, param_dtype, loc, scale): half types only on data they can resolve (no large offsets).
+ROWS = [
+    ("N(0,1)", "float32", None, 0.0, 1.0),
+    ("offset 100", "float32", None, 100.0, 1.0),
+    ("std 1e-3", "float32", None, 0.0, 1e-3),
+    ("N(0,1)", "float16", "float32", 0.0, 1.0),
+    ("mean 5, std 3", "float16", "float32", 5.0, 3.0),
+    ("N(0,1)", "float16", "float16", 0.0, 1.0),
+    ("N(0,1)", "bfloat16", "float32", 0.0, 1.0),
+    ("mean 5, std 3", "bfloat16", "float32", 5.0, 3.0),
+    ("N(0,1)", "bfloat16", "bfloat16", 0.0, 1.0),
+]
+SHAPES = {"small": ((9, 9), 16, (9, 11)), "big": ((32, 32), 64, (32, 32))}
+
+
+def _rel(error: float, expected: list[np.ndarray]) -> float:
+    scale = max((float(np.max(np.abs(e))) for e in expected if e is not None and np.size(e)), default=0.0)
+    return error / scale if scale > 0 else error
+
+
+def measure(spec, sut: str, pools) -> dict[str, tuple[float, float]]:
+    """quantity -> (SyncBN relative error, BatchNorm relative error), training step 0."""
+    from harness.expected import expected_module_case
+
+    expected = expected_module_case(spec)
+    actual = pools.get(spec.world_size, spec.device).run(
+        "harness.rank_case:run_module_case", {"spec": spec.to_dict(), "sut": sut, "kernels": None}, timeout=300)
+    for rank, result in enumerate(actual):
+        if result["error"]:
+            raise RuntimeError(f"rank {rank}: {result['error']['type']}: {result['error']['message']}")
+    phase = expected.phases[0]
+    records = [r["phases"][0] for r in actual]
+    want = {
+        "output": [phase.outputs[r] for r in range(spec.world_size)],
+        "grad_input": [phase.grad_inputs[r] for r in range(spec.world_size)],
+        "grad_weight": [phase.grad_weight[0]],
+        "grad_bias": [phase.grad_bias[0]],
+        "running_var": [phase.buffers[0].running_var],
+    }
+    got = {
+        "output": [rec["output"] for rec in records],
+        "grad_input": [rec["grad_input"] for rec in records],
+        "grad_weight": [np.sum([rec["grad_weight"] for rec in records], axis=0)],
+        "grad_bias": [np.sum([rec["grad_bias"] for rec in records], axis=0)],
+        "running_var": [records[0]["running_var"]],
+    }
+    table = {}
+    for quantity in QUANTITIES:
+        error = max(float(np.max(np.abs(a - e))) if e.size else 0.0 for a, e in zip(got[quantity], want[quantity]))
+        table[quantity] = (_rel(error, want[quantity]), _rel(phase.yardstick.get((0, quantity), float("nan")),
+                                                             want[quantity]))
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
+    parser.add_argument("--sut", default="torch")
+    parser.add_argument("--out", default=os.environ.get("OUT") or "out")
+    parser.add_argument("--shapes", default="small,big", help="comma-separated: small (9,16,9,11 per rank), big "
+                        "(32,64,32,32 per rank)")
+    args = parser.parse_args(argv)
+    from harness.pool import default_manager
+    from harness.spec import CaseSpec
+
+    pools = default_manager()
+    rows, lines = [], []
+    header = ("| shape (per rank, 2 ranks) | data | dtype / params | "
+              + " | ".join(f"{q} sync / bn" for q in QUANTITIES) + " |")
+    lines += [header, "|" + "---|" * (3 + len(QUANTITIES))]
+    start = time.monotonic()
+    try:
+        for shape_name in args.shapes.split(","):
+            shards, channels, spatial = SHAPES[shape_name]
+            for label, dtype, param_dtype, loc, scale in ROWS:
+                if args.device == "cpu" and (dtype != "float32" or param_dtype not in (None, "float32")):
+                    continue
+                spec = CaseSpec(shard_sizes=shards, channels=channels, spatial=spatial, dtype=dtype,
+                                param_dtype=param_dtype, loc=loc, scale=scale, steps=1, device=args.device)
+                try:
+                    table = measure(spec, args.sut, pools)
+                except Exception as exc:  # noqa: BLE001 - one failed row must not lose the rest of the table
+                    print(f"{shape_name} {label} {dtype}/{param_dtype}: {type(exc).__name__}: {exc}", flush=True)
+                    continue
+                cells = " | ".join(f"{s:.2g} / {b:.2g}" for s, b in table.values())
+                shape = f"({shards[0]}, {channels}, {', '.join(map(str, spatial))})"
+                line = f"| {shape} | {label} | {dtype} / {param_dtype or dtype} | {cells} |"
+                lines.append(line)
+                print(line, flush=True)
+                rows.append({"shape": shape, "data": label, "dtype": dtype, "param_dtype": param_dtype or dtype,
+                             "errors": {q: {"syncbn": s, "batchnorm": b} for q, (s, b) in table.items()}})
+    finally:
+        pools.close_all()
+    import torch
+
+    device_name = torch.cuda.get_device_name(0) if args.device == "cuda" and torch.cuda.is_available() else "cpu"
+    note = (f"max |error| / max |expected| against float64, training step 0; SyncBN: {args.sut}, 2 ranks on "
+            f"{device_name}, torch {torch.__version__}; bn: single-process torch BatchNorm in the same dtypes on "
+            f"the global batch ({time.monotonic() - start:.0f}s)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error_table.md").write_text(note + "\n\n" + "\n".join(lines) + "\n")
+    (out / "error_table.json").write_text(json.dumps({"note": note, "rows": rows}, indent=1))
+    print(note)
+    print(f"wrote {out / 'error_table.md'}")
+    return 0 if rows else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""harness.launch under torchrun: two CPU processes over gloo run the quick profile's world-size-2 cases."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+BROKEN_SUT = '''
+import torch
+
+
+def factory(num_features, *, eps, momentum, affine, track_running_stats, process_group, device, dtype):
+    """Plain local BatchNorm: no synchronisation at all."""
+    class LocalBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+        def _check_input_dim(self, input):
+            pass
+
+    return LocalBatchNorm(num_features, eps=eps, momentum=momentum, affine=affine,
+                          track_running_stats=track_running_stats).to(device=device, dtype=dtype)
+'''
+
+
+def _torchrun(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+    if not TORCHRUN.exists():
+        pytest.skip(f"no torchrun next to {sys.executable}")
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    env.pop("SYNCBN_SUT", None)
+    return subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node=2", "-m", "harness.launch", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_torch_sut_passes(tmp_path: Path) -> None:
+    out = tmp_path / "launch.json"
+    proc = _torchrun("--profile", "quick", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    results = json.loads(out.read_text())
+    assert results["world_size"] == 2 and results["backend"] == "gloo"
+    assert results["counts"]["passed"] > 10 and results["counts"]["failed"] == 0
+    assert all(case["id"].startswith("w2_") for case in results["cases"])
+    assert "known deviations" in proc.stdout
+
+
+@pytest.mark.slow
+def test_unsynchronised_sut_fails(tmp_path: Path) -> None:
+    sut = tmp_path / "local_bn.py"
+    sut.write_text(BROKEN_SUT)
+    proc = _torchrun("--profile", "quick", "--sut", f"{sut}:factory")
+    assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "[FAILED ]" in proc.stdout and "rerun: torchrun" in proc.stdout
+
+
+def test_case_of_another_world_size_is_a_usage_error() -> None:
+    proc = _torchrun("--case", "w3_n3.3.3_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu",
+                     timeout=120.0)
+    assert proc.returncode != 0
+    assert "world size 3" in proc.stderr
