@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.syncbn import Buffers, syncbn_backward, syncbn_forward
+from reference.syncbn import TOO_FEW_VALUES, Buffers, syncbn_backward, syncbn_forward
 
 from .data import make_grad_output, make_input, make_params, quantize, torch_dtype
 from .rank_case import phase_name
@@ -48,7 +48,8 @@ def _max_abs(arrays) -> float:
 
 
 def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedCase:
-    """Run the reference over every group and phase; an error the spec requires ends that group's phases."""
+    """Run the reference over every group and phase; an error the spec requires ends the phases of the ranks that
+    raise it (the whole group in training, a lone rank in eval without running statistics)."""
     params = make_params(spec)
     pdt = spec.effective_param_dtype
     weight = quantize(params.weight, pdt) if spec.affine else None
@@ -61,20 +62,29 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
     for gi, members in enumerate(spec.rank_groups):
         buffers = initial.copy() if initial is not None else None
         batchnorm = _batchnorm_module(spec, weight, bias, buffers) if yardstick else None
+        live = list(members)  # ranks not yet stopped by an error the spec requires
         for p, phase in enumerate(phases):
-            shards = [quantize(make_input(spec, p, r, params), spec.dtype) for r in members]
-            grads = [quantize(make_grad_output(spec, p, r), spec.dtype) for r in members]
+            # eval without running statistics has no cross-rank coupling: a rank whose shard holds one value per
+            # channel raises alone, the others go on.
+            local = not phase.training and not spec.track_running_stats
+            for r in [r for r in live if local and spec.shard_sizes[r] * spec.elements_per_sample == 1]:
+                errors[r] = {"phase": phase.name, "type": "ValueError", "message": TOO_FEW_VALUES}
+                live.remove(r)
+            if not live:
+                break
+            shards = [quantize(make_input(spec, p, r, params), spec.dtype) for r in live]
+            grads = [quantize(make_grad_output(spec, p, r), spec.dtype) for r in live]
             try:
                 forward = syncbn_forward(shards, weight=weight, bias=bias, buffers=buffers, momentum=spec.momentum,
                                          eps=spec.eps, training=phase.training,
                                          track_running_stats=spec.track_running_stats)
-            except ValueError as exc:
-                for r in members:
+            except ValueError as exc:  # a global count of 1 in training: every rank of the group raises
+                for r in live:
                     errors[r] = {"phase": phase.name, "type": "ValueError", "message": str(exc)}
                 break
             backward = syncbn_backward(shards, grads, weight=weight, forward=forward)
             buffers = forward.buffers if spec.track_running_stats else None
-            for i, r in enumerate(members):
+            for i, r in enumerate(live):
                 phase.outputs[r] = forward.outputs[i]
                 phase.grad_inputs[r] = backward.grad_inputs[i]
                 if buffers is not None:

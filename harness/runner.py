@@ -15,7 +15,8 @@ from .spec import CaseSpec, OpSpec
 from .sut import DEFAULT_SUT
 from .tolerances import QUANTITY_DTYPE_ROLE, module_tolerance
 
-__all__ = ["RunConfig", "CaseResult", "run_case", "run_module_case", "rerun_command"]
+__all__ = ["RunConfig", "CaseResult", "run_case", "run_module_case", "compare_case", "expected_output_dtype",
+           "rerun_command"]
 
 
 @dataclass
@@ -92,21 +93,46 @@ def run_module_case(spec: CaseSpec, config: RunConfig) -> CaseResult:
 
     start = time.monotonic()
     result = CaseResult(spec, rerun=rerun_command(spec.id, config))
-    expected = expected_module_case(spec)
+    target = "harness.rank_case:run_module_case"
+    expected = None
     try:
         pool = config.pools.get(spec.world_size, spec.device, config.backend)
-        actual = pool.run("harness.rank_case:run_module_case",
-                          {"spec": spec.to_dict(), "sut": config.sut, "kernels": config.kernels},
-                          timeout=config.case_timeout)
+        pool.submit(target, {"spec": spec.to_dict(), "sut": config.sut, "kernels": config.kernels})
+        expected = expected_module_case(spec)  # computed while the ranks run
+        actual = pool.collect(target, timeout=config.case_timeout,
+                              is_failure=lambda value: bool(value and value["error"]))
     except RankFailure as failure:
+        # Ranks that answered may carry the implementation's own error, the likely cause of the others' hang.
+        for rank, value in sorted(failure.partial.items()):
+            if value and value.get("error") and value["error"] != (expected.errors.get(rank) if expected else None):
+                got = value["error"]
+                result.failures.append(f"rank {rank} raised {got['type']} at {got['phase']} ({got['stage']}): "
+                                       f"{got['message']}\n--- rank {rank} traceback ---\n{got['traceback']}")
         result.failures.append(str(failure) + (f"\n--- rank {failure.rank} traceback ---\n{failure.traceback}"
                                                if failure.traceback else ""))
         result.duration_s = time.monotonic() - start
         return result
-    _check_errors(spec, expected, actual, result)
-    _compare_phases(spec, expected, actual, result)
+    compare_case(spec, expected, actual, result)
     result.duration_s = time.monotonic() - start
     return result
+
+
+def compare_case(spec: CaseSpec, expected, actual: list[dict[str, Any]],
+                 result: CaseResult | None = None) -> CaseResult:
+    """Compare every rank's ``harness.rank_case.run_module_case`` result (``actual``, indexed by rank) with
+    ``expected`` (``harness.expected.expected_module_case``); adds to ``result`` (a new one if None) and returns it.
+    Shared by the pool runner and the torchrun launcher (harness.launch)."""
+    result = result if result is not None else CaseResult(spec)
+    _check_errors(spec, expected, actual, result)
+    _compare_phases(spec, expected, actual, result)
+    return result
+
+
+def expected_output_dtype(spec: CaseSpec) -> str:
+    """The output's dtype: the input's, with or without autocast. batch_norm is on neither of CUDA autocast's cast
+    lists (lower precision: matmul/conv/linear...; float32: layer_norm, group_norm, losses...), so under autocast it
+    runs in the dtype of its input, and the SyncBatchNorm kernels follow (float32 input stays float32)."""
+    return spec.dtype
 
 
 def _check_errors(spec: CaseSpec, expected, actual: list[dict[str, Any]], result: CaseResult) -> None:
@@ -143,20 +169,26 @@ def _compare_phases(spec: CaseSpec, expected, actual: list[dict[str, Any]], resu
     for p, phase in enumerate(expected.phases):
         for gi, members in enumerate(spec.rank_groups):
             records = {r: actual[r]["phases"][p] for r in members if p < len(actual[r]["phases"])}
-            if r_missing := [r for r in members if r not in records and r in phase.outputs]:
+            # A rank stopped by its own error has no later phases; that error is already reported.
+            if r_missing := [r for r in members if r not in records and r in phase.outputs
+                             and actual[r]["error"] is None]:
                 result.failures.append(f"rank(s) {r_missing} returned no result for {phase.name}")
-            if not records or members[0] not in phase.outputs:
+            compared = [r for r in members if r in records and r in phase.outputs]
+            if not compared:
                 continue
+            complete = len(compared) == len(members)  # group-level checks need every rank of the group
 
             def tolerance(quantity: str):
                 return module_tolerance(quantity, dtype=dtypes[QUANTITY_DTYPE_ROLE[quantity]],
                                         scale=phase.scales.get((gi, quantity), 1.0),
                                         yardstick=phase.yardstick.get((gi, quantity)))
 
-            for r, record in records.items():
+            for r in compared:
+                record = records[r]
                 common = dict(phase=phase.name, rank=r, ranks=(r,))
-                add(compare_exact(record["output_dtype"], spec.dtype, quantity="output.dtype", dtype=spec.dtype,
-                                  reason="output keeps the input's dtype (SEMANTICS.md, mixed precision)", **common))
+                add(compare_exact(record["output_dtype"], expected_output_dtype(spec), quantity="output.dtype",
+                                  dtype=spec.dtype, reason="output keeps the input's dtype (SEMANTICS.md, mixed "
+                                  "precision; batch_norm is not an autocast op)", **common))
                 add(compare_arrays(record["output"], phase.outputs[r], tolerance("output"), quantity="output",
                                    dtype=spec.dtype, sample_offset=offsets[r], **common))
                 add(compare_arrays(record["grad_input"], phase.grad_inputs[r], tolerance("grad_input"),
@@ -169,7 +201,7 @@ def _compare_phases(spec: CaseSpec, expected, actual: list[dict[str, Any]], resu
                     add(compare_exact(record["num_batches_tracked"], want.num_batches_tracked,
                                       quantity="num_batches_tracked", dtype="int64",
                                       reason="a counter: +1 per training forward", **common))
-            if spec.track_running_stats and len(records) > 1:
+            if spec.track_running_stats and complete and len(members) > 1:
                 first = members[0]
                 for r in members[1:]:
                     for name in ("running_mean", "running_var"):
@@ -177,7 +209,7 @@ def _compare_phases(spec: CaseSpec, expected, actual: list[dict[str, Any]], resu
                         add(compare_exact(same, True, quantity=f"{name}.agreement", phase=phase.name, rank=r,
                                           ranks=(first, r), dtype=dtypes["param"],
                                           reason=f"every rank of a group holds rank {first}'s {name} bit for bit"))
-            if spec.affine:
+            if spec.affine and complete:
                 for name in ("grad_weight", "grad_bias"):
                     total = np.sum([records[r][name] for r in members], axis=0)
                     add(compare_arrays(total, getattr(phase, name)[gi], tolerance(name), quantity=name,
