@@ -13,7 +13,8 @@ from typing import Iterator
 from harness.errors import CaseError
 from harness.spec import OP_NAMES, CaseSpec, OpSpec
 
-__all__ = ["PROFILES", "AREAS", "module_cases", "op_cases", "all_cases", "check_profile"]
+__all__ = ["PROFILES", "AREAS", "module_cases", "op_cases", "all_cases", "check_profile", "cuda_only_cases",
+           "device_cases", "device_op_cases"]
 
 PROFILES = ("quick", "default", "thorough")
 AREAS = ("world", "shards", "shapes", "layouts", "affine", "running_stats", "eval", "momentum", "eps", "data",
@@ -197,6 +198,63 @@ def op_cases(profile: str) -> list[OpSpec]:
         variants += [dict(shard_sizes=(6, 3), spatial=(2, 3, 2), layout="channels_last_3d"),
                      dict(shard_sizes=(5,), spatial=(7,), scale=1e-2, eps=1e-3, seed=1)]
     return [OpSpec(op=op, channels=4, **variant) for op in OP_NAMES for variant in variants]
+
+
+def cuda_only_cases(profile: str, area: str | None = None) -> list[CaseSpec]:
+    """Cases that only exist on CUDA: half-precision inputs and modules, autocast, half-precision layouts, counts
+    above 65504 per channel and large shapes. Half-precision data stays near 0 (loc <= 5, the SEMANTICS.md
+    measurement): an offset the dtype cannot resolve is not a case for that dtype (see harness.tolerances)."""
+    check_profile(profile)
+    cuda = dict(device="cuda")
+    cases = []
+    for dtype in ("float16", "bfloat16"):
+        # Mixed precision (half input, float32 parameters) and a module entirely in half precision.
+        cases.append(_case("dtypes", "mixed", shard_sizes=(6, 0, 5), spatial=(5, 4), channels=4, dtype=dtype,
+                           param_dtype="float32", eval_steps=1, **cuda))
+        cases.append(_case("dtypes", "half_module", shard_sizes=(6, 5), spatial=(5, 4), channels=4, dtype=dtype,
+                           eval_steps=1, **cuda))
+        cases.append(_case("dtypes", "mixed", shard_sizes=(11, 9), spatial=(9, 11), channels=16, dtype=dtype,
+                           param_dtype="float32", loc=5.0, scale=3.0, **cuda))
+    cases.append(_case("dtypes", "autocast", shard_sizes=(4, 3), spatial=(3, 4), dtype="float32", autocast=True,
+                       eval_steps=1, **cuda))
+    cases.append(_case("dtypes", "autocast", shard_sizes=(4, 0, 3), spatial=(3, 4), dtype="float16",
+                       param_dtype="float32", autocast=True, eval_steps=1, **cuda))
+    for dtype, param_dtype in (("float32", None), ("float16", "float32"), ("bfloat16", "float32")):
+        cases.append(_case("layouts", shard_sizes=(5, 3), spatial=(6, 5), channels=8, layout="channels_last",
+                           dtype=dtype, param_dtype=param_dtype, eval_steps=1, **cuda))
+        cases.append(_case("layouts", shard_sizes=(3, 0, 2), spatial=(3, 4, 5), channels=8,
+                           layout="channels_last_3d", dtype=dtype, param_dtype=param_dtype, eval_steps=1, **cuda))
+    # More than 65504 elements per channel on each rank (4·128·128 = 65536): counts must stay exact.
+    for dtype, param_dtype in (("float32", None), ("float16", "float32"), ("float16", None), ("bfloat16", None)):
+        cases.append(_case("shapes", "large_count", shard_sizes=(4, 4), spatial=(128, 128), channels=2, dtype=dtype,
+                           param_dtype=param_dtype, steps=1, **cuda))
+    if profile != "quick":
+        cases.append(_case("shapes", "medium", shard_sizes=(8, 8), spatial=(28, 28), channels=64, steps=2,
+                           eval_steps=1, **cuda))
+        cases.append(_case("shapes", "medium", shard_sizes=(8, 8), spatial=(28, 28), channels=64, dtype="float16",
+                           param_dtype="float32", steps=2, **cuda))
+    if profile == "thorough":
+        cases.append(_case("shapes", "large", shard_sizes=(32, 32), spatial=(56, 56), channels=256, steps=1,
+                           **cuda))
+    return [case for case in cases if area is None or case.tags[0] == area]
+
+
+def device_cases(profile: str, area: str | None = None, device: str = "cpu") -> list[CaseSpec]:
+    """The module cases run with ``--device``: the catalogue as is on CPU; on CUDA the CUDA variant of every case
+    plus the CUDA-only cases (cuda_only_cases)."""
+    cases = module_cases(profile, area)
+    if device == "cpu":
+        return cases
+    if device != "cuda":
+        raise CaseError(f"device={device!r}: must be 'cpu' or 'cuda'")
+    return [case.replace(device="cuda") for case in cases] + cuda_only_cases(profile, area)
+
+
+def device_op_cases(profile: str, device: str = "cpu") -> list[OpSpec]:
+    """The op cases on ``device`` (on CUDA: the real CUDA kernels against the same numpy references)."""
+    import dataclasses
+
+    return [case if device == "cpu" else dataclasses.replace(case, device=device) for case in op_cases(profile)]
 
 
 def all_cases(profile: str) -> list[CaseSpec | OpSpec]:

@@ -34,6 +34,8 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case-timeout", type=float, default=None, help="seconds before a case's ranks count "
                         "as hung (default 60)")
     parser.add_argument("--backend", default=None, choices=("auto", "gloo", "nccl"), help="process-group backend")
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"),
+                        help="cpu (default), cuda or auto (cuda when available) [env SYNCBN_DEVICE]")
     parser.add_argument("-n", "--workers", default=None, help="pytest-xdist workers (e.g. 2 or auto)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the structured results here")
     parser.add_argument("--report", default=None, metavar="PATH",
@@ -44,7 +46,7 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
 def pytest_args(args: argparse.Namespace) -> list[str]:
     """The pytest command line equivalent to the parsed suite options."""
     argv = [str(ROOT / "cases"), "-p", "no:cacheprovider", "-q", "--rootdir", str(ROOT)]
-    for option in ("sut", "kernels", "profile", "case", "case_timeout", "backend", "json", "report"):
+    for option in ("sut", "kernels", "profile", "case", "case_timeout", "backend", "device", "json", "report"):
         value = getattr(args, option, None)
         if value is not None:
             name = {"json": "--json-results", "report": "--html-report"}.get(option, "--" + option.replace("_", "-"))
@@ -74,10 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     args.report = os.path.abspath(args.report)
     if args.json is not None:
         args.json = os.path.abspath(args.json)
-    code = run_suite(pytest_args(args))
-    if os.path.exists(args.report):
-        print(f"HTML report: {args.report}")
-    return code
+    return run_suite(pytest_args(args))  # the reports plugin prints the report's path
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Tolerance", "Comparison", "compare_arrays", "compare_exact", "format_location"]
+__all__ = ["Tolerance", "Comparison", "compare_arrays", "compare_exact", "format_location", "RATIO_HISTOGRAM_EDGES"]
+
+# Fixed bins of log10(|err| / allowed) for Comparison.ratio_histogram: bin 0 holds everything below 10**-6 (exact
+# elements included), bin i (1..9) holds [10**(i-7), 10**(i-6)), the last bin everything >= 10**3 (inf included).
+# The tolerance line, |err| = allowed, is the edge 0 between bins 6 and 7.
+RATIO_HISTOGRAM_EDGES = tuple(range(-6, 4))
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,7 @@ class Comparison:
     worst: dict[str, Any] | None = None  # index, global index, actual, expected
     channel_ratio: list[float] = field(default_factory=list)  # per channel, max |err| / allowed
     note: str = ""
+    ratio_histogram: list[int] = field(default_factory=list)  # element counts per RATIO_HISTOGRAM_EDGES bin
 
     @property
     def where(self) -> str:
@@ -129,9 +135,9 @@ def compare_arrays(actual: Any, expected: Any, tolerance: Tolerance, *, quantity
     allowed = tolerance.atol + tolerance.rtol * np.abs(np.where(np.isfinite(expected), expected, 0.0))
     bad_nonfinite = _nonfinite_mismatch(actual, expected)
     both_finite = np.isfinite(actual) & np.isfinite(expected)
-    err = np.where(both_finite, np.abs(actual - expected), 0.0)
-    err = np.where(bad_nonfinite, np.inf, err)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        err = np.where(both_finite, np.abs(actual - expected), 0.0)
+        err = np.where(bad_nonfinite, np.inf, err)
         ratio = np.where(err == 0, 0.0, err / allowed)
         rel = np.where(err == 0, 0.0, err / np.abs(expected))
     mismatched_mask = err > allowed
@@ -148,6 +154,10 @@ def compare_arrays(actual: Any, expected: Any, tolerance: Tolerance, *, quantity
         worst = {"index": index, "actual": float(actual.reshape(-1)[flat]),
                  "expected": float(expected.reshape(-1)[flat]),
                  "global_sample": index[0] + sample_offset if expected.ndim >= 2 else None}
+    with np.errstate(divide="ignore"):
+        log_ratio = np.log10(ratio.reshape(-1))  # 0 -> -inf (first bin), inf -> inf (last bin)
+    ratio_histogram = [int(n) for n in np.bincount(np.searchsorted(RATIO_HISTOGRAM_EDGES, log_ratio, side="right"),
+                                                   minlength=len(RATIO_HISTOGRAM_EDGES) + 1)]
     note = ""
     if bad_nonfinite.any():
         note = f"NaN/inf positions differ at {int(bad_nonfinite.sum())} element(s)"
@@ -155,7 +165,7 @@ def compare_arrays(actual: Any, expected: Any, tolerance: Tolerance, *, quantity
                       max_abs_err=float(err.max()) if total else 0.0,
                       max_rel_err=float(rel.max()) if total else 0.0,
                       error_ratio=float(ratio.max()) if total else 0.0, worst=worst, channel_ratio=channel_ratio,
-                      note=note)
+                      note=note, ratio_histogram=ratio_histogram)
 
 
 def compare_exact(actual: Any, expected: Any, *, quantity: str, phase: str, rank: int | None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seconds a case may take before its ranks count as hung (default 60)")
     group.addoption("--backend", default=None, help="process-group backend: auto (default), gloo or nccl")
     group.addoption("--case", default=None, help="rerun exactly this case id (module or op level)")
+    group.addoption("--device", default=None, choices=("cpu", "cuda", "auto"),
+                    help="cpu (default), cuda (the CUDA variant of every case plus the CUDA-only cases; skipped "
+                    "without a GPU) or auto (cuda when torch.cuda.is_available()) [env SYNCBN_DEVICE]")
     group.addoption("--json-results", default=None, metavar="PATH", help="write the structured results (JSON)")
     group.addoption("--html-report", default=None, metavar="PATH", help="write the HTML report of the run")
 
@@ -59,6 +63,7 @@ class Options:
     case_timeout: float
     backend: str | None
     case: str | None
+    device: str = "cpu"
 
 
 def options(config: pytest.Config) -> Options:
@@ -84,21 +89,40 @@ def options(config: pytest.Config) -> Options:
         RunConfig(case_timeout=timeout)
     except CaseError as exc:
         raise pytest.UsageError(str(exc)) from None
-    result = Options(sut, kernels, profile, timeout, config.getoption("--backend"), case or None)
+    device = resolve_device(config.getoption("--device") or os.environ.get("SYNCBN_DEVICE") or "cpu")
+    result = Options(sut, kernels, profile, timeout, config.getoption("--backend"), case or None, device)
     config._syncbn_options = result  # type: ignore[attr-defined]
     return result
+
+
+def resolve_device(device: str) -> str:
+    """'cpu', 'cuda', or 'auto' (cuda when torch.cuda.is_available(), else cpu)."""
+    if device not in ("cpu", "cuda", "auto"):
+        raise pytest.UsageError(f"--device={device!r}: must be cpu, cuda or auto")
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "known_deviation: a case where the SUT knowingly departs from SEMANTICS.md")
     config._syncbn_results = []  # type: ignore[attr-defined]
     options(config)  # a bad --sut / --profile / --case is a usage error before collection starts
+    config.addinivalue_line("markers", "property: hypothesis property test over generated cases")
+    from .strategies import load_hypothesis_profile
+
+    load_hypothesis_profile(options(config).profile)
+    import torch
+
+    torch.set_num_threads(1)  # the controller's tensors are tiny; more threads only contend with the ranks
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
     opts = options(config)
     return [f"syncbn-harness: sut={opts.sut} kernels={opts.kernels} profile={opts.profile} "
-            f"case-timeout={opts.case_timeout:g}s backend={opts.backend or 'auto'}"]
+            f"case-timeout={opts.case_timeout:g}s backend={opts.backend or 'auto'} device={opts.device}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -106,10 +130,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     opts = options(metafunc.config)
     if "module_case" in metafunc.fixturenames:
-        cases: list[Any] = [] if opts.case else catalogue.module_cases(opts.profile, metafunc.module.AREA)
+        cases: list[Any] = [] if opts.case else catalogue.device_cases(opts.profile, metafunc.module.AREA,
+                                                                             opts.device)
         metafunc.parametrize("module_case", _with_marks(cases, opts), ids=[c.id for c in cases])
     if "op_case" in metafunc.fixturenames:
-        cases = [] if opts.case else catalogue.op_cases(opts.profile)
+        cases = [] if opts.case else catalogue.device_op_cases(opts.profile, opts.device)
         metafunc.parametrize("op_case", _with_marks(cases, opts), ids=[c.id for c in cases])
     if "rerun_case" in metafunc.fixturenames:
         cases = [parse_any_id(opts.case)] if opts.case else []
@@ -119,6 +144,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Parametrizing with an empty list would leave skipped placeholders; drop them instead.
     items[:] = [item for item in items if "[NOTSET]" not in item.nodeid]
+    if options(config).case:  # --case ID runs exactly that case: no catalogue, property or model tests besides
+        cases_dir = Path(__file__).resolve().parent.parent / "cases"
+        items[:] = [item for item in items if "rerun_case" in getattr(item, "fixturenames", ())
+                    or cases_dir not in Path(str(item.path)).parents]
+    warn_unmatched_deviations()
 
 
 # -- known deviations ---------------------------------------------------------------------------------------------
@@ -133,7 +163,7 @@ class KnownDeviation:
     device: str | None = None
 
     def matches(self, sut: str, case_id: str) -> bool:
-        device_ok = self.device is None or case_id.split("_")[16:17] == [self.device]
+        device_ok = self.device is None or self.device in case_id.split("_")  # module and op ids alike
         return self.sut == sut and device_ok and re.search(self.case, case_id) is not None
 
 
@@ -156,10 +186,41 @@ def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]
     return entries
 
 
+def unmatched_deviations(deviations: list[KnownDeviation], case_ids: set[str]) -> list[KnownDeviation]:
+    """Entries matching no case id (of any SUT): stale or mistyped, so each one is warned about."""
+    return [d for d in deviations if not any(d.matches(d.sut, case_id) for case_id in case_ids)]
+
+
+def all_profile_case_ids() -> set[str]:
+    """Every case id of every profile, on every device (module and op cases)."""
+    from cases import catalogue
+
+    ids: set[str] = set()
+    for profile in catalogue.PROFILES:
+        for device in ("cpu", "cuda"):
+            ids.update(c.id for c in catalogue.device_cases(profile, device=device))
+            ids.update(c.id for c in catalogue.device_op_cases(profile, device))
+    return ids
+
+
+def warn_unmatched_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]:
+    """A pytest warning for each known deviation that matches no case of any profile; returns those entries."""
+    unmatched = unmatched_deviations(load_known_deviations(path), all_profile_case_ids())
+    for d in unmatched:
+        warnings.warn(pytest.PytestWarning(f"{path.name}: known deviation for sut={d.sut!r} with case={d.case!r} "
+                                           f"matches no case of any profile (stale or mistyped?)"))
+    return unmatched
+
+
 def _with_marks(cases: list[CaseSpec | OpSpec], opts: Options) -> list[Any]:
     deviations = load_known_deviations()
     marked = []
     for case in cases:
+        if case.device == "cuda" and not _cuda_available():
+            marked.append(pytest.param(case, marks=[pytest.mark.skip(
+                reason="needs CUDA: torch.cuda.is_available() is False on this machine (run with a GPU, see "
+                       "docs/gpu.md)")]))
+            continue
         match = next((d for d in deviations if d.matches(opts.sut, case.id)), None)
         if match is None:
             marked.append(case)
@@ -169,6 +230,12 @@ def _with_marks(cases: list[CaseSpec | OpSpec], opts: Options) -> list[Any]:
                 pytest.mark.xfail(strict=True, reason=f"known deviation of {match.sut}: {match.reason} "
                                                       f"({match.link})")]))
     return marked
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # -- fixtures -----------------------------------------------------------------------------------------------------
