@@ -162,8 +162,9 @@ class RankPool:
                               "restarted", rank=rank, kind="crashed", partial=partial)
         rank = hung[0] if len(hung) == 1 else None
         raise RankFailure(
-            f"rank(s) {hung} did not {what} within {nominal_timeout or timeout:g} s (deadlock or too slow: does every rank call every "
-            f"collective, even with an empty shard?); ranks {sorted(replies)} answered; the pool was restarted",
+            f"rank(s) {hung} did not {what} within {nominal_timeout or timeout:g} s (deadlock or too slow: does every "
+            f"rank call every collective, even with an empty shard?); ranks {sorted(replies)} answered; the pool was "
+            "restarted",
             rank=rank, kind="timeout", partial=partial)
 
     def close(self) -> None:

@@ -208,7 +208,7 @@ def warn_unmatched_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviat
     unmatched = unmatched_deviations(load_known_deviations(path), all_profile_case_ids())
     for d in unmatched:
         warnings.warn(pytest.PytestWarning(f"{path.name}: known deviation for sut={d.sut!r} with case={d.case!r} "
-                                           f"matches no case of any profile (stale or mistyped?)"))
+                                           f"matches no case of any profile (stale or mistyped?)"), stacklevel=2)
     return unmatched
 
 

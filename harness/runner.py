@@ -178,7 +178,7 @@ def _compare_phases(spec: CaseSpec, expected, actual: list[dict[str, Any]], resu
                 continue
             complete = len(compared) == len(members)  # group-level checks need every rank of the group
 
-            def tolerance(quantity: str):
+            def tolerance(quantity: str, phase=phase, gi=gi):
                 return module_tolerance(quantity, dtype=dtypes[QUANTITY_DTYPE_ROLE[quantity]],
                                         scale=phase.scales.get((gi, quantity), 1.0),
                                         yardstick=phase.yardstick.get((gi, quantity)))

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules._functions import SyncBatchNorm as SyncBatchNormFunction
 
+from .spec import OP_NAMES
+
 __all__ = [
     "OP_NAMES",
     "CpuSyncBatchNorm",
@@ -39,13 +41,6 @@ __all__ = [
     "torch_factory",
 ]
 
-OP_NAMES = (
-    "batch_norm_stats",
-    "batch_norm_gather_stats_with_counts",
-    "batch_norm_elemt",
-    "batch_norm_backward_reduce",
-    "batch_norm_backward_elemt",
-)
 
 _REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 _FLOATING = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

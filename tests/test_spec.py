@@ -75,10 +75,16 @@ def test_invalid_case_names_the_field_and_rule(fields, message):
         CaseSpec(**fields)
 
 
-@pytest.mark.parametrize("bad_id", ["", "w2_n3_c2", "w2_n3.2.1_c2_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1"
-                                    "_s0_cpu", "w2_n3.2_c2_nchw4_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1"
-                                    "_s0_cpu", "w2_n3.2_c2_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1"
-                                    "_s0_cpu_zz"])
+_TAIL = "_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu"
+
+
+@pytest.mark.parametrize("bad_id", [
+    "",
+    "w2_n3_c2",
+    "w2_n3.2.1_c2_nc" + _TAIL,  # three shard sizes for w2
+    "w2_n3.2_c2_nchw4" + _TAIL,  # nchw needs two sizes
+    "w2_n3.2_c2_nc" + _TAIL + "_zz",  # unknown trailing token
+])
 def test_malformed_ids_raise_case_error(bad_id):
     with pytest.raises(CaseError):
         CaseSpec.from_id(bad_id)

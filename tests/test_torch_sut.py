@@ -363,7 +363,8 @@ def _assert_same(actual, expected):
     for step, (got, want) in enumerate(zip(actual, expected)):
         assert got.keys() == want.keys(), step
         for key in want:
-            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=lambda m: f"step {step} {key}: {m}")
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=0,
+                                       msg=lambda m, step=step, key=key: f"step {step} {key}: {m}")
 
 
 @pytest.mark.parametrize("track_running_stats", [True, False])
