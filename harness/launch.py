@@ -1,7 +1,7 @@
 """The conformance cases under torchrun: every torchrun process is one rank, no harness pool.
 
     torchrun --nproc-per-node=N [--nnodes=M ...] -m harness.launch [--profile P] [--sut SPEC] [--kernels SPEC]
-             [--device cpu|cuda|auto] [--json PATH] [--case ID] [--case-timeout S]
+             [--device cpu|cuda|auto] [--json PATH] [--report PATH] [--case ID] [--case-timeout S]
 
 Which cases run: the module cases of the profile (on ``--device``, as with ``pytest --device``) whose world size
 equals torchrun's world size W; every other case is counted as skipped. Shards are never remapped onto another
@@ -13,7 +13,8 @@ Lockstep: for each case every rank runs harness.rank_case.run_module_case (the s
 results are gathered on rank 0 (dist.gather_object), rank 0 computes the expected values
 (harness.expected.expected_module_case) and compares them with harness.runner.compare_case. Cases listed in
 cases/known_deviations.toml for the SUT count as expected failures; one that passes counts as a failure (strict,
-like the pytest suite). Rank 0 prints one line per case and a summary, writes JSON if asked, and every rank exits
+like the pytest suite). Rank 0 prints one line per case and a summary, writes the results document and the HTML
+report if asked (the same formats as the pytest run, so the gate reads them too), and every rank exits
 0 when all cases passed, 1 when one failed, 2 on a usage error.
 
 Backend: harness.pool.resolve_backend (gloo on CPU; on CUDA nccl when there is a GPU per local rank, else gloo);
@@ -22,7 +23,6 @@ CUDA ranks use the GPU ``LOCAL_RANK % device_count``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, choices=("cpu", "cuda", "auto"),
                         help="cpu (default), cuda or auto [env SYNCBN_DEVICE]")
     parser.add_argument("--case", default=None, help="run exactly this case id (its world size must be W)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="rank 0 writes the results here")
+    parser.add_argument("--json", default=None, metavar="PATH",
+                        help="rank 0 writes the results here (the versioned document of reports/results.py)")
+    parser.add_argument("--report", default=None, metavar="PATH", help="rank 0 writes the HTML report here")
     parser.add_argument("--case-timeout", type=float, default=120.0,
                         help="collective timeout in seconds (a hung rank ends the run with an error)")
     return parser
@@ -142,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
 def _run_cases(ctx: RankContext, cases, skipped: int, sut: str, args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
+    from reports.html import write_html
+    from reports.results import build_document, case_record, environment, save_results
+
     from .expected import expected_module_case
     from .pytest_plugin import load_known_deviations
     from .runner import CaseResult, compare_case
 
     deviations = load_known_deviations()
-    lines: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     counts = {"passed": 0, "failed": 0, "xfailed": 0, "xpassed": 0}
     start_all = time.monotonic()
     for spec in cases:
@@ -170,9 +175,8 @@ def _run_cases(ctx: RankContext, cases, skipped: int, sut: str, args: argparse.N
         elif status == "xpassed":
             print(f"  known deviation ({known.link}) no longer reproduces: update cases/known_deviations.toml",
                   flush=True)
-        lines.append({"id": spec.id, "status": status, "passed": result.passed, "duration_s": result.duration_s,
-                      "failures": result.failures, "known_deviation": known.link if known else None,
-                      "comparisons": [c.to_dict() for c in result.comparisons if not c.passed]})
+        records.append(case_record(spec, result, outcome=status, backend=ctx.backend,
+                                   xfail_reason=f"{known.reason} ({known.link})" if known else ""))
     failed = counts["failed"] + counts["xpassed"]
     if ctx.rank == 0:
         summary = (f"harness.launch: world size {ctx.world_size} ({ctx.backend}, {ctx.device}), sut {sut}: "
@@ -180,12 +184,14 @@ def _run_cases(ctx: RankContext, cases, skipped: int, sut: str, args: argparse.N
                    f"{counts['xpassed']} known deviations passing, {skipped} cases of other world sizes skipped, "
                    f"{time.monotonic() - start_all:.1f}s")
         print(summary, flush=True)
-        if args.json:
-            os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-            with open(args.json, "w") as handle:
-                json.dump({"world_size": ctx.world_size, "backend": ctx.backend, "device": ctx.device, "sut": sut,
-                           "profile": args.profile, "counts": {**counts, "skipped": skipped}, "cases": lines},
-                          handle, indent=1, default=str)
+        if args.json or args.report:
+            env = environment(sut=sut, kernels=args.kernels, profile=args.profile, backend=ctx.backend,
+                              case=args.case, cases=records, workers=ctx.world_size)
+            document = build_document(records, env, exit_status=EXIT_FAILED if failed else EXIT_OK)
+            if args.json:
+                print(f"harness.launch results: {save_results(document, args.json)}", flush=True)
+            if args.report:
+                print(f"harness.launch HTML report: {write_html(document, args.report)}", flush=True)
     # Every rank exits with rank 0's verdict.
     verdict = [failed if ctx.rank == 0 else 0]
     dist.broadcast_object_list(verdict, src=0)

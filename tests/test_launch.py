@@ -1,13 +1,14 @@
 """harness.launch under torchrun: two CPU processes over gloo run the quick profile's world-size-2 cases."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from reports.results import load_results
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -37,14 +38,16 @@ def _torchrun(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess
 
 @pytest.mark.slow
 def test_torch_sut_passes(tmp_path: Path) -> None:
-    out = tmp_path / "launch.json"
-    proc = _torchrun("--profile", "quick", "--json", str(out))
+    out, report = tmp_path / "launch.json", tmp_path / "launch.html"
+    proc = _torchrun("--profile", "quick", "--json", str(out), "--report", str(report))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    results = json.loads(out.read_text())
-    assert results["world_size"] == 2 and results["backend"] == "gloo"
-    assert results["counts"]["passed"] > 10 and results["counts"]["failed"] == 0
+    results = load_results(out)  # the same versioned document as a pytest run: the gate can read it
+    assert results["environment"]["backends"] == ["gloo"] and results["environment"]["world_sizes"] == [2]
+    outcomes = results["summary"]["outcomes"]
+    assert outcomes["passed"] > 10 and "failed" not in outcomes and outcomes.get("xfailed", 0) >= 1
     assert all(case["id"].startswith("w2_") for case in results["cases"])
-    assert "known deviations" in proc.stdout
+    assert all(case["comparisons"] for case in results["cases"] if case["outcome"] == "passed")
+    assert "known deviations" in proc.stdout and "SyncBN conformance: PASSED" in report.read_text()
 
 
 @pytest.mark.slow
