@@ -144,9 +144,10 @@ def compare_arrays(actual: Any, expected: Any, tolerance: Tolerance, *, quantity
     total = int(expected.size)
     mismatched = int(mismatched_mask.sum())
     channel_ratio: list[float] = []
-    if total and expected.ndim:
-        moved = np.moveaxis(ratio, channel_axis, 0).reshape(expected.shape[channel_axis], -1)
-        channel_ratio = [float(v) for v in (moved.max(axis=1) if moved.shape[1] else np.zeros(moved.shape[0]))]
+    if expected.ndim:  # an empty shard still has its channels: all zero, so heat maps keep every rank's row
+        channels = expected.shape[channel_axis]
+        moved = np.moveaxis(ratio, channel_axis, 0).reshape(channels, -1) if total else np.zeros((channels, 0))
+        channel_ratio = [float(v) for v in (moved.max(axis=1) if moved.shape[1] else np.zeros(channels))]
     worst = None
     if total:
         flat = int(np.argmax(ratio)) if float(ratio.max()) > 0 else int(np.argmax(err))

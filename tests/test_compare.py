@@ -78,3 +78,9 @@ def test_op_tolerance_grows_with_sqrt_n_and_dtype():
     small = op_tolerance(dtype="float32", count=4, scale=1.0).atol
     assert op_tolerance(dtype="float32", count=400, scale=1.0).atol == pytest.approx(10 * small)
     assert op_tolerance(dtype="float64", count=4, scale=1.0).atol < small
+
+
+def test_an_empty_shard_passes_and_keeps_its_channels_for_the_heat_map():
+    empty = np.zeros((0, 3, 2))
+    result = compare_arrays(empty, empty, Tolerance(1e-6), **COMMON)
+    assert result.passed and result.total == 0 and result.channel_ratio == [0.0, 0.0, 0.0]
