@@ -63,6 +63,7 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
         buffers = initial.copy() if initial is not None else None
         batchnorm = _batchnorm_module(spec, weight, bias, buffers) if yardstick else None
         live = list(members)  # ranks not yet stopped by an error the spec requires
+        carried: dict[str, float] = {}
         for p, phase in enumerate(phases):
             # eval without running statistics has no cross-rank coupling: a rank whose shard holds one value per
             # channel raises alone, the others go on.
@@ -92,6 +93,10 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
             phase.grad_weight[gi] = backward.grad_weight
             phase.grad_bias[gi] = backward.grad_bias
             phase.scales.update(_scales(gi, shards, grads, forward, backward, buffers, weight))
+            # Buffers carry their rounding errors into later phases (eval included): so do their scales.
+            for name in ("running_mean", "running_var"):
+                if (gi, name) in phase.scales:
+                    carried[name] = phase.scales[(gi, name)] = max(carried.get(name, 0.0), phase.scales[(gi, name)])
             if batchnorm is not None:
                 phase.yardstick.update(_yardstick(spec, batchnorm, gi, shards, grads, phase, forward, backward,
                                                   buffers))
@@ -137,7 +142,13 @@ def _scales(gi, shards, grads, forward, backward, buffers, weight) -> dict[tuple
     }
     if buffers is not None:
         scales[(gi, "running_mean")] = _max_abs([buffers.running_mean])
-        scales[(gi, "running_var")] = _max_abs([buffers.running_var]) * (1.0 + float(np.max(kappa)))
+        running_var_scale = _max_abs([buffers.running_var]) * (1.0 + float(np.max(kappa)))
+        total = forward.population[0] if forward.population else 0
+        if forward.mode == "train" and total > 1 and live:
+            # PyTorch's protocol exchanges invstd = 1/sqrt(var + eps), not var: recovering var = 1/invstd² - eps
+            # costs u·(var + eps), which dominates when var is far below eps; it enters scaled by n/(n-1).
+            running_var_scale += float(np.max(1.0 / np.stack(live) ** 2)) * total / (total - 1)
+        scales[(gi, "running_var")] = running_var_scale
     return scales
 
 
