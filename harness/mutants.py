@@ -453,6 +453,15 @@ class AllEmptyShrinksStats(AllReduceSyncBN):
         super()._update_running(total, mean, m2, local_count)
 
 
+
+class CountInInputDtype(AllReduceSyncBN):
+    """The per-rank count held in the input's dtype: exact in float32, but a float16 count above 65504 is inf (the
+    pytorch#70901 bug class), so the statistics of a half-precision input with a large shard are lost."""
+
+    def _local_stats(self, x):
+        count, mean, m2 = super()._local_stats(x)
+        return count.to(x.dtype).to(F64), mean, m2
+
 def _factory(cls):
     def factory(num_features: int, *, eps: float, momentum: float | None, affine: bool, track_running_stats: bool,
                 process_group: Any, device: Any, dtype: Any) -> nn.Module:
@@ -494,6 +503,7 @@ _MUTANT_CLASSES = {
     "backward_drops_mean_term": (BackwardDropsMeanTerm, "grad_input misses the -sum_dy/n term"),
     "count_one_no_error": (CountOneNoError, "global count 1 gives NaN/inf running_var instead of raising"),
     "all_empty_shrinks_stats": (AllEmptyShrinksStats, "every shard empty still updates running statistics"),
+    "count_in_input_dtype": (CountInInputDtype, "precision: count held in float16 (inf above 65504)"),
 }
 MUTANTS = {name: bug for name, (_, bug) in _MUTANT_CLASSES.items()}
 HANGING = ("empty_skips_collective",)
