@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU part of the suite on one GPU, in a few minutes; installs nothing. Run from anywhere:
 #     OUT=/some/dir scripts/gpu_check.sh          (PYTHON=python by default; results under $OUT, else ./out)
+#     DEVICE=cpu OUT=/tmp/rehearsal scripts/gpu_check.sh   rehearses every step on CPU (plumbing, reports, table)
 # Steps (each under `timeout`, each one's exit code in the summary at the end):
 #   1. the conformance suite on CUDA, default profile -> gpu.json, gpu.html, suite.log
 #   2. the model-level checks (DDP training, BatchNorm1d/2d/3d) on CUDA -> models.log
@@ -10,6 +11,7 @@
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
+DEVICE=${DEVICE:-cuda}
 OUT_DIR=${OUT:-out}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -37,12 +39,12 @@ step() {  # step NAME TIMEOUT_S LOGFILE COMMAND...
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), 'gpus', torch.cuda.device_count())" >> "$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 
-step suite 300 suite.log $PY -m harness run --device cuda --profile default --json "$OUT_DIR/gpu.json" \
+step suite 300 suite.log $PY -m harness run --device "$DEVICE" --profile default --json "$OUT_DIR/gpu.json" \
     --report "$OUT_DIR/gpu.html" -- -rfEsx
-step models 100 models.log $PY -m pytest cases/test_models.py --device cuda -p no:cacheprovider -q -rfEs
+step models 100 models.log $PY -m pytest cases/test_models.py --device "$DEVICE" -p no:cacheprovider -q -rfEs
 step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-per-node=2 -m harness.launch \
-    --device cuda --profile quick --json "$OUT_DIR/torchrun.json"
-step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device cuda --out "$OUT_DIR"
+    --device "$DEVICE" --profile quick --json "$OUT_DIR/torchrun.json"
+step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --out "$OUT_DIR"
 
 echo
 echo "=== summary ($(( $(date +%s) - START ))s, results in $OUT_DIR)"
