@@ -16,22 +16,23 @@ pytestmark = pytest.mark.property
 _DEVIATIONS = load_known_deviations()
 
 
-def _local_count_one(case) -> bool:
-    """Eval without running statistics where some rank holds exactly one value per channel. That rank alone must
-    raise (no communication in local eval), but harness.expected assigns the error to every rank of the group, so
-    such cases are skipped until the reference's error model is per rank (reported harness problem)."""
-    local_eval = case.eval_steps > 0 and not case.track_running_stats
-    return local_eval and any(n * case.elements_per_sample == 1 for n in case.shard_sizes)
-
-
-@given(case=case_specs())
-def test_generated_case(case, run_case, pytestconfig):
+def _check(case, run_case, pytestconfig) -> None:
     sut = options(pytestconfig).sut
     assume(not any(d.matches(sut, case.id) for d in _DEVIATIONS))
-    assume(not _local_count_one(case))
     note(f"case id: {case.id}")
     result = run_case(case)
     if not result.passed:
         report = result.report()
         note(report)
         raise AssertionError(report)
+
+
+@given(case=case_specs())
+def test_generated_case(case, run_case, pytestconfig):
+    _check(case, run_case, pytestconfig)
+
+
+@given(case=case_specs(dtypes=("float16", "bfloat16")))
+def test_generated_half_case(case, run_case, pytestconfig):
+    """float16 / bfloat16 input, with float32 or half parameters (on CPU: the CPU copies of the CUDA kernels)."""
+    _check(case, run_case, pytestconfig)

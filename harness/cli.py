@@ -70,7 +70,25 @@ def run_suite(argv: list[str]) -> int:
     return exit_code_from_pytest(pytest.main(argv))
 
 
+def _missing_cuda(args: argparse.Namespace) -> str | None:
+    """Why ``--device cuda`` cannot run here, or None. The main job refuses rather than skipping every case: a CI
+    job that asked for the GPU suite must not pass on a machine without one (plain pytest skips, with the reason)."""
+    device = args.device or os.environ.get("SYNCBN_DEVICE") or "cpu"
+    if device != "cuda":
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    return (f"--device cuda: torch.cuda.is_available() is False on this machine (torch {torch.__version__}, "
+            f"CUDA build {torch.version.cuda}); use --device cpu, or --device auto to take the GPU when there is one")
+
+
 def _run(args: argparse.Namespace) -> int:
+    problem = _missing_cuda(args)
+    if problem:
+        print(f"python -m harness run: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     if args.report is None:
         args.report = "syncbn-report.html"
     args.report = os.path.abspath(args.report)

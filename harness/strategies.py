@@ -6,9 +6,12 @@ skewed), channel counts (1, primes, non-powers of two), spatial ranks and sizes,
 groups. Every drawn case is valid by construction (CaseSpec validates it again) and meaningful for its dtype:
 
     MEANINGFUL RULE: the data's offset in units of its spread, kappa = |loc| / scale, must stay below
-    MAX_OFFSET_RATIO[dtype] (float32 1e3, float64 1e6). Beyond that the dtype cannot resolve the spread on top of
-    the offset (u·kappa > 6e-5 for float32) and the tolerances' yardstick cap rejects the case as meaningless
-    (see harness.tolerances.YARDSTICK_CAP_REL); the catalogue's own offset cases stay inside the same bounds.
+    MAX_OFFSET_RATIO[dtype] (float32 1e3, float64 1e6, float16 and bfloat16 3). Beyond that the dtype cannot
+    resolve the spread on top of the offset (u·kappa > 6e-5 for float32; for the half types u·kappa reaches the
+    1e-2 scale of their yardstick caps already at kappa ~ 20 (float16) and ~ 3 (bfloat16), and the catalogue's
+    half cases stay at kappa <= 5/3) and the tolerances' yardstick cap rejects the case as meaningless (see
+    harness.tolerances.YARDSTICK_CAP_REL); the catalogue's own offset cases stay inside the same bounds.
+    Half-precision cases draw float32 parameters half of the time (mixed precision), else half modules.
 
 Hypothesis profiles (chosen from the harness's --profile by ``load_hypothesis_profile``; the environment variable
 HYPOTHESIS_PROFILE wins, e.g. ``HYPOTHESIS_PROFILE=dev`` while developing):
@@ -28,7 +31,7 @@ from .spec import CaseSpec
 __all__ = ["MAX_OFFSET_RATIO", "meaningful", "shard_sizes", "process_groups", "case_specs",
            "register_hypothesis_profiles", "load_hypothesis_profile", "HARNESS_TO_HYPOTHESIS"]
 
-MAX_OFFSET_RATIO = {"float32": 1e3, "float64": 1e6}
+MAX_OFFSET_RATIO = {"float32": 1e3, "float64": 1e6, "float16": 3.0, "bfloat16": 3.0}
 CHANNELS = (1, 2, 3, 4, 5, 6, 7, 11, 13)  # 1, primes, non-powers of two
 SCALES = (1e-3, 1e-2, 1.0, 10.0, 1e3)
 LOCS_IN_SCALES = (0.0, 0.5, -3.0, 100.0, -100.0, 1e3, 1e4, 1e6)  # offset as a multiple of the scale
@@ -73,20 +76,23 @@ def process_groups(draw, world_size: int) -> tuple[tuple[int, ...], ...] | None:
 
 @st.composite
 def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32", "float64")) -> CaseSpec:
-    """A whole CaseSpec on CPU; see the module docstring for the axes and the meaningful-data rule."""
+    """A whole CaseSpec on CPU in one of ``dtypes``; see the module docstring for the axes and the meaningful-data
+    rule."""
     world_size = draw(st.integers(1, max_world))
     spatial_rank = draw(st.integers(0, 3))
     spatial = tuple(draw(st.lists(st.integers(1, 4), min_size=spatial_rank, max_size=spatial_rank)))
     layouts = ["contiguous"] + {2: ["channels_last"], 3: ["channels_last_3d"]}.get(spatial_rank, [])
     dtype = draw(st.sampled_from(dtypes))
+    param_dtype = draw(st.sampled_from((None, "float32"))) if dtype in ("float16", "bfloat16") else None
     scale = draw(st.sampled_from(SCALES))
-    loc = scale * draw(st.sampled_from(LOCS_IN_SCALES).filter(lambda k: k <= MAX_OFFSET_RATIO[dtype]))
+    loc = scale * draw(st.sampled_from(LOCS_IN_SCALES).filter(lambda k: abs(k) <= MAX_OFFSET_RATIO[dtype]))
     steps = draw(st.integers(0, 3))
     spec = CaseSpec(
         shard_sizes=draw(shard_sizes(world_size)),
         channels=draw(st.sampled_from(CHANNELS)),
         spatial=spatial,
         dtype=dtype,
+        param_dtype=param_dtype,
         layout=draw(st.sampled_from(layouts)),
         affine=draw(st.booleans()),
         track_running_stats=draw(st.booleans()),
