@@ -287,8 +287,10 @@ def _outcome_counts(document: dict[str, Any]) -> str:
     boxes = [f'<div class="count {key}"><b>{outcomes.get(key, 0)}</b>{label}</div>' for key, label in names
              if outcomes.get(key, 0) or key in ("passed", "failed")]
     summary = document.get("summary", {})
+    in_deviations = summary.get("deviation_failed_comparisons", 0)
     boxes.append(f'<div class="count"><b>{summary.get("comparisons", 0)}</b>comparisons, '
-                 f'{summary.get("failed_comparisons", 0)} failed</div>')
+                 f'{summary.get("failed_comparisons", 0)} failed'
+                 + (f', {in_deviations} in known deviations' if in_deviations else '') + '</div>')
     return '<div class="counts">' + "".join(boxes) + "</div>"
 
 

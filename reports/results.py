@@ -6,7 +6,8 @@ Document (``"schema": "syncbn-harness/results", "version": 1``)::
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,
                      devices, sut, sut_description, kernels, profile, case, harness_revision, harness_dirty,
                      seed_policy, workers},
-     "summary": {"outcomes": {outcome: count}, "areas": {area: {outcome: count}}, "comparisons", "failed_comparisons"},
+     "summary": {"outcomes": {outcome: count}, "areas": {area: {outcome: count}}, "comparisons",
+                 "failed_comparisons" (outside known deviations), "deviation_failed_comparisons" (inside them)},
      "cases": [case record, ...]}                       # sorted by case id
 
 Case record: id, level ("op" | "module"), area (tags[0]), tags, params (spec.to_dict()), device, backend,
@@ -232,7 +233,10 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
     return {"outcomes": dict(Counter(case["outcome"] for case in cases)),
             "areas": {area: dict(counts) for area, counts in sorted(areas.items())},
             "comparisons": len(comparisons),
-            "failed_comparisons": sum(not c["passed"] for c in comparisons)}
+            "failed_comparisons": sum(not c["passed"] for case in cases if case["outcome"] != "xfailed"
+                                      for c in case["comparisons"]),
+            "deviation_failed_comparisons": sum(not c["passed"] for case in cases if case["outcome"] == "xfailed"
+                                                for c in case["comparisons"])}
 
 
 def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit_status: int | None = None

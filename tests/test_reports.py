@@ -220,3 +220,15 @@ def test_xdist_results_are_merged(tmp_path):
     assert {c["worker"] for c in document["cases"]} == {"gw0", "gw1"}
     assert all(c["outcome"] == "passed" and c["comparisons"] for c in document["cases"])
     assert document["environment"]["workers"] == 2
+
+
+def test_summary_counts_known_deviation_failures_apart():
+    document = _document()
+    by_outcome = {outcome: sum(not c["passed"] for case in document["cases"] if case["outcome"] == outcome
+                               for c in case["comparisons"]) for outcome in ("failed", "xfailed")}
+    assert by_outcome["failed"] > 0 and by_outcome["xfailed"] > 0  # the fixture has both kinds
+    summary = document["summary"]
+    assert summary["failed_comparisons"] == by_outcome["failed"]
+    assert summary["deviation_failed_comparisons"] == by_outcome["xfailed"]
+    assert (f'{summary["failed_comparisons"]} failed, {summary["deviation_failed_comparisons"]} in known '
+            f'deviations') in render_html(document)
