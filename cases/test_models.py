@@ -9,7 +9,7 @@ import pytest
 from harness.compare import compare_arrays, compare_exact
 from harness.errors import RankFailure
 from harness.models import ModelCase, expected_model_run, model_cases
-from harness.pytest_plugin import check_case, options
+from harness.pytest_plugin import NEEDS_CUDA, check_case, cuda_available, options
 from harness.runner import CaseResult
 from harness.tolerances import model_tolerance
 
@@ -20,15 +20,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "model_case" in metafunc.fixturenames:
         opts = options(metafunc.config)
         cases = [] if opts.case else model_cases(opts.device)
-        params = [pytest.param(c, marks=pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False"))
-                  if c.device == "cuda" and not _cuda() else c for c in cases]
+        params = [pytest.param(c, marks=pytest.mark.skip(reason=NEEDS_CUDA))
+                  if c.device == "cuda" and not cuda_available() else c for c in cases]
         metafunc.parametrize("model_case", params, ids=[c.id for c in cases])
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _rerun(case: ModelCase, run_config) -> str:

@@ -2,14 +2,15 @@
 
 Sized by the harness's --profile (hypothesis profile ci-quick / ci / thorough; HYPOTHESIS_PROFILE=dev keeps failing
 examples in the local database). A failing example's message is the case report, ending with the command that
-reruns it alone. Cases matching a known deviation of the SUT under test are expected failures and skipped.
+reruns it alone. Cases matching a known deviation of the SUT under test are expected failures and skipped. With
+--device cuda the drawn cases run on the GPU.
 """
 from __future__ import annotations
 
 import pytest
 from hypothesis import assume, given, note
 
-from harness.pytest_plugin import load_known_deviations, options
+from harness.pytest_plugin import NEEDS_CUDA, cuda_available, load_known_deviations, options
 from harness.strategies import case_specs
 
 pytestmark = pytest.mark.property
@@ -17,7 +18,13 @@ _DEVIATIONS = load_known_deviations()
 
 
 def _check(case, run_case, pytestconfig) -> None:
-    sut = options(pytestconfig).sut
+    """Run the drawn case on the run's --device (on CUDA: the real kernels), unless it is a known deviation."""
+    opts = options(pytestconfig)
+    if opts.device == "cuda":
+        if not cuda_available():
+            pytest.skip(NEEDS_CUDA)
+        case = case.replace(device="cuda")
+    sut = opts.sut
     assume(not any(d.matches(sut, case.id) for d in _DEVIATIONS))
     note(f"case id: {case.id}")
     result = run_case(case)

@@ -22,7 +22,7 @@ from .runner import run_case as _run_case
 from .spec import CaseSpec, OpSpec, parse_any_id
 from .sut import DEFAULT_SUT, load_factory, load_module
 
-__all__ = ["check_case", "KnownDeviation", "load_known_deviations"]
+__all__ = ["check_case", "KnownDeviation", "load_known_deviations", "NEEDS_CUDA", "cuda_available"]
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN_DEVIATIONS = ROOT / "cases" / "known_deviations.toml"
@@ -216,10 +216,8 @@ def _with_marks(cases: list[CaseSpec | OpSpec], opts: Options) -> list[Any]:
     deviations = load_known_deviations()
     marked = []
     for case in cases:
-        if case.device == "cuda" and not _cuda_available():
-            marked.append(pytest.param(case, marks=[pytest.mark.skip(
-                reason="needs CUDA: torch.cuda.is_available() is False on this machine (run with a GPU, see "
-                       "docs/gpu.md)")]))
+        if case.device == "cuda" and not cuda_available():
+            marked.append(pytest.param(case, marks=[pytest.mark.skip(reason=NEEDS_CUDA)]))
             continue
         match = next((d for d in deviations if d.matches(opts.sut, case.id)), None)
         if match is None:
@@ -232,7 +230,10 @@ def _with_marks(cases: list[CaseSpec | OpSpec], opts: Options) -> list[Any]:
     return marked
 
 
-def _cuda_available() -> bool:
+NEEDS_CUDA = "needs CUDA: torch.cuda.is_available() is False on this machine (run with a GPU, see docs/gpu.md)"
+
+
+def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
