@@ -139,6 +139,10 @@ def _data(profile: str) -> Iterator[CaseSpec]:
     yield _case("data", "offset", shard_sizes=(4, 3), loc=1e6, scale=1.0, dtype="float64", eval_steps=1)
     yield _case("data", "constant", shard_sizes=(3, 2), data="constant", eval_steps=1)
     yield _case("data", "constant", shard_sizes=(3, 0, 2), data="halfconst", channels=4, eval_steps=1)
+    # Constant channels far from 0 (value ~1e3): var is 0, so running_var's only error is the means' rounding,
+    # squared, through the combine (harness.tolerances); a hypothesis example found the tolerance lacked it.
+    yield _case("data", "constant", shard_sizes=(1, 2, 1), spatial=(1, 1, 1), channels=1, data="constant",
+                scale=1e3, momentum=None, affine=False, steps=1)
     yield _case("data", "outliers", shard_sizes=(6, 5), spatial=(4, 4), data="outliers", eval_steps=1)
     yield _case("data", "scale", shard_sizes=(3, 2), scale=1e-3, eval_steps=1)
     yield _case("data", "scale", shard_sizes=(3, 2), scale=1e3, eval_steps=1)
@@ -190,6 +194,10 @@ def _groups(profile: str) -> Iterator[CaseSpec]:
     yield _case("groups", shard_sizes=(2, 2, 2, 2), groups=((0,), (1, 2, 3)), steps=2, momentum=None)
     yield _case("groups", shard_sizes=(4, 1, 0, 3), groups=((0, 3), (1, 2)), spatial=(2, 3, 2),
                 layout="channels_last_3d", steps=2, eval_steps=1)
+    # The edge rules inside one group: every shard of group (0, 1) empty; a global count of 1 in group (0, 1).
+    yield _case("groups", "all_empty", shard_sizes=(0, 0, 3, 2), groups=((0, 1), (2, 3)), steps=2, eval_steps=1)
+    yield _case("groups", "global_count_1", shard_sizes=(1, 0, 2, 3), groups=((0, 1), (2, 3)), spatial=(),
+                steps=1)
     if profile != "quick":
         yield _case("groups", shard_sizes=(2, 3, 1, 4), groups=((0, 1), (2, 3)), spatial=(3, 4),
                     layout="channels_last", steps=3, eval_steps=1, seed=1)

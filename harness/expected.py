@@ -18,6 +18,7 @@ from reference.syncbn import TOO_FEW_VALUES, Buffers, syncbn_backward, syncbn_fo
 from .data import make_grad_output, make_input, make_params, quantize, torch_dtype
 from .rank_case import phase_name
 from .spec import CaseSpec
+from .tolerances import UNIT_ROUNDOFF
 
 __all__ = ["ExpectedPhase", "ExpectedCase", "expected_module_case"]
 
@@ -92,7 +93,8 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
                     phase.buffers[r] = buffers
             phase.grad_weight[gi] = backward.grad_weight
             phase.grad_bias[gi] = backward.grad_bias
-            phase.scales.update(_scales(gi, shards, grads, forward, backward, buffers, weight))
+            phase.scales.update(_scales(gi, shards, grads, forward, backward, buffers, weight,
+                                        UNIT_ROUNDOFF[spec.dtype]))
             # Buffers carry their rounding errors into later phases (eval included): so do their scales.
             for name in ("running_mean", "running_var"):
                 if (gi, name) in phase.scales:
@@ -103,7 +105,8 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
     return ExpectedCase(spec, phases, errors)
 
 
-def _scales(gi, shards, grads, forward, backward, buffers, weight) -> dict[tuple[int, str], float]:
+def _scales(gi, shards, grads, forward, backward, buffers, weight, mean_unit: float
+            ) -> dict[tuple[int, str], float]:
     """Magnitudes that bound each quantity's rounding error (see harness.tolerances).
 
     kappa_c = |mean_c|·invstd_c is the data's offset in units of its normalised spread: holding the mean in the
@@ -148,6 +151,11 @@ def _scales(gi, shards, grads, forward, backward, buffers, weight) -> dict[tuple
             # PyTorch's protocol exchanges invstd = 1/sqrt(var + eps), not var: recovering var = 1/invstd² - eps
             # costs u·(var + eps), which dominates when var is far below eps; it enters scaled by n/(n-1).
             running_var_scale += float(np.max(1.0 / np.stack(live) ** 2)) * total / (total - 1)
+            # The shards' means, held in the input's dtype, are off by u·|mean|; the combine's Chan term
+            # (mean_r - mean)²·n_r adds that error squared, which is all that is left when the spread is 0
+            # (a constant channel far from 0: var 0, error ~ u²·mean², found by the hypothesis cases).
+            means = [m for x, m in zip(shards, forward.shard_mean) if x.size]
+            running_var_scale += mean_unit * float(np.max(np.stack(means) ** 2)) * total / (total - 1)
         scales[(gi, "running_var")] = running_var_scale
     return scales
 

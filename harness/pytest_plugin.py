@@ -6,13 +6,14 @@ Loaded by the root conftest.py. Options (each also read from an environment vari
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -22,7 +23,8 @@ from .runner import run_case as _run_case
 from .spec import CaseSpec, OpSpec, parse_any_id
 from .sut import DEFAULT_SUT, load_factory, load_module
 
-__all__ = ["check_case", "KnownDeviation", "load_known_deviations", "NEEDS_CUDA", "cuda_available"]
+__all__ = ["check_case", "KnownDeviation", "load_known_deviations", "NEEDS_CUDA", "cuda_available",
+           "DEVIATION_CONDITIONS"]
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN_DEVIATIONS = ROOT / "cases" / "known_deviations.toml"
@@ -152,19 +154,67 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # -- known deviations ---------------------------------------------------------------------------------------------
+def _synced_groups(spec: CaseSpec) -> list[tuple[int, ...]]:
+    """The process groups that communicate: 2 ranks or more, and at least one training step (SyncBatchNorm only
+    synchronises in training; eval, with or without running statistics, stays local)."""
+    return [g for g in spec.rank_groups if len(g) >= 2] if spec.steps >= 1 else []
+
+
+def _group_count(spec: CaseSpec, group: tuple[int, ...]) -> int:
+    return sum(spec.shard_sizes[r] for r in group) * spec.elements_per_sample
+
+
+_HALF = ("float16", "bfloat16")
+# Named conditions a known deviation can require of a case (``condition = "..."``), for the rules a regular
+# expression over the id cannot state, such as "within some process group". Module cases only.
+DEVIATION_CONDITIONS: dict[str, Callable[[CaseSpec], bool]] = {
+    "empty_group": lambda s: any(all(s.shard_sizes[r] == 0 for r in g) for g in _synced_groups(s)),
+    "group_count_one": lambda s: any(_group_count(s, g) == 1 for g in _synced_groups(s)),
+    "half_input_empty_shard": lambda s: s.dtype in _HALF and any(
+        any(s.shard_sizes[r] == 0 for r in g) for g in _synced_groups(s)),
+    "half_input_no_running_stats": lambda s: s.dtype in _HALF and not s.track_running_stats
+    and bool(_synced_groups(s)),
+    "float16_module_count_over_65504": lambda s: s.effective_param_dtype == "float16" and any(
+        _group_count(s, g) > 65504 for g in _synced_groups(s)),
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def _module_spec(case_id: str) -> CaseSpec | None:
+    try:
+        spec = parse_any_id(case_id)
+    except (CaseError, ValueError, KeyError):
+        return None  # a model case or another id the conditions do not apply to
+    return spec if isinstance(spec, CaseSpec) else None
+
+
 @dataclass(frozen=True)
 class KnownDeviation:
-    """A reviewed entry of cases/known_deviations.toml: ``sut`` departs from SEMANTICS.md on ids matching ``case``."""
+    """A reviewed entry of cases/known_deviations.toml: ``sut`` departs from SEMANTICS.md on the case ids matching
+    ``case`` (a regular expression, searched) and ``condition`` (a name in DEVIATION_CONDITIONS), when given."""
 
     sut: str
-    case: str  # a regular expression searched in the case id
     reason: str
     link: str
+    case: str | None = None
+    condition: str | None = None
     device: str | None = None
 
     def matches(self, sut: str, case_id: str) -> bool:
-        device_ok = self.device is None or self.device in case_id.split("_")  # module and op ids alike
-        return self.sut == sut and device_ok and re.search(self.case, case_id) is not None
+        if self.sut != sut:
+            return False
+        if self.device is not None and self.device not in case_id.split("_"):  # module and op ids alike
+            return False
+        if self.case is not None and re.search(self.case, case_id) is None:
+            return False
+        if self.condition is not None:
+            spec = _module_spec(case_id)
+            return spec is not None and DEVIATION_CONDITIONS[self.condition](spec)
+        return True
+
+    @property
+    def pattern(self) -> str:
+        return " and ".join(f"{k}={v!r}" for k, v in (("case", self.case), ("condition", self.condition)) if v)
 
 
 def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]:
@@ -173,15 +223,26 @@ def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]
     with path.open("rb") as handle:
         data = tomllib.load(handle)
     entries = []
+    fields = {"sut", "case", "condition", "reason", "link", "device"}
     for i, entry in enumerate(data.get("deviation", [])):
-        missing = [k for k in ("sut", "case", "reason", "link") if not entry.get(k)]
-        if missing:
-            raise CaseError(f"{path.name}: deviation[{i}] lacks {missing}; every entry needs sut, case, reason, link")
-        try:
-            re.compile(entry["case"])
-        except re.error as exc:
-            raise CaseError(f"{path.name}: deviation[{i}].case={entry['case']!r} is not a regular expression: "
-                            f"{exc}") from None
+        where = f"{path.name}: deviation[{i}]"
+        missing = [k for k in ("sut", "reason", "link") if not entry.get(k)]
+        if missing or not (entry.get("case") or entry.get("condition")):
+            raise CaseError(f"{where} lacks {missing or ['case or condition']}; every entry needs sut, reason, "
+                            f"link, and a case pattern, a condition or both")
+        unknown = sorted(set(entry) - fields)
+        if unknown:
+            raise CaseError(f"{where} has unknown field(s) {unknown}; allowed: {sorted(fields)}")
+        if entry.get("case"):
+            try:
+                re.compile(entry["case"])
+            except re.error as exc:
+                raise CaseError(f"{where}.case={entry['case']!r} is not a regular expression: {exc}") from None
+        if entry.get("condition") and entry["condition"] not in DEVIATION_CONDITIONS:
+            raise CaseError(f"{where}.condition={entry['condition']!r}: must be one of "
+                            f"{sorted(DEVIATION_CONDITIONS)}")
+        if entry.get("device") not in (None, "cpu", "cuda"):
+            raise CaseError(f"{where}.device={entry['device']!r}: must be 'cpu' or 'cuda' (or absent)")
         entries.append(KnownDeviation(**entry))
     return entries
 
@@ -207,7 +268,7 @@ def warn_unmatched_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviat
     """A pytest warning for each known deviation that matches no case of any profile; returns those entries."""
     unmatched = unmatched_deviations(load_known_deviations(path), all_profile_case_ids())
     for d in unmatched:
-        warnings.warn(pytest.PytestWarning(f"{path.name}: known deviation for sut={d.sut!r} with case={d.case!r} "
+        warnings.warn(pytest.PytestWarning(f"{path.name}: known deviation for sut={d.sut!r} with {d.pattern} "
                                            f"matches no case of any profile (stale or mistyped?)"), stacklevel=2)
     return unmatched
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.errors import CaseError
 from harness.pytest_plugin import (KnownDeviation, all_profile_case_ids, load_known_deviations,
                                    unmatched_deviations, warn_unmatched_deviations)
 
@@ -30,3 +31,54 @@ def test_warning_is_a_pytest_warning(tmp_path):
     with pytest.warns(pytest.PytestWarning, match="matches no case of any profile"):
         unmatched = warn_unmatched_deviations(path)
     assert [d.case for d in unmatched] == ["^w9_nothing_matches_"]
+
+
+W4_GROUPS = "c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev0_normal_loc0_sd1_s0_cpu_g0.1+2.3"
+
+
+@pytest.mark.parametrize(("condition", "case_id", "expected"), [
+    # every shard of a synchronising group empty: group (0, 1) here, not the whole world
+    ("empty_group", f"w4_n0.0.3.2_{W4_GROUPS}", True),
+    ("empty_group", f"w4_n0.3.0.2_{W4_GROUPS}", False),
+    ("empty_group", "w2_n0.0_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k0_ev2_normal_loc0_sd1_s0_cpu", False),  # eval
+    ("empty_group", "w3_n0.0.2_c1_nc_f32_contig_noaff_trs_mNone_e1e-05_k1_ev0_normal_loc0_sd0.001_s0_cpu_g0.1+2",
+     True),  # the example hypothesis found
+    ("empty_group", "w2_n0.2_c1_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu_g0+1", False),  # 1-rank
+    ("group_count_one", "w4_n1.0.2.3_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu_g0.1+2.3",
+     True),
+    ("group_count_one", "w1_n1_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu", False),
+    ("half_input_empty_shard", "w3_n6.0.5_c4_nchw5x4_bf16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu",
+     True),
+    ("half_input_empty_shard", "w3_n6.0.5_c4_nchw5x4_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu",
+     False),
+    ("half_input_no_running_stats",
+     "w2_n3.2_c3_nchw3x2_f16_contig_aff_notrs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu", True),
+    ("float16_module_count_over_65504",
+     "w2_n4.4_c2_nchw128x128_f16_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu", True),
+    ("float16_module_count_over_65504",
+     "w2_n4.4_c2_nchw128x128_f16pf32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu", False),
+    ("empty_group", "model_w2_n4.4_k3_float32_m0.1_s0_cpu", False),  # not a module case: conditions never match
+])
+def test_conditions(condition, case_id, expected):
+    assert KnownDeviation(sut="torch", condition=condition, reason="r", link="l").matches("torch", case_id) is expected
+    assert not KnownDeviation(sut="torch", condition=condition, reason="r", link="l").matches("other", case_id)
+
+
+def test_case_and_condition_must_both_hold():
+    both = KnownDeviation(sut="torch", case="_bf16", condition="half_input_empty_shard", reason="r", link="l")
+    assert both.matches("torch", "w2_n0.2_c4_nc_bf16_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu")
+    assert not both.matches("torch", "w2_n0.2_c4_nc_f16_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('sut = "torch"\nreason = "r"\nlink = "l"\n', r"lacks \['case or condition'\]"),
+    ('sut = "torch"\ncondition = "empty"\nreason = "r"\nlink = "l"\n', r"condition='empty': must be one of \["),
+    ('sut = "torch"\ncase = "("\nreason = "r"\nlink = "l"\n', r"case='\(' is not a regular expression"),
+    ('sut = "torch"\ncase = "x"\nreason = "r"\nlink = "l"\ncases = "y"\n', r"unknown field\(s\) \['cases'\]"),
+    ('sut = "torch"\ncase = "x"\nreason = "r"\nlink = "l"\ndevice = "gpu"\n', r"device='gpu': must be 'cpu' or"),
+])
+def test_bad_entries_name_the_field(tmp_path, body, message):
+    path = tmp_path / "known_deviations.toml"
+    path.write_text("[[deviation]]\n" + body)
+    with pytest.raises(CaseError, match=r"known_deviations.toml: deviation\[0\]" + r"[\s\S]*" + message):
+        load_known_deviations(path)
