@@ -9,6 +9,11 @@ world size: a case's shard sizes are part of what it tests (empty ranks, one ran
 remapped case would be a different case under the same id. A ``--case`` whose world size is not W is a usage
 error (exit 2). Process groups of a case (``g...``) are created from the torchrun group, collectively.
 
+A known deviation marked ``aborts`` (it kills a rank's process) is skipped and counted: under torchrun one dead
+process ends the job, where the pytest pools restart the rank and report the case. Rank 0 prints ``[ RUN   ] id``
+before each case and rewrites the results document after each one (``exit_status`` null until the end), so a job
+that dies anyway names the case and keeps the results so far.
+
 Lockstep: for each case every rank runs harness.rank_case.run_module_case (the same code the pools run), the
 results are gathered on rank 0 (dist.gather_object), rank 0 computes the expected values
 (harness.expected.expected_module_case) and compares them with harness.runner.compare_case. Cases listed in
@@ -153,9 +158,33 @@ def _run_cases(ctx: RankContext, cases, skipped: int, sut: str, args: argparse.N
 
     deviations = load_known_deviations()
     records: list[dict[str, Any]] = []
-    counts = {"passed": 0, "failed": 0, "xfailed": 0, "xpassed": 0}
+    counts = {"passed": 0, "failed": 0, "xfailed": 0, "xpassed": 0, "aborting": 0}
     start_all = time.monotonic()
+
+    def write_results(exit_status: int | None) -> None:
+        """Rank 0, after every case (exit_status None: in progress) and at the end: a job that dies keeps what
+        it had."""
+        env = environment(sut=sut, kernels=args.kernels, profile=args.profile, backend=ctx.backend,
+                          case=args.case, cases=records, workers=ctx.world_size)
+        document = build_document(records, env, exit_status=exit_status)
+        if args.json:
+            path = save_results(document, args.json)
+            if exit_status is not None:
+                print(f"harness.launch results: {path}", flush=True)
+        if args.report and exit_status is not None:
+            print(f"harness.launch HTML report: {write_html(document, args.report)}", flush=True)
+
     for spec in cases:
+        known = next((d for d in deviations if d.matches(sut, spec.id)), None)
+        if known is not None and known.aborts:  # every rank decides alike: same file, same id
+            counts["aborting"] += 1
+            if ctx.rank == 0:
+                print(f"[SKIPPED] {spec.id}: known deviation that kills a rank's process ({known.link}); under "
+                      f"torchrun that ends the job, run it through the pytest suite (python -m harness run --case "
+                      f"{spec.id})", flush=True)
+            continue
+        if ctx.rank == 0:
+            print(f"[ RUN   ] {spec.id}", flush=True)  # names the case if a rank takes the job down
         start = time.monotonic()
         actual = _run_rank(ctx, spec, sut, args.kernels)
         gathered: list[Any] | None = [None] * ctx.world_size if ctx.rank == 0 else None
@@ -166,7 +195,6 @@ def _run_cases(ctx: RankContext, cases, skipped: int, sut: str, args: argparse.N
         result.rerun = (f"torchrun --nproc-per-node={ctx.world_size} -m harness.launch --case {spec.id}"
                         + (f" --sut {sut}" if sut != "torch" else ""))
         result.duration_s = time.monotonic() - start
-        known = next((d for d in deviations if d.matches(sut, spec.id)), None)
         status = ("xpassed" if result.passed else "xfailed") if known else ("passed" if result.passed else "failed")
         counts[status] += 1
         print(f"[{status.upper():7}] {spec.id} ({result.duration_s:.2f}s)", flush=True)
@@ -177,21 +205,17 @@ def _run_cases(ctx: RankContext, cases, skipped: int, sut: str, args: argparse.N
                   flush=True)
         records.append(case_record(spec, result, outcome=status, backend=ctx.backend,
                                    xfail_reason=f"{known.reason} ({known.link})" if known else ""))
+        write_results(None)
     failed = counts["failed"] + counts["xpassed"]
     if ctx.rank == 0:
         summary = (f"harness.launch: world size {ctx.world_size} ({ctx.backend}, {ctx.device}), sut {sut}: "
                    f"{counts['passed']} passed, {counts['failed']} failed, {counts['xfailed']} known deviations, "
                    f"{counts['xpassed']} known deviations passing, {skipped} cases of other world sizes skipped, "
+                   f"{counts['aborting']} process-killing known deviations skipped, "
                    f"{time.monotonic() - start_all:.1f}s")
         print(summary, flush=True)
         if args.json or args.report:
-            env = environment(sut=sut, kernels=args.kernels, profile=args.profile, backend=ctx.backend,
-                              case=args.case, cases=records, workers=ctx.world_size)
-            document = build_document(records, env, exit_status=EXIT_FAILED if failed else EXIT_OK)
-            if args.json:
-                print(f"harness.launch results: {save_results(document, args.json)}", flush=True)
-            if args.report:
-                print(f"harness.launch HTML report: {write_html(document, args.report)}", flush=True)
+            write_results(EXIT_FAILED if failed else EXIT_OK)
     # Every rank exits with rank 0's verdict.
     verdict = [failed if ctx.rank == 0 else 0]
     dist.broadcast_object_list(verdict, src=0)

@@ -199,6 +199,7 @@ class KnownDeviation:
     case: str | None = None
     condition: str | None = None
     device: str | None = None
+    aborts: bool = False  # the deviation kills a rank's process: pools contain that, torchrun cannot (launch skips)
 
     def matches(self, sut: str, case_id: str) -> bool:
         if self.sut != sut:
@@ -223,7 +224,7 @@ def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]
     with path.open("rb") as handle:
         data = tomllib.load(handle)
     entries = []
-    fields = {"sut", "case", "condition", "reason", "link", "device"}
+    fields = {"sut", "case", "condition", "reason", "link", "device", "aborts"}
     for i, entry in enumerate(data.get("deviation", [])):
         where = f"{path.name}: deviation[{i}]"
         missing = [k for k in ("sut", "reason", "link") if not entry.get(k)]
@@ -241,6 +242,8 @@ def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]
         if entry.get("condition") and entry["condition"] not in DEVIATION_CONDITIONS:
             raise CaseError(f"{where}.condition={entry['condition']!r}: must be one of "
                             f"{sorted(DEVIATION_CONDITIONS)}")
+        if not isinstance(entry.get("aborts", False), bool):
+            raise CaseError(f"{where}.aborts={entry['aborts']!r}: must be true or false")
         if entry.get("device") not in (None, "cpu", "cuda"):
             raise CaseError(f"{where}.device={entry['device']!r}: must be 'cpu' or 'cuda' (or absent)")
         entries.append(KnownDeviation(**entry))

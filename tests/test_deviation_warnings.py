@@ -76,6 +76,7 @@ def test_case_and_condition_must_both_hold():
     ('sut = "torch"\ncase = "("\nreason = "r"\nlink = "l"\n', r"case='\(' is not a regular expression"),
     ('sut = "torch"\ncase = "x"\nreason = "r"\nlink = "l"\ncases = "y"\n', r"unknown field\(s\) \['cases'\]"),
     ('sut = "torch"\ncase = "x"\nreason = "r"\nlink = "l"\ndevice = "gpu"\n', r"device='gpu': must be 'cpu' or"),
+    ('sut = "torch"\ncase = "x"\nreason = "r"\nlink = "l"\naborts = "yes"\n', r"aborts='yes': must be true or"),
 ])
 def test_bad_entries_name_the_field(tmp_path, body, message):
     path = tmp_path / "known_deviations.toml"
