@@ -240,14 +240,17 @@ def module_cases(profile: str, area: str | None = None) -> list[CaseSpec]:
 
 
 def op_cases(profile: str) -> list[OpSpec]:
-    """Each op on small inputs: contiguous and channels_last, float32 and float64, offset data, uneven counts."""
+    """Each op on small inputs: contiguous and channels_last, float64, float32 and half input (statistics, weight
+    and bias in float32, as the Function passes them), offset data, uneven counts."""
     check_profile(profile)
     variants = [dict(shard_sizes=(3, 2), spatial=(5,)),
                 dict(shard_sizes=(4, 1, 2), spatial=(3, 2), layout="channels_last", dtype="float64"),
-                dict(shard_sizes=(2, 2), spatial=(), loc=100.0, affine=False)]
+                dict(shard_sizes=(2, 2), spatial=(), loc=100.0, affine=False),
+                dict(shard_sizes=(3, 2), spatial=(5,), dtype="float16")]
     if profile != "quick":
         variants += [dict(shard_sizes=(6, 3), spatial=(2, 3, 2), layout="channels_last_3d"),
-                     dict(shard_sizes=(5,), spatial=(7,), scale=1e-2, eps=1e-3, seed=1)]
+                     dict(shard_sizes=(5,), spatial=(7,), scale=1e-2, eps=1e-3, seed=1),
+                     dict(shard_sizes=(4, 3), spatial=(3, 2), layout="channels_last", dtype="bfloat16", loc=2.0)]
     return [OpSpec(op=op, channels=4, **variant) for op in OP_NAMES for variant in variants]
 
 
