@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from cases.catalogue import PROFILES, all_cases, module_cases
 from harness.errors import CaseError
 from harness.spec import DTYPES, CaseSpec, OpSpec, parse_any_id
+from harness.strategies import meaningful
 
 
 @st.composite
@@ -94,3 +95,11 @@ def test_op_spec_round_trips_and_validates():
     assert OpSpec.from_id(spec.id) == spec
     with pytest.raises(CaseError, match="op='batch_norm_nope'"):
         OpSpec(op="batch_norm_nope", shard_sizes=(3,), channels=2)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_catalogue_cases_obey_the_meaningful_data_rules(profile):
+    """The rules the property tests draw under (harness.strategies: offset resolvable in the dtype, float16 range)
+    hold for the catalogue too: no hand-written case is outside what the tolerances are reasoned for."""
+    outside = [case.id for case in module_cases(profile) if not meaningful(case)]
+    assert outside == []
