@@ -70,17 +70,31 @@ def run_suite(argv: list[str]) -> int:
     return exit_code_from_pytest(pytest.main(argv))
 
 
+def _case_device(case_id: str) -> str | None:
+    """The device a --case id names (module, op or model case), None when the id does not parse."""
+    from .errors import CaseError
+    from .spec import parse_any_id
+
+    try:
+        return parse_any_id(case_id).device
+    except CaseError:
+        return "cuda" if case_id.startswith("model_") and case_id.endswith("_cuda") else None
+
+
 def _missing_cuda(args: argparse.Namespace) -> str | None:
     """Why ``--device cuda`` cannot run here, or None. The main job refuses rather than skipping every case: a CI
     job that asked for the GPU suite must not pass on a machine without one (plain pytest skips, with the reason)."""
     device = args.device or os.environ.get("SYNCBN_DEVICE") or "cpu"
+    what = "--device cuda"
+    if args.case and _case_device(args.case) == "cuda":
+        device, what = "cuda", f"--case {args.case} (a CUDA case)"
     if device != "cuda":
         return None
     import torch
 
     if torch.cuda.is_available():
         return None
-    return (f"--device cuda: torch.cuda.is_available() is False on this machine (torch {torch.__version__}, "
+    return (f"{what}: torch.cuda.is_available() is False on this machine (torch {torch.__version__}, "
             f"CUDA build {torch.version.cuda}); use --device cpu, or --device auto to take the GPU when there is one")
 
 

@@ -65,3 +65,15 @@ def test_backend_rule(monkeypatch, device, gpus, world, backend, expected):
 def test_backend_rejects_unknown():
     with pytest.raises(HarnessError, match="backend='mpi': must be 'gloo', 'nccl' or 'auto'"):
         resolve_backend("cpu", 2, "mpi")
+
+
+@NO_CUDA
+@pytest.mark.parametrize("case_id", [
+    "w2_n4.3_c3_nchw3x4_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cuda_ac",
+    "op-batch-norm-stats_n3.2_c4_ncl5_f16_contig_aff_e1e-05_m0.1_loc0_sd1_s0_cuda",
+    "model_w2_n4.4_k3_float32_m0.1_s0_cuda",
+])
+def test_main_job_refuses_a_cuda_case_without_a_gpu(capsys, monkeypatch, case_id):
+    monkeypatch.delenv("SYNCBN_DEVICE", raising=False)
+    assert main(["run", "--case", case_id]) == 2
+    assert f"--case {case_id} (a CUDA case): torch.cuda.is_available() is False" in capsys.readouterr().err
