@@ -2,6 +2,7 @@
 # The GPU part of the suite on one GPU, in a few minutes; installs nothing. Run from anywhere:
 #     OUT=/some/dir scripts/gpu_check.sh          (PYTHON=python by default; results under $OUT, else ./out)
 #     DEVICE=cpu OUT=/tmp/rehearsal scripts/gpu_check.sh   rehearses every step on CPU (plumbing, reports, table)
+#     PROFILE=quick SHAPES=small ...                       a shorter run (tests/test_gpu_check.py does this on CPU)
 # Steps (each under `timeout`, each one's exit code in the summary at the end):
 #   1. the conformance suite on the device, default profile: catalogue, ops, property and model-level (DDP) tests
 #      -> gpu.json, gpu.html, suite.log
@@ -12,6 +13,8 @@ set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 DEVICE=${DEVICE:-cuda}
+PROFILE=${PROFILE:-default}
+SHAPES=${SHAPES:-small,big}
 OUT_DIR=${OUT:-out}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -39,11 +42,11 @@ step() {  # step NAME TIMEOUT_S LOGFILE COMMAND...
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), 'gpus', torch.cuda.device_count())" >> "$OUT_DIR/env.txt" 2>&1
 cat "$OUT_DIR/env.txt"
 
-step suite 360 suite.log $PY -m harness run --device "$DEVICE" --profile default --json "$OUT_DIR/gpu.json" \
+step suite 360 suite.log $PY -m harness run --device "$DEVICE" --profile "$PROFILE" --json "$OUT_DIR/gpu.json" \
     --report "$OUT_DIR/gpu.html" -- -rfEsx
 step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-per-node=2 -m harness.launch \
     --device "$DEVICE" --profile quick --json "$OUT_DIR/torchrun.json"
-step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --out "$OUT_DIR"
+step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --shapes "$SHAPES" --out "$OUT_DIR"
 
 echo
 echo "=== summary ($(( $(date +%s) - START ))s, results in $OUT_DIR)"

@@ -1,0 +1,34 @@
+"""scripts/gpu_check.sh rehearsed on CPU (DEVICE=cpu, quick profile): the one script a GPU session runs must not
+spend its few minutes of device time on a plumbing bug."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
+    env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "OUT": str(tmp_path),
+           "PYTHON": sys.executable}
+    env.pop("SYNCBN_SUT", None)
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = proc.stdout.split("=== summary")[1]
+    for step in ("suite", "torchrun", "errortable"):
+        assert f"{step:<12} ok" in summary, summary
+    document = json.loads((tmp_path / "gpu.json").read_text())
+    assert document["summary"]["outcomes"].get("failed", 0) == 0 and document["summary"]["outcomes"]["passed"] > 50
+    assert {case["level"] for case in document["cases"]} == {"op", "module", "model"}
+    assert (tmp_path / "gpu.html").read_text().startswith("<!DOCTYPE html>")
+    assert json.loads((tmp_path / "torchrun.json").read_text())["environment"]["world_sizes"] == [2]
+    assert "| float16 / float32 |" in (tmp_path / "error_table.md").read_text()
