@@ -393,6 +393,17 @@ def render_html(document: dict[str, Any]) -> str:
                        f'<td class=num>{as_float(c["duration_s"]):.2f}s</td></tr>' for c in by_area[area])
         out.append(f"<details><summary>{e(area)}: {len(by_area[area])} passed</summary><table><tr><th>case</th>"
                    f"<th>comparisons</th><th>worst err / allowed</th><th>time</th></tr>{rows}</table></details>")
+    properties = document.get("property_tests") or []
+    if properties:
+        rows = "".join(
+            f'<tr class="{"fail" if p["outcome"] == "failed" else ""}"><td><code>{e(p["nodeid"])}</code></td>'
+            f'<td>{e(p["outcome"])}</td><td class=num>{p["passed_examples"]} / {p["examples"]}</td>'
+            f'<td>{e(", ".join(p["dtypes"]))}</td>'
+            f'<td class=num>{"-" if p["worst_passing_ratio"] is None else _fmt(p["worst_passing_ratio"])}</td>'
+            f'<td><code>{e(p["worst_passing_case"] or "")}</code></td></tr>' for p in properties)
+        out.append(f"<h2>Property tests ({len(properties)}: generated cases, not listed above unless failing)</h2>"
+                   "<table><tr><th>test</th><th>outcome</th><th>examples passed</th><th>dtypes</th>"
+                   f"<th>worst passing err / allowed</th><th>its case</th></tr>{rows}</table>")
     skipped = [c for c in cases if c["outcome"] == "skipped"]
     if skipped:
         rows = "".join(f'<tr><td><code>{e(c["id"])}</code></td><td>{e(c["xfail_reason"])}</td></tr>' for c in skipped)

@@ -15,9 +15,10 @@ import pytest
 
 from .results import build_document, case_record, environment, save_results
 
-__all__ = ["PROPERTY"]
+__all__ = ["PROPERTY", "PROPERTY_SUMMARY", "property_summary"]
 
 PROPERTY = "syncbn_case"
+PROPERTY_SUMMARY = "syncbn_property_test"
 _CASE_FIXTURES = ("module_case", "op_case", "rerun_case")
 _START = pytest.StashKey[int]()
 
@@ -58,12 +59,15 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     report: pytest.TestReport = yield
     spec = _case_spec(item)
-    if spec is None and report.when == "call" and report.failed:
-        # A test that draws its own cases (hypothesis): record the example it failed on (the last, shrunk one).
-        # Passing generated examples are not recorded: their ids change from run to run, so they would only
-        # add noise to the report and coverage losses to the gate.
+    if spec is None and report.when == "call":
+        # A test that draws its own cases (hypothesis): a summary of its examples, and the example it failed on
+        # (the last, shrunk one) as a case. Passing generated examples are not recorded as cases: their ids change
+        # from run to run, so they would only add noise to the report and coverage losses to the gate.
         results = getattr(item.config, "_syncbn_results", [])[item.stash.get(_START, 0):]
-        failing = next((r for r in reversed(results) if not r.passed), None)
+        if results:
+            report.user_properties.append((PROPERTY_SUMMARY, property_summary(item.nodeid, report.outcome,
+                                                                              results)))
+        failing = next((r for r in reversed(results) if not r.passed), None) if report.failed else None
         if failing is not None:
             from harness.pytest_plugin import options
 
@@ -90,6 +94,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     if result is not None and outcome == "failed":
         _pytest_html_extra(item.config, report, record)
     return report
+
+
+def property_summary(nodeid: str, outcome: str, results: list[Any]) -> dict[str, Any]:
+    """What a property test ran: how many examples, how many passed, and the closest passing call."""
+    ratios = [(max((c.error_ratio for c in r.comparisons), default=0.0), r.spec.id) for r in results if r.passed]
+    worst_ratio, worst_case = max(ratios) if ratios else (None, None)
+    dtypes = sorted({getattr(r.spec, "dtype", "?") for r in results})
+    return {"nodeid": nodeid, "outcome": outcome, "examples": len(results),
+            "passed_examples": sum(r.passed for r in results), "dtypes": dtypes,
+            "worst_passing_ratio": worst_ratio, "worst_passing_case": worst_case}
 
 
 def _pytest_rerun(item: pytest.Item, opts: Any) -> str:
@@ -132,10 +146,13 @@ class ResultsCollector:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: dict[str, dict[str, Any]] = {}  # nodeid -> case record
+        self.properties: dict[str, dict[str, Any]] = {}  # nodeid -> property test summary
         self.written: list[tuple[str, Any]] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for name, record in getattr(report, "user_properties", ()):
+            if name == PROPERTY_SUMMARY:
+                self.properties[record["nodeid"]] = record
             if name != PROPERTY:
                 continue
             previous = self.records.get(record["nodeid"])
@@ -154,7 +171,8 @@ class ResultsCollector:
         numprocesses = config.getoption("numprocesses", None)
         env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
                           case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0)
-        document = build_document(cases, env, exit_status=int(exitstatus))
+        document = build_document(cases, env, exit_status=int(exitstatus),
+                                  property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]))
         if json_path := config.getoption("--json-results"):
             self.written.append(("results", save_results(document, json_path)))
         if html_path := config.getoption("--html-report"):

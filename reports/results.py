@@ -8,7 +8,9 @@ Document (``"schema": "syncbn-harness/results", "version": 1``)::
                      seed_policy, workers},
      "summary": {"outcomes": {outcome: count}, "areas": {area: {outcome: count}}, "comparisons",
                  "failed_comparisons" (outside known deviations), "deviation_failed_comparisons" (inside them)},
-     "cases": [case record, ...]}                       # sorted by case id
+     "cases": [case record, ...],                       # sorted by case id
+     "property_tests": [{nodeid, outcome, examples, passed_examples, dtypes, worst_passing_ratio,
+                         worst_passing_case}, ...]}     # hypothesis tests: what they ran (examples are not cases)
 
 Case record: id, level ("op" | "module"), area (tags[0]), tags, params (spec.to_dict()), device, backend,
 world_size, outcome as pytest saw it ("passed" | "failed" | "xfailed" | "xpassed" | "error"), xfail_reason,
@@ -239,13 +241,14 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
                                                 for c in case["comparisons"])}
 
 
-def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit_status: int | None = None
-                   ) -> dict[str, Any]:
+def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit_status: int | None = None,
+                   property_tests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     ordered = sorted(cases, key=lambda c: c["id"])
     return {"schema": SCHEMA, "version": VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "exit_status": exit_status, "ratio_histogram_edges": list(RATIO_HISTOGRAM_EDGES),
-            "environment": env, "summary": summarize(ordered), "cases": ordered}
+            "environment": env, "summary": summarize(ordered), "cases": ordered,
+            "property_tests": jsonable(property_tests or [])}
 
 
 def save_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
