@@ -2,7 +2,8 @@
 # The GPU part of the suite on one GPU, in a few minutes; installs nothing. Run from anywhere:
 #     OUT=/some/dir scripts/gpu_check.sh          (PYTHON=python by default; results under $OUT, else ./out)
 #     DEVICE=cpu OUT=/tmp/rehearsal scripts/gpu_check.sh   rehearses every step on CPU (plumbing, reports, table)
-#     PROFILE=quick SHAPES=small ...                       a shorter run (tests/test_gpu_check.py does this on CPU)
+#     PROFILE=quick SHAPES=small SUITE_K='dtypes or ops' ...   a shorter run (SUITE_K: pytest -k for the suite
+#                                                          step; tests/test_gpu_check.py does this on CPU)
 # Steps (each under `timeout`, each one's exit code in the summary at the end):
 #   1. the conformance suite on the device, default profile: catalogue, ops, property and model-level (DDP) tests
 #      -> gpu.json, gpu.html, suite.log
@@ -15,6 +16,7 @@ PY=${PYTHON:-python}
 DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-default}
 SHAPES=${SHAPES:-small,big}
+SUITE_K=${SUITE_K:-}
 OUT_DIR=${OUT:-out}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -43,7 +45,7 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 cat "$OUT_DIR/env.txt"
 
 step suite 360 suite.log $PY -m harness run --device "$DEVICE" --profile "$PROFILE" --json "$OUT_DIR/gpu.json" \
-    --report "$OUT_DIR/gpu.html" -- -rfEsx
+    --report "$OUT_DIR/gpu.html" -- -rfEsx ${SUITE_K:+-k "$SUITE_K"}
 step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-per-node=2 -m harness.launch \
     --device "$DEVICE" --profile quick --json "$OUT_DIR/torchrun.json"
 step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --shapes "$SHAPES" --out "$OUT_DIR"

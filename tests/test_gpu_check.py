@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
 def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
-    env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "OUT": str(tmp_path),
-           "PYTHON": sys.executable}
+    env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "SUITE_K": "dtypes or ops",
+           "OUT": str(tmp_path), "PYTHON": sys.executable}
     env.pop("SYNCBN_SUT", None)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -27,8 +27,8 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     for step in ("suite", "torchrun", "errortable"):
         assert f"{step:<12} ok" in summary, summary
     document = json.loads((tmp_path / "gpu.json").read_text())
-    assert document["summary"]["outcomes"].get("failed", 0) == 0 and document["summary"]["outcomes"]["passed"] > 50
-    assert {case["level"] for case in document["cases"]} == {"op", "module", "model"}
+    assert document["summary"]["outcomes"].get("failed", 0) == 0 and document["summary"]["outcomes"]["passed"] > 20
+    assert {case["level"] for case in document["cases"]} == {"op", "module"}
     assert (tmp_path / "gpu.html").read_text().startswith("<!DOCTYPE html>")
     assert json.loads((tmp_path / "torchrun.json").read_text())["environment"]["world_sizes"] == [2]
     assert "| float16 / float32 |" in (tmp_path / "error_table.md").read_text()
