@@ -1,1 +1,1 @@
-"""The conformance suite: test modules by area of SEMANTICS.md; the cases themselves live in catalogue.py."""
+"""The conformance suite as pytest tests: the catalogue (test_catalogue.py) and the property tests."""

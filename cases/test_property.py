@@ -8,9 +8,10 @@ reruns it alone. Cases matching a known deviation of the SUT under test are expe
 from __future__ import annotations
 
 import pytest
-from hypothesis import assume, given, note
+from hypothesis import assume, given, note, reject
 
-from harness.pytest_plugin import NEEDS_CUDA, cuda_available, load_known_deviations, options
+from harness.deviations import load_known_deviations
+from harness.pytest_plugin import NEEDS_CUDA, cuda_available, options
 from harness.strategies import case_specs
 
 pytestmark = pytest.mark.property
@@ -28,6 +29,8 @@ def _check(case, run_case, pytestconfig) -> None:
     assume(not any(d.matches(sut, case.id) for d in _DEVIATIONS))
     note(f"case id: {case.id}")
     result = run_case(case)
+    if result.unsupported and not result.failures:
+        reject()  # the SUT declares this configuration unsupported (harness.sut.Unsupported): not an example
     if not result.passed:
         report = result.report()
         note(report)

@@ -3,16 +3,19 @@
 Every comparison is recorded (passed or not) with its metrics, so a report can show near misses as well as
 failures. NaN and inf positions must agree before values are compared; the detailed diagnosis (worst element,
 per-channel error) is computed for every comparison because the arrays here are small and reports use it.
+Equality checks (a counter, a dtype, bit-for-bit agreement, a required error) carry a plain ``statement`` of what
+differs instead of error ratios ("num_batches_tracked is 1 on rank 0, expected 2").
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Tolerance", "Comparison", "compare_arrays", "compare_exact", "format_location", "RATIO_HISTOGRAM_EDGES"]
+__all__ = ["Tolerance", "Comparison", "compare_arrays", "compare_exact", "compare_agreement", "format_location",
+           "RATIO_HISTOGRAM_EDGES"]
 
 # Fixed bins of log10(|err| / allowed) for Comparison.ratio_histogram: bin 0 holds everything below 10**-6 (exact
 # elements included), bin i (1..9) holds [10**(i-7), 10**(i-6)), the last bin everything >= 10**3 (inf included).
@@ -22,11 +25,14 @@ RATIO_HISTOGRAM_EDGES = tuple(range(-6, 4))
 
 @dataclass(frozen=True)
 class Tolerance:
-    """|actual - expected| <= atol + rtol·|expected|, element-wise; ``reason`` says where the numbers come from."""
+    """|actual - expected| <= atol + rtol·|expected|, element-wise; ``reason`` says where the numbers come from,
+    ``scale`` is the magnitude of the quantity the bound is relative to (0: unknown), for comparing errors across
+    dtypes."""
 
     atol: float
     rtol: float = 0.0
     reason: str = ""
+    scale: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.atol >= 0 and self.rtol >= 0):
@@ -44,7 +50,7 @@ EXACT = Tolerance(0.0, 0.0, "exact")
 class Comparison:
     """The outcome of comparing one quantity (of one rank, or summed over ranks) at one phase of a case."""
 
-    quantity: str
+    quantity: str  # a name in harness.quantities
     phase: str
     rank: int | None  # None: a value summed over ``ranks``
     ranks: tuple[int, ...]
@@ -61,15 +67,25 @@ class Comparison:
     channel_ratio: list[float] = field(default_factory=list)  # per channel, max |err| / allowed
     note: str = ""
     ratio_histogram: list[int] = field(default_factory=list)  # element counts per RATIO_HISTOGRAM_EDGES bin
+    exact: bool = False  # an equality check: ``statement`` says what differs
+    statement: str = ""
+    item: str = ""  # which one, where a quantity has several (a model's parameter name)
 
     @property
     def where(self) -> str:
         return f"rank {self.rank}" if self.rank is not None else "sum over ranks " + ",".join(map(str, self.ranks))
 
+    @property
+    def label(self) -> str:
+        return f"{self.quantity} {self.item}" if self.item else self.quantity
+
     def describe(self) -> str:
-        """The fixed failure message shape: what, where, by how much, against which tolerance."""
+        """The fixed failure message shape: what, where, by how much, against which tolerance; an equality check
+        is one plain statement and the rule."""
+        if self.exact:
+            return f"{self.statement or self.note} ({self.tolerance.reason})"
         pct = 100.0 * self.mismatched / self.total if self.total else 0.0
-        lines = [f"{self.quantity} at {self.phase}, {self.where}: mismatched elements: "
+        lines = [f"{self.label} at {self.phase}, {self.where}: mismatched elements: "
                  f"{self.mismatched} / {self.total} ({pct:.1f}%)"]
         if self.note:
             lines.append(f"  {self.note}")
@@ -81,9 +97,15 @@ class Comparison:
         lines.append(f"  allowed ({self.dtype}): {self.tolerance.describe()}")
         return "\n".join(lines)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+    def record(self) -> dict[str, Any]:
+        """Every field as plain data (the results document's comparison record adds where it ran)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["tolerance"] = asdict(self.tolerance)
+        if self.worst is not None:
+            data["worst"] = {**self.worst, "location": format_location(self.worst, self.rank)
+                             if self.worst.get("index") else ""}
+        data["ranks"] = list(self.ranks)
+        data["shape"] = list(self.shape)
         return data
 
 
@@ -112,14 +134,15 @@ def _nonfinite_mismatch(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
 
 def compare_arrays(actual: Any, expected: Any, tolerance: Tolerance, *, quantity: str, phase: str,
                    rank: int | None, ranks: Sequence[int], dtype: str, sample_offset: int = 0,
-                   channel_axis: int | None = None) -> Comparison:
+                   channel_axis: int | None = None, item: str = "") -> Comparison:
     """Compare ``actual`` with the float64 ``expected`` element-wise under ``tolerance``.
 
     ``channel_axis`` defaults to 1 for (N, C, ...) arrays and 0 for per-channel vectors; ``sample_offset`` turns a
     shard's sample index into the global batch index for the message.
     """
     expected = np.asarray(expected, dtype=np.float64)
-    base = dict(quantity=quantity, phase=phase, rank=rank, ranks=tuple(ranks), dtype=dtype, tolerance=tolerance)
+    base = dict(quantity=quantity, phase=phase, rank=rank, ranks=tuple(ranks), dtype=dtype, tolerance=tolerance,
+                item=item)
     if actual is None:
         return Comparison(**base, passed=False, shape=expected.shape, total=int(expected.size),
                           mismatched=int(expected.size), max_abs_err=math.inf, max_rel_err=math.inf,
@@ -169,13 +192,47 @@ def compare_arrays(actual: Any, expected: Any, tolerance: Tolerance, *, quantity
                       note=note, ratio_histogram=ratio_histogram)
 
 
+def _statement_label(quantity: str) -> str:
+    base, _, check = quantity.rpartition(".")
+    return f"{base} dtype" if check == "dtype" else quantity
+
+
 def compare_exact(actual: Any, expected: Any, *, quantity: str, phase: str, rank: int | None,
-                  ranks: Sequence[int], dtype: str, reason: str) -> Comparison:
-    """Equality of a scalar or string (a counter, a dtype name): passes only when identical."""
+                  ranks: Sequence[int], dtype: str, reason: str, item: str = "") -> Comparison:
+    """Equality of a scalar or string (a counter, a dtype name): passes only when identical. A failure reads as
+    "<quantity> is <actual> on rank r at <phase>, expected <expected>"."""
     passed = actual == expected
+    where = f"rank {rank}" if rank is not None else "ranks " + ",".join(map(str, ranks))
+    statement = "" if passed else (f"{item or _statement_label(quantity)} is {actual} on {where} at {phase}, "
+                                   f"expected {expected}")
     return Comparison(quantity=quantity, phase=phase, rank=rank, ranks=tuple(ranks), passed=bool(passed),
                       dtype=dtype, shape=(), total=1, mismatched=0 if passed else 1,
                       max_abs_err=0.0 if passed else math.inf, max_rel_err=0.0 if passed else math.inf,
                       error_ratio=0.0 if passed else math.inf, tolerance=Tolerance(0.0, 0.0, reason),
                       worst=None if passed else {"index": (), "actual": actual, "expected": expected},
-                      note="" if passed else f"actual {actual!r}, expected {expected!r}")
+                      note="" if passed else f"actual {actual!r}, expected {expected!r}", exact=True,
+                      statement=statement, item=item)
+
+
+def compare_agreement(actual: Any, reference: Any, *, quantity: str, phase: str, rank: int, first: int,
+                      dtype: str, reason: str, item: str = "") -> Comparison:
+    """Bit-for-bit agreement of rank ``rank``'s per-channel values with rank ``first``'s (NaN equals NaN)."""
+    actual, reference = np.asarray(actual, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    base = item or quantity.removesuffix(".agreement")
+    if actual.shape != reference.shape:
+        differing, total, largest = reference.size, reference.size, math.inf
+        statement = f"{base} on rank {rank} has shape {actual.shape}, rank {first}'s {reference.shape}"
+    else:
+        same = (actual == reference) | (np.isnan(actual) & np.isnan(reference))
+        differing, total = int((~same).sum()), int(reference.size)
+        with np.errstate(invalid="ignore"):
+            gaps = np.abs(actual - reference)[~same]
+        largest = float(np.nanmax(gaps)) if gaps.size and not np.all(np.isnan(gaps)) else math.inf
+        unit = "channels" if reference.ndim == 1 else "elements"
+        statement = (f"{base} on rank {rank} differs from rank {first}'s in {differing} of {total} {unit} at "
+                     f"{phase}, by up to {largest:.3g}") if differing else ""
+    passed = differing == 0
+    return Comparison(quantity=quantity, phase=phase, rank=rank, ranks=(first, rank), passed=passed, dtype=dtype,
+                      shape=(), total=total or 1, mismatched=differing, max_abs_err=0.0 if passed else largest,
+                      max_rel_err=0.0 if passed else math.inf, error_ratio=0.0 if passed else math.inf,
+                      tolerance=Tolerance(0.0, 0.0, reason), exact=True, statement=statement, item=item)

@@ -11,7 +11,8 @@ import numpy as np
 
 from .spec import CaseSpec, OpSpec
 
-__all__ = ["Params", "make_params", "make_input", "make_grad_output", "quantize", "torch_dtype"]
+__all__ = ["Params", "make_params", "make_input", "make_grad_output", "quantize", "torch_dtype", "dtype_name",
+           "to_tensor", "to_numpy"]
 
 _PARAMS, _INPUT, _GRAD = 0, 1, 2
 
@@ -52,8 +53,7 @@ def make_input(spec: CaseSpec | OpSpec, step: int, rank: int, params: Params | N
     outliers: normal with about 1% of elements at ±50·scale; halfconst: even channels constant, odd normal.
     """
     params = params or make_params(spec)
-    shape = spec.input_shape(rank) if isinstance(spec, CaseSpec) else (spec.shard_sizes[rank], spec.channels,
-                                                                          *spec.spatial)
+    shape = spec.input_shape(rank)
     rng = _rng(spec.seed, _INPUT, step, rank)
     shift = params.channel_shift.reshape((1, -1) + (1,) * (len(shape) - 2))
     noise = rng.standard_normal(shape)
@@ -70,15 +70,18 @@ def make_input(spec: CaseSpec | OpSpec, step: int, rank: int, params: Params | N
 
 def make_grad_output(spec: CaseSpec | OpSpec, step: int, rank: int) -> np.ndarray:
     """dL/dy for rank ``rank`` at ``step``: N(0, 1) of the output's shape."""
-    shape = spec.input_shape(rank) if isinstance(spec, CaseSpec) else (spec.shard_sizes[rank], spec.channels,
-                                                                          *spec.spatial)
-    return _rng(spec.seed, _GRAD, step, rank).standard_normal(shape)
+    return _rng(spec.seed, _GRAD, step, rank).standard_normal(spec.input_shape(rank))
 
 
 def torch_dtype(name: str):  # -> torch.dtype
     import torch
 
     return getattr(torch, name)
+
+
+def dtype_name(dtype) -> str:
+    """``torch.float32`` -> ``"float32"``: the spelling of the specs and reports."""
+    return str(dtype).removeprefix("torch.")
 
 
 def quantize(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -88,3 +91,23 @@ def quantize(array: np.ndarray, dtype: str) -> np.ndarray:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(array)).to(torch_dtype(dtype)).to(torch.float64).numpy()
+
+
+_MEMORY_FORMATS = {"contiguous": "contiguous_format", "channels_last": "channels_last",
+                   "channels_last_3d": "channels_last_3d"}
+
+
+def to_tensor(array: np.ndarray, dtype: str, device: str, layout: str = "contiguous"):
+    """``array`` as a torch tensor of ``dtype`` on ``device`` in memory ``layout`` (rounded exactly like
+    ``quantize``)."""
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array)).to(torch_dtype(dtype))
+    return tensor.to(device).contiguous(memory_format=getattr(torch, _MEMORY_FORMATS[layout]))
+
+
+def to_numpy(tensor) -> np.ndarray:
+    """A tensor's values as a float64 numpy array in logical (N, C, ...) order, on the host."""
+    import torch
+
+    return tensor.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy().copy()

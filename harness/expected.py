@@ -1,10 +1,10 @@
-"""What a case should produce: the float64 reference on the exact values the ranks saw, plus the yardstick.
+"""What a module case should produce: the float64 reference on the exact values the ranks saw, plus the yardstick.
 
-The yardstick (see harness.tolerances) is the error of a single-process BatchNorm in the case's dtypes on the same
-global batch of each process group: in training one BatchNorm over the group's concatenated shards, in eval one per
-shard (eval has no cross-rank dependence), on the case's device. On CPU, torch's BatchNorm accumulates float32 in
-double (``at::acc_type<float, /*is_cuda=*/false>``), so its error is tiny and the conditioning-aware floor of
-harness.tolerances does the work there.
+For every phase and every quantity of harness.quantities: the expected value per rank (or per process group, for
+group sums), the magnitude that bounds its rounding error (``scales``, see harness.tolerances) and the yardstick:
+the error of a single-process BatchNorm in the case's dtypes on the same global batch of each group, on the
+case's device (in training one BatchNorm over the group's shards; in eval one per shard, eval having no
+cross-rank coupling).
 """
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 
 from reference.syncbn import TOO_FEW_VALUES, Buffers, syncbn_backward, syncbn_forward
 
-from .data import make_grad_output, make_input, make_params, quantize, torch_dtype
-from .rank_case import phase_name
+from .data import make_grad_output, make_input, make_params, quantize
 from .spec import CaseSpec
 from .tolerances import UNIT_ROUNDOFF
+from .yardstick import Yardstick
 
 __all__ = ["ExpectedPhase", "ExpectedCase", "expected_module_case"]
 
@@ -27,13 +27,17 @@ __all__ = ["ExpectedPhase", "ExpectedCase", "expected_module_case"]
 class ExpectedPhase:
     name: str
     training: bool
-    outputs: dict[int, np.ndarray] = field(default_factory=dict)  # by rank
-    grad_inputs: dict[int, np.ndarray] = field(default_factory=dict)
-    buffers: dict[int, Buffers] = field(default_factory=dict)
-    grad_weight: dict[int, np.ndarray | None] = field(default_factory=dict)  # by group index
-    grad_bias: dict[int, np.ndarray | None] = field(default_factory=dict)
+    per_rank: dict[str, dict[int, Any]] = field(default_factory=dict)  # quantity -> rank -> expected value
+    per_group: dict[str, dict[int, Any]] = field(default_factory=dict)  # group-sum quantity -> group index -> value
     scales: dict[tuple[int, str], float] = field(default_factory=dict)  # (group, quantity) -> magnitude
     yardstick: dict[tuple[int, str], float] = field(default_factory=dict)  # (group, quantity) -> max |error|
+
+    def ranks(self) -> set[int]:
+        """The ranks this phase has expected values for (a rank stopped by a required error has none)."""
+        return set(self.per_rank.get("output", {}))
+
+    def set_rank(self, quantity: str, rank: int, value: Any) -> None:
+        self.per_rank.setdefault(quantity, {})[rank] = value
 
 
 @dataclass
@@ -57,19 +61,18 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
     bias = quantize(params.bias, pdt) if spec.affine else None
     initial = Buffers(quantize(params.running_mean, pdt), quantize(params.running_var, pdt),
                       params.num_batches_tracked) if spec.track_running_stats else None
-    total_phases = spec.steps + spec.eval_steps
-    phases = [ExpectedPhase(phase_name(spec, p), p < spec.steps) for p in range(total_phases)]
+    phases = [ExpectedPhase(spec.phase_name(p), p < spec.steps) for p in range(spec.steps + spec.eval_steps)]
     errors: dict[int, dict[str, Any]] = {}
     for gi, members in enumerate(spec.rank_groups):
         buffers = initial.copy() if initial is not None else None
-        batchnorm = _batchnorm_module(spec, weight, bias, buffers) if yardstick else None
+        batchnorm = Yardstick(spec, weight, bias, buffers) if yardstick else None
         live = list(members)  # ranks not yet stopped by an error the spec requires
         carried: dict[str, float] = {}
         for p, phase in enumerate(phases):
             # eval without running statistics has no cross-rank coupling: a rank whose shard holds one value per
             # channel raises alone, the others go on.
             local = not phase.training and not spec.track_running_stats
-            for r in [r for r in live if local and spec.shard_sizes[r] * spec.elements_per_sample == 1]:
+            for r in [r for r in live if local and spec.rank_count(r) == 1]:
                 errors[r] = {"phase": phase.name, "type": "ValueError", "message": TOO_FEW_VALUES}
                 live.remove(r)
             if not live:
@@ -87,12 +90,19 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
             backward = syncbn_backward(shards, grads, weight=weight, forward=forward)
             buffers = forward.buffers if spec.track_running_stats else None
             for i, r in enumerate(live):
-                phase.outputs[r] = forward.outputs[i]
-                phase.grad_inputs[r] = backward.grad_inputs[i]
+                phase.set_rank("output", r, forward.outputs[i])
+                phase.set_rank("output.dtype", r, spec.dtype)  # batch_norm keeps its input's dtype, autocast too
+                phase.set_rank("grad_input", r, backward.grad_inputs[i])
+                if spec.affine:
+                    phase.set_rank("grad_weight.dtype", r, pdt)
+                    phase.set_rank("grad_bias.dtype", r, pdt)
                 if buffers is not None:
-                    phase.buffers[r] = buffers
-            phase.grad_weight[gi] = backward.grad_weight
-            phase.grad_bias[gi] = backward.grad_bias
+                    phase.set_rank("running_mean", r, buffers.running_mean)
+                    phase.set_rank("running_var", r, buffers.running_var)
+                    phase.set_rank("num_batches_tracked", r, buffers.num_batches_tracked)
+            if spec.affine:
+                phase.per_group.setdefault("grad_weight", {})[gi] = backward.grad_weight
+                phase.per_group.setdefault("grad_bias", {})[gi] = backward.grad_bias
             phase.scales.update(_scales(gi, shards, grads, forward, backward, buffers, weight,
                                         UNIT_ROUNDOFF[spec.dtype]))
             # Buffers carry their rounding errors into later phases (eval included): so do their scales.
@@ -100,8 +110,8 @@ def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedC
                 if (gi, name) in phase.scales:
                     carried[name] = phase.scales[(gi, name)] = max(carried.get(name, 0.0), phase.scales[(gi, name)])
             if batchnorm is not None:
-                phase.yardstick.update(_yardstick(spec, batchnorm, gi, shards, grads, phase, forward, backward,
-                                                  buffers))
+                errors_of = batchnorm.errors(shards, grads, phase.training, forward, backward, buffers)
+                phase.yardstick.update({(gi, name): error for name, error in errors_of.items()})
     return ExpectedCase(spec, phases, errors)
 
 
@@ -158,77 +168,3 @@ def _scales(gi, shards, grads, forward, backward, buffers, weight, mean_unit: fl
             running_var_scale += mean_unit * float(np.max(np.stack(means) ** 2)) * total / (total - 1)
         scales[(gi, "running_var")] = running_var_scale
     return scales
-
-
-def _batchnorm_module(spec: CaseSpec, weight, bias, buffers: Buffers | None):
-    import torch
-
-    cls = {0: torch.nn.BatchNorm1d, 1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d, 3: torch.nn.BatchNorm3d}
-    module = cls[len(spec.spatial)](spec.channels, eps=spec.eps, momentum=spec.momentum, affine=spec.affine,
-                                    track_running_stats=spec.track_running_stats)
-    module = module.to(device=_device(spec), dtype=torch_dtype(spec.effective_param_dtype))
-    with torch.no_grad():
-        if spec.affine:
-            module.weight.copy_(torch.from_numpy(weight))
-            module.bias.copy_(torch.from_numpy(bias))
-        if buffers is not None:
-            module.running_mean.copy_(torch.from_numpy(buffers.running_mean))
-            module.running_var.copy_(torch.from_numpy(buffers.running_var))
-            module.num_batches_tracked.fill_(buffers.num_batches_tracked)
-    return module
-
-
-def _device(spec: CaseSpec) -> str:
-    return "cuda" if spec.device == "cuda" else "cpu"
-
-
-def _yardstick(spec: CaseSpec, module, gi: int, shards, grads, phase: ExpectedPhase, forward, backward,
-               buffers) -> dict[tuple[int, str], float]:
-    """Max |error| of single-process torch BatchNorm (same dtypes, same device) against the reference; ``module``
-    carries its own buffers from phase to phase."""
-    from .rank_case import _tensor, _to_numpy
-
-    module.train(phase.training)
-    device = _device(spec)
-    # Training: one BatchNorm over the group's global batch; eval: one call per shard (no cross-rank coupling).
-    batches = [(shards, grads)] if phase.training else [([x], [g]) for x, g in zip(shards, grads)]
-    outputs, grad_inputs = [], []
-    grad_weight = np.zeros(spec.channels)
-    grad_bias = np.zeros(spec.channels)
-    for xs, gs in batches:
-        x_np, g_np = np.concatenate(xs), np.concatenate(gs)
-        if x_np.size == 0:
-            if phase.training and module.num_batches_tracked is not None:
-                module.num_batches_tracked += 1
-            outputs.append(x_np)
-            grad_inputs.append(x_np)
-            continue
-        x = _tensor(x_np, spec.dtype, device, spec.layout).requires_grad_(True)
-        y = module(x)
-        y.backward(_tensor(g_np, str(y.dtype)[6:], device))
-        outputs.append(_to_numpy(y))
-        grad_inputs.append(_to_numpy(x.grad))
-        if spec.affine:
-            grad_weight += _to_numpy(module.weight.grad)
-            grad_bias += _to_numpy(module.bias.grad)
-            module.zero_grad(set_to_none=True)
-    split = np.cumsum([x.shape[0] for x in shards])[:-1]
-    if phase.training:
-        outputs = np.split(outputs[0], split) if outputs[0].size else outputs * len(shards)
-        grad_inputs = np.split(grad_inputs[0], split) if grad_inputs[0].size else grad_inputs * len(shards)
-    errors = {
-        (gi, "output"): _max_err(outputs, forward.outputs),
-        (gi, "grad_input"): _max_err(grad_inputs, backward.grad_inputs),
-    }
-    if spec.affine:
-        errors[(gi, "grad_weight")] = _max_err([grad_weight], [backward.grad_weight])
-        errors[(gi, "grad_bias")] = _max_err([grad_bias], [backward.grad_bias])
-    if buffers is not None:
-        errors[(gi, "running_mean")] = _max_err([_to_numpy(module.running_mean)], [buffers.running_mean])
-        errors[(gi, "running_var")] = _max_err([_to_numpy(module.running_var)], [buffers.running_var])
-    return errors
-
-
-def _max_err(actual, expected) -> float:
-    values = [float(np.max(np.abs(a.reshape(e.shape) - e))) for a, e in zip(actual, expected) if e.size]
-    return max(values) if values else 0.0

@@ -15,52 +15,17 @@ loss is Σ_r loss_r / W.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["ModelCase", "make_net", "convert_to_sut", "run_model_case", "expected_model_run", "model_cases",
-           "INPUT_SHAPE"]
+from .spec import ModelSpec
+from .tf32 import tf32_mode
+
+__all__ = ["make_net", "convert_to_sut", "run_model_case", "expected_model_run", "INPUT_SHAPE"]
 
 INPUT_SHAPE = (3, 2, 4, 4)  # per sample: channels, depth, height, width
 LEARNING_RATE = 0.1
-
-
-@dataclass(frozen=True)
-class ModelCase:
-    """``shard_sizes[r]`` samples on rank r, ``steps`` SGD steps, ranks computing in ``dtype`` on ``device``."""
-
-    shard_sizes: tuple[int, ...]
-    steps: int = 3
-    dtype: str = "float32"
-    device: str = "cpu"
-    seed: int = 0
-    momentum: float | None = 0.1
-    tags: tuple[str, ...] = field(default=(), compare=False)
-
-    @property
-    def world_size(self) -> int:
-        return len(self.shard_sizes)
-
-    @property
-    def id(self) -> str:
-        momentum = "mNone" if self.momentum is None else f"m{self.momentum:g}"
-        return (f"model_w{self.world_size}_n{'.'.join(map(str, self.shard_sizes))}_k{self.steps}_{self.dtype}_"
-                f"{momentum}_s{self.seed}_{self.device}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"shard_sizes": list(self.shard_sizes), "steps": self.steps, "dtype": self.dtype,
-                "device": self.device, "seed": self.seed, "momentum": self.momentum}
-
-
-def model_cases(device: str = "cpu") -> list[ModelCase]:
-    """Even and uneven shards, an empty rank, cumulative momentum, float64 ranks (exact up to summation order)."""
-    cases = [ModelCase((4, 4)), ModelCase((6, 2), seed=1), ModelCase((5, 0, 3), seed=2),
-             ModelCase((3, 2, 4), momentum=None, seed=3), ModelCase((4, 3), dtype="float64", seed=4)]
-    if device == "cuda":
-        cases = [ModelCase(c.shard_sizes, c.steps, c.dtype, "cuda", c.seed, c.momentum) for c in cases]
-    return cases
 
 
 def _build_net(momentum: float | None):
@@ -90,7 +55,7 @@ def _build_net(momentum: float | None):
     return BnNet()
 
 
-def make_net(case: ModelCase, dtype: str, device: str):
+def make_net(case: ModelSpec, dtype: str, device: str):
     """The network with the seed's initial weights (drawn in float32, so every dtype starts from the same values)."""
     import torch
 
@@ -100,7 +65,7 @@ def make_net(case: ModelCase, dtype: str, device: str):
     return net.to(device=device, dtype=getattr(torch, dtype))
 
 
-def make_batch(case: ModelCase) -> tuple[np.ndarray, np.ndarray]:
+def make_batch(case: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
     """The global batch (N, 3, 2, 4, 4) and its targets (N, 1), float64, per step: (steps, ...)."""
     rng = np.random.default_rng(np.random.SeedSequence([case.seed, 7]))
     total = sum(case.shard_sizes)
@@ -175,7 +140,7 @@ def run_model_case(ctx, *, case: dict[str, Any], sut: str, kernels: str | None) 
 
     from .rank_case import prepare_sut
 
-    spec = ModelCase(**{**case, "shard_sizes": tuple(case["shard_sizes"])})
+    spec = ModelSpec.from_dict(case)
     device = ctx.device_for_rank() if spec.device == "cuda" else "cpu"
     factory = prepare_sut(ctx, sut, kernels, spec.device)
     dtype = getattr(torch, spec.dtype)
@@ -188,21 +153,30 @@ def run_model_case(ctx, *, case: dict[str, Any], sut: str, kernels: str | None) 
     rows = slice(start, start + spec.shard_sizes[ctx.rank])
     total = sum(spec.shard_sizes)
     losses, states = [], []
-    for step in range(spec.steps):
-        x = torch.from_numpy(inputs[step, rows]).to(device=device, dtype=dtype)
-        target = torch.from_numpy(targets[step, rows]).to(device=device, dtype=dtype)
-        optimizer.zero_grad(set_to_none=False)
-        loss = ((ddp(x) - target) ** 2).sum() * (spec.world_size / total)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        states.append(_state(net))
+    with tf32_mode(spec.tf32):
+        for step in range(spec.steps):
+            ctx.progress(f"step{step}", "train")
+            x = torch.from_numpy(inputs[step, rows]).to(device=device, dtype=dtype)
+            target = torch.from_numpy(targets[step, rows]).to(device=device, dtype=dtype)
+            optimizer.zero_grad(set_to_none=False)
+            loss = ((ddp(x) - target) ** 2).sum() * (spec.world_size / total)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            states.append(_state(net))
     return {"losses": losses, "states": states}
 
 
-def expected_model_run(case: ModelCase, dtype: str = "float64", device: str = "cpu") -> dict[str, Any]:
+def expected_model_run(case: ModelSpec, dtype: str = "float64", device: str = "cpu") -> dict[str, Any]:
     """The same training with plain BatchNorm on the global batch in one process, in ``dtype``; losses are the
-    global mean loss, states as run_model_case returns them (inputs rounded to the ranks' dtype first)."""
+    global mean loss, states as run_model_case returns them (inputs rounded to the ranks' dtype first). TF32 as
+    the case says (it only matters for float32 on a GPU)."""
+
+    with tf32_mode(case.tf32 and dtype == "float32"):
+        return _train_one_process(case, dtype, device)
+
+
+def _train_one_process(case: ModelSpec, dtype: str, device: str) -> dict[str, Any]:
     import torch
 
     net = make_net(case, dtype, device)

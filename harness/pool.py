@@ -2,8 +2,15 @@
 
 A pool starts W processes (spawn) once; they join one process group through a FileStore in a private temporary
 directory (no ports to clash, so pytest-xdist workers each own their pools safely) and then serve every case of that
-world size. A rank that raises, crashes or hangs becomes a RankFailure naming it; a pool with a crashed or hung rank
-is torn down and rebuilt on next use, and every pool is closed at exit.
+world size. Every rank sends a heartbeat each HEARTBEAT_S with how far it got (harness.rank_worker), also while it
+waits inside a collective, so the controller tells apart:
+- a rank that crashed (its process died: exit code), reported first, its peers' "connection closed" errors after it;
+- a rank that stalled (no heartbeat for STALL_S: stopped, or stuck in native code holding the interpreter);
+- ranks that are alive but did not finish in time, each with the phase it reached (a deadlock: some rank skipped a
+  collective the others wait in).
+Start-up is bounded by ``start_timeout_s`` (the ``--start-timeout`` option); a rank that stalls while starting fails
+the start within STALL_S. A pool with a crashed, stalled or hung rank is torn down and rebuilt on next use, and
+every pool is closed at exit.
 """
 from __future__ import annotations
 
@@ -19,9 +26,10 @@ from typing import Any, Callable
 
 from .errors import HarnessError, RankFailure
 
-__all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend"]
+__all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend", "HEARTBEAT_S", "STALL_S"]
 
-_START_TIMEOUT_S = 180.0
+HEARTBEAT_S = 0.5  # how often a rank says where it is
+STALL_S = 15.0  # no heartbeat for this long: the rank stopped answering
 _ERROR_GRACE_S = 10.0  # after one rank raised, how long the others get to finish or raise too
 
 
@@ -38,11 +46,18 @@ def resolve_backend(device: str, world_size: int, backend: str | None = None) ->
     return "nccl" if torch.cuda.device_count() >= world_size else "gloo"
 
 
+def _where(position: tuple[str, str] | None) -> str:
+    if not position:
+        return "not heard from"
+    phase, stage = position
+    return f"{phase} ({stage})" if stage else phase
+
+
 class RankPool:
     """W rank processes in one process group, started once and reused for every request."""
 
     def __init__(self, world_size: int, *, device: str = "cpu", backend: str = "gloo",
-                 collective_timeout_s: float = 300.0, start_timeout_s: float = _START_TIMEOUT_S) -> None:
+                 collective_timeout_s: float = 300.0, start_timeout_s: float = 120.0) -> None:
         if world_size < 1:
             raise HarnessError(f"world_size={world_size}: must be >= 1")
         self.world_size = world_size
@@ -52,6 +67,8 @@ class RankPool:
         context = multiprocessing.get_context("spawn")
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
+        self._positions: dict[int, tuple[str, str]] = {}
+        self._heard: dict[int, float] = {}
         from . import rank_worker
 
         for rank in range(world_size):
@@ -59,7 +76,7 @@ class RankPool:
             proc = context.Process(
                 target=rank_worker.main,
                 args=(rank, world_size, os.path.join(self._dir, "store"), child_end, device, backend, os.getpid(),
-                      collective_timeout_s, list(sys.path)),
+                      collective_timeout_s, list(sys.path), HEARTBEAT_S),
                 name=f"syncbn-rank{rank}-of-{world_size}",
                 daemon=True,
             )
@@ -69,7 +86,7 @@ class RankPool:
             self._procs.append(proc)
         self.started_at = time.monotonic()
         try:
-            self._gather("ready", timeout=start_timeout_s, what="start up and join the process group")
+            self._gather("ready", timeout=start_timeout_s, what="start and join the process group", starting=True)
         except RankFailure:
             self.close()
             raise
@@ -102,12 +119,28 @@ class RankPool:
         return self._gather("result", timeout=max(remaining, 0.0), what=f"finish {target}", is_failure=is_failure,
                             nominal_timeout=timeout)
 
-    def _gather(self, expected: str, *, timeout: float, what: str,
-                is_failure: Callable[[Any], bool] | None = None, nominal_timeout: float | None = None) -> list[Any]:
-        deadline = time.monotonic() + timeout
+    def _receive(self, rank: int, conn) -> tuple[str, dict] | None:
+        """The next event of ``rank`` that is not a heartbeat (heartbeats update its position), or None."""
+        while conn.poll():
+            try:
+                name, payload = conn.recv()
+            except (EOFError, OSError):
+                return "crashed", {}
+            self._heard[rank] = time.monotonic()
+            if name == "beat":
+                self._positions[rank] = tuple(payload["position"])
+                continue
+            return name, payload
+        return None
+
+    def _gather(self, expected: str, *, timeout: float, what: str, is_failure: Callable[[Any], bool] | None = None,
+                nominal_timeout: float | None = None, starting: bool = False) -> list[Any]:
+        start = time.monotonic()
+        deadline = start + timeout
         replies: dict[int, tuple[str, dict]] = {}
         first_error: int | None = None
         pending = dict(enumerate(self._conns))
+        self._heard = {rank: start for rank in pending}  # a busy rank beats; silence counts from now
         while pending:
             now = time.monotonic()
             if now >= deadline:
@@ -116,56 +149,81 @@ class RankPool:
             for rank, conn in list(pending.items()):
                 if conn not in ready:
                     continue
-                try:
-                    replies[rank] = conn.recv()
-                except (EOFError, OSError):
-                    replies[rank] = ("crashed", {})
+                event = self._receive(rank, conn)
+                if event is None:
+                    continue
+                replies[rank] = event
                 del pending[rank]
-                name, payload = replies[rank]
+                name, payload = event
                 failed = name != expected or (is_failure is not None and is_failure(payload.get("value")))
                 if failed and first_error is None:
                     first_error = rank
                     deadline = min(deadline, time.monotonic() + _ERROR_GRACE_S)
-            # A rank that died without closing its pipe cleanly (killed by a signal) shows up here.
+            now = time.monotonic()
             for rank in list(pending):
-                if not self._procs[rank].is_alive():
+                if not self._procs[rank].is_alive():  # died without closing its pipe cleanly (killed by a signal)
                     replies[rank] = ("crashed", {})
                     del pending[rank]
-                    if first_error is None:
-                        first_error = rank
-                        deadline = min(deadline, time.monotonic() + _ERROR_GRACE_S)
-        crashed = [r for r, (name, _) in replies.items() if name == "crashed"]
-        for rank in crashed:
-            self._procs[rank].join(timeout=2.0)  # reap it, so its exit code is known
+                elif now - self._heard.get(rank, start) > STALL_S:  # alive, but not a word: stopped or stuck
+                    replies[rank] = ("stalled", {"silent_s": now - self._heard[rank]})
+                    del pending[rank]
+                else:
+                    continue
+                if first_error is None:
+                    first_error = rank
+                    deadline = min(deadline, now + _ERROR_GRACE_S)
+        crashed = sorted(r for r, (name, _) in replies.items() if name == "crashed")
+        stalled = sorted(r for r, (name, _) in replies.items() if name == "stalled")
         raised = [r for r, (name, _) in replies.items() if name == "error"]
         hung = sorted(pending)
-        if not (crashed or raised or hung):
+        if not (crashed or stalled or raised or hung):
             return [replies[r][1].get("value", replies[r][1]) for r in range(self.world_size)]
+        for rank in crashed:
+            self._procs[rank].join(timeout=2.0)  # reap it, so its exit code is known
         exit_codes = {r: self._procs[r].exitcode for r in crashed}
         partial = {r: payload.get("value") for r, (name, payload) in replies.items() if name == expected}
-        if crashed or hung:
+        positions = {r: self._positions.get(r) for r in range(self.world_size)}
+        if crashed or stalled or hung:
             self.close()
+        context = dict(partial=partial, stalled=tuple(stalled), waiting=tuple(hung), crashed=tuple(crashed))
+        waiting = (f"; rank(s) {hung} were alive and waiting (at " + ", ".join(
+            f"rank {r}: {_where(positions[r])}" for r in hung) + ")") if hung else ""
+        restarted = "; the pool was restarted" if (crashed or stalled or hung) else ""
+        if crashed:  # the cause first: a dead process; the others' errors are its consequences
+            rank = crashed[0]
+            others = f"; rank(s) {[r for r in raised if r != rank]} raised after it (connection errors)" \
+                if raised else ""
+            raise RankFailure(f"rank {rank} crashed (exit code {exit_codes[rank]}) while trying to {what}, at "
+                              f"{_where(positions[rank])}{others}{waiting}{restarted}", rank=rank, kind="crashed",
+                              **context)
+        if stalled:
+            rank = stalled[0]
+            silent = replies[rank][1]["silent_s"]
+            raise RankFailure(f"rank(s) {stalled} stopped answering while trying to {what}: no heartbeat for "
+                              f"{silent:.0f} s (process stopped, or stuck in native code), last at "
+                              f"{_where(positions[rank])}{waiting}{restarted}", rank=rank, kind="stalled",
+                              **context)
         if raised:
             rank = raised[0] if first_error not in raised else first_error
             info = replies[rank][1]
-            extra = ""
-            if hung:
-                extra = f"; afterwards rank(s) {hung} did not answer within the time left and the pool was restarted"
-            if len(raised) > 1:
-                extra += f"; rank(s) {[r for r in raised if r != rank]} raised too"
-            raise RankFailure(f"rank {rank} raised {info['type']} while trying to {what}: {info['message']}{extra}",
-                              rank=rank, kind="raised", traceback=info.get("traceback", ""), partial=partial)
-        if crashed:
-            rank = crashed[0]
-            code = exit_codes[rank]
-            raise RankFailure(f"rank {rank} crashed (exit code {code}) while trying to {what}; the pool was "
-                              "restarted", rank=rank, kind="crashed", partial=partial)
-        rank = hung[0] if len(hung) == 1 else None
-        raise RankFailure(
-            f"rank(s) {hung} did not {what} within {nominal_timeout or timeout:g} s (deadlock or too slow: does every "
-            f"rank call every collective, even with an empty shard?); ranks {sorted(replies)} answered; the pool was "
-            "restarted",
-            rank=rank, kind="timeout", partial=partial)
+            extra = f"; rank(s) {[r for r in raised if r != rank]} raised too" if len(raised) > 1 else ""
+            raise RankFailure(f"rank {rank} raised {info['type']} while trying to {what}: {info['message']}{extra}"
+                              f"{waiting}{restarted}", rank=rank, kind="raised",
+                              traceback=info.get("traceback", ""), **context)
+        answered = sorted(replies)
+        limit = nominal_timeout or timeout
+        if starting:
+            message = (f"rank(s) {hung} did not {what} within the start timeout of {limit:g} s (alive; at "
+                       + ", ".join(f"rank {r}: {_where(positions[r])}" for r in hung)
+                       + f"); rank(s) {answered} were ready (set --start-timeout to wait longer)")
+        else:
+            message = (f"rank(s) {hung} did not {what} within {limit:g} s: alive and waiting (at "
+                       + ", ".join(f"rank {r}: {_where(positions[r])}" for r in hung) + ")"
+                       + (f"; rank(s) {answered} had already returned: a rank that skips a collective (e.g. on an "
+                          f"empty shard) leaves the others waiting" if answered else
+                          "; every rank is alive: a deadlock, or too slow for --case-timeout"))
+        raise RankFailure(message + restarted, rank=hung[0] if len(hung) == 1 else None,
+                          kind="start" if starting else "timeout", **context)
 
     def close(self) -> None:
         for conn in self._conns:
@@ -191,18 +249,18 @@ class PoolManager:
 
     def __init__(self) -> None:
         self._pools: dict[tuple[int, str, str], RankPool] = {}
-        self.restarts = 0
 
-    def get(self, world_size: int, device: str = "cpu", backend: str | None = None) -> RankPool:
+    def get(self, world_size: int, device: str = "cpu", backend: str | None = None, *,
+            start_timeout: float = 120.0) -> RankPool:
         resolved = resolve_backend(device, world_size, backend)
         key = (world_size, device, resolved)
         pool = self._pools.get(key)
         if pool is not None and not pool.alive:
-            self.restarts += 1
             pool.close()
             pool = None
         if pool is None:
-            pool = self._pools[key] = RankPool(world_size, device=device, backend=resolved)
+            pool = self._pools[key] = RankPool(world_size, device=device, backend=resolved,
+                                               start_timeout_s=start_timeout)
         return pool
 
     def close_all(self) -> None:

@@ -1,9 +1,12 @@
 """The code that runs inside one rank process (the controller side is harness.pool).
 
 A rank joins the process group once, then serves ``(name, kwargs)`` events from the controller until told to exit:
-``call`` runs ``module:function(ctx, **kwargs)`` and sends its return value back; ``ping`` answers ``pong``.
-Exceptions become an ``error`` event carrying the traceback, so the controller can name the rank that raised.
-A watchdog thread ends the rank if the controller disappears, so no rank outlives it.
+``call`` runs ``module:function(ctx, **kwargs)`` and sends its return value back. Exceptions become an ``error``
+event carrying the traceback, so the controller can name the rank that raised. While a rank is busy (starting, or
+running a call) a heartbeat thread sends ``beat`` events with the position the rank reached last
+(``RankContext.progress``), also while the main thread waits inside a collective, so the controller can tell a rank
+that stopped answering from one that waits on the others. A watchdog thread ends the rank if the controller
+disappears, so no rank outlives it.
 """
 from __future__ import annotations
 
@@ -31,6 +34,12 @@ class RankContext:
     backend: str
     groups: dict[tuple[int, ...], Any] = field(default_factory=dict)
     cache: dict[Any, Any] = field(default_factory=dict)
+    local_rank: int | None = None  # torchrun: the GPU is chosen by the local rank; None: by the rank
+    position: tuple[str, str] = ("idle", "")  # (phase, stage) this rank reached last, for hang reports
+
+    def progress(self, phase: str, stage: str) -> None:
+        """Record how far this rank got (the heartbeat reports it to the controller)."""
+        self.position = (phase, stage)
 
     def process_group(self, members: tuple[int, ...] | None):
         """The process group of ``members`` (None or all ranks: the default group). Every rank must ask for the
@@ -49,7 +58,33 @@ class RankContext:
             return "cpu"
         import torch
 
-        return f"cuda:{self.rank % max(1, torch.cuda.device_count())}"
+        index = self.rank if self.local_rank is None else self.local_rank
+        return f"cuda:{index % max(1, torch.cuda.device_count())}"
+
+
+class _Channel:
+    """The pipe to the controller, shared by the main thread and the heartbeat (sends are serialised)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.busy = True  # starting counts as busy
+        self.position: tuple[str, str] = ("start", "import")
+        self.context: RankContext | None = None
+
+    def send(self, name: str, payload: dict[str, Any]) -> None:
+        with self.lock:
+            self.conn.send((name, payload))
+
+    def heartbeat(self, interval: float) -> None:
+        while True:
+            time.sleep(interval)
+            if self.busy:
+                position = self.context.position if self.context is not None else self.position
+                try:
+                    self.send("beat", {"position": position})
+                except (OSError, ValueError, BrokenPipeError):
+                    return
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -65,9 +100,11 @@ def _resolve(target: str):
 
 
 def main(rank: int, world_size: int, init_file: str, conn, device: str, backend: str, parent_pid: int,
-         collective_timeout_s: float, sys_path: list[str]) -> None:
+         collective_timeout_s: float, sys_path: list[str], heartbeat_s: float = 0.5) -> None:
     """Entry point of a rank process (started with the spawn method)."""
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    channel = _Channel(conn)
+    threading.Thread(target=channel.heartbeat, args=(heartbeat_s,), daemon=True).start()
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
@@ -77,15 +114,21 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
         import torch
         import torch.distributed as dist
 
+        from .tf32 import set_tf32
+
         torch.set_num_threads(1)
+        set_tf32(False)  # float32 means float32 (harness.tf32); a TF32 case switches it on for itself
         if device == "cuda":
             torch.cuda.set_device(rank % torch.cuda.device_count())
+        channel.position = ("start", "init_process_group")
         dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=collective_timeout_s))
         ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend)
-        conn.send(("ready", {"rank": rank, "pid": os.getpid()}))
+        channel.context = ctx
+        channel.busy = False
+        channel.send("ready", {"rank": rank, "pid": os.getpid()})
     except BaseException as exc:  # noqa: BLE001 - reported to the controller, which names this rank
-        conn.send(("error", {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()}))
+        channel.send("error", {"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()})
         return
     while True:
         try:
@@ -94,15 +137,16 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
             break
         if name == "exit":
             break
-        if name == "ping":
-            conn.send(("pong", {"rank": rank}))
-            continue
+        ctx.position = ("call", kwargs.get("target", ""))
+        channel.busy = True
         try:
             result = _resolve(kwargs["target"])(ctx, **kwargs.get("kwargs", {}))
-            conn.send(("result", {"value": result}))
+            channel.busy = False
+            channel.send("result", {"value": result})
         except BaseException as exc:  # noqa: BLE001
-            conn.send(("error", {"type": type(exc).__name__, "message": str(exc),
-                                 "traceback": traceback.format_exc()}))
+            channel.busy = False
+            channel.send("error", {"type": type(exc).__name__, "message": str(exc),
+                                   "traceback": traceback.format_exc()})
     try:
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - best effort at exit

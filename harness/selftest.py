@@ -10,36 +10,35 @@ import argparse
 import time
 from dataclasses import dataclass
 
-from .runner import CaseResult, RunConfig, run_case
+from .catalogue import AREAS, module_cases
+from .kinds import run_case
+from .options import resolve
+from .result import CaseResult, RunConfig
 from .spec import CaseSpec
+from .verdict import label, roots_and_knock_ons
 
 __all__ = ["add_arguments", "main", "ordered_cases", "first_failure", "MutantOutcome", "run_mutant"]
 
-# Areas whose cases discriminate most bugs cheaply (uneven and empty shards, several steps, eval, momentum None,
-# groups, channels_last, large eps, offset data, the edge errors) come first; the rest of the profile follows.
-_AREA_ORDER = ("momentum", "groups", "layouts", "eps", "data", "errors", "eval", "shards", "running_stats",
-               "affine", "world", "shapes", "dtypes")
 _SUT_PREFIX = "harness.mutants:"
 
 
 def ordered_cases(profile: str) -> list[CaseSpec]:
-    """The profile's module cases, by area in ``_AREA_ORDER`` (stable within an area)."""
-    from cases.catalogue import module_cases
-
-    cases = module_cases(profile)
-    rank = {area: i for i, area in enumerate(_AREA_ORDER)}
-    return sorted(cases, key=lambda c: rank.get(c.tags[0] if c.tags else "", len(rank)))
+    """The profile's module cases, areas in their ``selftest_order`` (harness.catalogue.AREAS), stable within."""
+    order = {name: area.selftest_order for name, area in AREAS.items()}
+    return sorted(module_cases(profile), key=lambda c: order.get(c.tags[0] if c.tags else "", len(order)))
 
 
 def first_failure(result: CaseResult) -> str:
-    """What failed first in a failed case: the worst failed quantity (phase, where), or the rank failure."""
-    failed = sorted((c for c in result.comparisons if not c.passed), key=lambda c: -c.error_ratio)
-    if failed:
-        worst = failed[0]
-        return f"{worst.quantity} at {worst.phase}, {worst.where} (error {worst.error_ratio:.3g}x the tolerance)"
+    """What failed first in a failed case: a rank failure, else the root cause (harness.verdict)."""
     if result.failures:
-        return result.failures[0].splitlines()[0]
-    return "nothing was compared"
+        return result.failures[0].message.splitlines()[0]
+    groups, _ = roots_and_knock_ons(result.record())
+    if groups:
+        worst = groups[0][0]
+        if worst.get("exact"):
+            return worst.get("statement") or label(worst)
+        return f"{label(worst)} (error {float(worst['error_ratio']):.3g}x the tolerance)"
+    return result.unsupported and f"declared unsupported: {result.unsupported}" or "nothing was compared"
 
 
 @dataclass
@@ -59,7 +58,7 @@ class MutantOutcome:
 def run_mutant(name: str, cases: list[CaseSpec], *, correct: bool, case_timeout: float,
                description: str = "") -> MutantOutcome:
     """Run ``cases`` against ``harness.mutants:<name>``: a mutant stops at its first failing case."""
-    config = RunConfig(sut=_SUT_PREFIX + name, case_timeout=case_timeout)
+    config = RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout)
     start = time.monotonic()
     failed: list[CaseResult] = []
     run = 0
@@ -74,10 +73,9 @@ def run_mutant(name: str, cases: list[CaseSpec], *, correct: bool, case_timeout:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--profile", default="quick", choices=("quick", "default"),
-                        help="which cases to run against each mutant (default: quick)")
-    parser.add_argument("--case-timeout", type=float, default=10.0,
-                        help="seconds before a case's ranks count as hung (default 10: some mutants deadlock)")
+    from .options import add_argparse_options
+
+    add_argparse_options(parser, names=("profile", "case_timeout"))
     parser.add_argument("--only", default=None, metavar="NAMES",
                         help="comma-separated mutant / correct implementation names to run (default: all)")
 
@@ -85,18 +83,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from . import mutants
 
+    options = resolve({"profile": args.profile, "case_timeout": args.case_timeout})
+
     known = {**mutants.CORRECT, **mutants.MUTANTS}
     names = list(known) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
         print(f"--only: unknown name(s) {unknown}; choose from {sorted(known)}")
         return 2
-    cases = ordered_cases(args.profile)
-    print(f"selftest: profile {args.profile}, {len(cases)} module cases, case timeout {args.case_timeout:g} s")
+    cases = ordered_cases(options.profile)
+    print(f"selftest: profile {options.profile}, {len(cases)} module cases, case timeout {options.case_timeout:g} s")
     outcomes: list[MutantOutcome] = []
     for name in names:  # the rank pools stay up between mutants (closed at exit)
         correct = name in mutants.CORRECT
-        outcome = run_mutant(name, cases, correct=correct, case_timeout=args.case_timeout, description=known[name])
+        outcome = run_mutant(name, cases, correct=correct, case_timeout=options.case_timeout,
+                             description=known[name])
         outcomes.append(outcome)
         print(_line(outcome), flush=True)
     mutant_outcomes = [o for o in outcomes if not o.correct]

@@ -1,14 +1,20 @@
-"""Case specifications: one frozen record per conformance case, validated, with a stable readable id.
+"""Case specifications: one frozen record per case, validated, with a stable readable id that parses back.
 
-The id is a complete encoding of the spec (``CaseSpec.from_id(spec.id) == spec``), so any failing case, from the
-fixed catalogue or from a hypothesis example, can be rerun from its id alone::
+Three kinds (harness.kinds registers each with its catalogue and runner), each id a complete encoding of its spec
+(``Spec.from_id(spec.id) == spec``), so any failing case can be rerun from its id alone:
 
-    w3_n4.0.2_c5_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k3_ev1_normal_loc0_sd1_s7_cpu
+- module (``CaseSpec``): one SyncBatchNorm layer on W ranks, K training steps then E eval steps::
 
-tokens, in order: world size, shard sizes (samples per rank), channels, input shape kind and spatial sizes,
-dtype (``f16pf32``: parameters in another dtype), memory layout, affine, track_running_stats,
-momentum (``mNone``: cumulative average), eps, training steps, eval steps after training, data distribution,
-its offset and spread, seed, device, then optional ``g0.1+2.3`` (process groups) and ``ac`` (autocast).
+      w3_n4.0.2_c5_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k3_ev1_normal_loc0_sd1_s7_cpu
+
+  tokens: world size, samples per rank, channels, input shape kind and spatial sizes (``nchw3x2.5x4``: one size
+  per rank when the ranks' spatial sizes differ), dtype (``f16pf32``: parameters in another dtype), layout,
+  affine, track_running_stats, momentum (``mNone``: cumulative average), eps, training steps, eval steps, data
+  distribution, its offset and spread, seed, device, then optional ``g0.1+2.3`` (process groups), ``ac``
+  (autocast);
+- op (``OpSpec``): one of the five kernels alone: ``op-batch-norm-stats_n3.2_c4_ncl5_f16_contig_aff_...``;
+- model (``ModelSpec``): a small network under DDP: ``model_w2_n4.4_k3_float32_m0.1_s0_cpu`` (``_tf32``: TF32
+  convolutions and matmuls allowed, CUDA only).
 """
 from __future__ import annotations
 
@@ -17,34 +23,32 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from reference.ops import OP_NAMES
+
 from .errors import CaseError
 
-__all__ = [
-    "CaseSpec",
-    "OpSpec",
-    "DTYPES",
-    "LAYOUTS",
-    "DATA_KINDS",
-    "OP_NAMES",
-    "parse_any_id",
-]
+__all__ = ["CaseSpec", "OpSpec", "ModelSpec", "DTYPES", "LAYOUTS", "DATA_KINDS", "DEVICES", "OP_NAMES",
+           "check_field"]
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
-_DTYPE_TOKENS = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
-_TOKEN_DTYPES = {v: k for k, v in _DTYPE_TOKENS.items()}
 LAYOUTS = ("contiguous", "channels_last", "channels_last_3d")
-_LAYOUT_TOKENS = {"contiguous": "contig", "channels_last": "cl", "channels_last_3d": "cl3d"}
-_TOKEN_LAYOUTS = {v: k for k, v in _LAYOUT_TOKENS.items()}
-_SHAPE_TOKENS = {0: "nc", 1: "ncl", 2: "nchw", 3: "ncdhw"}
 DATA_KINDS = ("normal", "constant", "outliers", "halfconst")
 DEVICES = ("cpu", "cuda")
-OP_NAMES = (
-    "batch_norm_stats",
-    "batch_norm_gather_stats_with_counts",
-    "batch_norm_elemt",
-    "batch_norm_backward_reduce",
-    "batch_norm_backward_elemt",
-)
+_DTYPE_TOKENS = {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+_LAYOUT_TOKENS = {"contiguous": "contig", "channels_last": "cl", "channels_last_3d": "cl3d"}
+_SHAPE_KINDS = {"nc": 0, "ncl": 1, "nchw": 2, "ncdhw": 3}
+_SHAPE_TOKENS = {rank: kind for kind, rank in _SHAPE_KINDS.items()}
+
+
+def check_field(condition: bool, name: str, value: Any, rule: str) -> None:
+    """Raise CaseError ``name=value: rule`` unless ``condition``."""
+    if not condition:
+        raise CaseError(f"{name}={value!r}: {rule}")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    check_field(isinstance(value, int) and not isinstance(value, bool), name, value, "must be an int")
+    check_field(value >= minimum, name, value, f"must be >= {minimum}")
 
 
 def _fmt_float(value: float) -> str:
@@ -52,22 +56,71 @@ def _fmt_float(value: float) -> str:
     return short if float(short) == value else repr(float(value))
 
 
-def _check(condition: bool, name: str, value: Any, rule: str) -> None:
-    if not condition:
-        raise CaseError(f"{name}={value!r}: {rule}")
+def _reverse(table: dict[str, str], token: str, what: str) -> str:
+    for name, spelled in table.items():
+        if spelled == token:
+            return name
+    raise CaseError(f"case id token {token!r}: unknown {what} (expected one of {sorted(table.values())})")
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool), name, value, "must be an int")
-    _check(value >= minimum, name, value, f"must be >= {minimum}")
+def _strip(token: str, prefix: str) -> str:
+    if not token.startswith(prefix):
+        raise CaseError(f"case id token {token!r}: expected it to start with {prefix!r}")
+    return token[len(prefix):]
+
+
+def _shape_token(spatials: tuple[tuple[int, ...], ...]) -> str:
+    return _SHAPE_TOKENS[len(spatials[0])] + ".".join("x".join(map(str, s)) for s in spatials)
+
+
+def _parse_shape(token: str) -> tuple[tuple[int, ...], ...]:
+    """``nchw3x2`` -> ((3, 2),); ``nchw3x2.5x4`` -> ((3, 2), (5, 4)) (one entry per rank)."""
+    for kind in sorted(_SHAPE_KINDS, key=len, reverse=True):
+        if token.startswith(kind):
+            rest, rank = token[len(kind):], _SHAPE_KINDS[kind]
+            spatials = tuple(tuple(int(s) for s in part.split("x")) if part else () for part in rest.split("."))
+            if any(len(s) != rank for s in spatials):
+                raise CaseError(f"case id token {token!r}: {kind} needs {rank} size(s) per entry")
+            return spatials
+    raise CaseError(f"case id token {token!r}: expected nc, ncl<L>, nchw<H>x<W> or ncdhw<D>x<H>x<W>")
+
+
+def _bool_token(token: str, yes: str, no: str) -> bool:
+    if token not in (yes, no):
+        raise CaseError(f"case id token {token!r}: expected {yes!r} or {no!r}")
+    return token == yes
+
+
+def _parse(kind: str, case_id: str, build) -> Any:
+    """Run ``build`` (which parses tokens), turning any low-level parse error into a CaseError naming the id."""
+    try:
+        return build()
+    except CaseError as exc:
+        raise CaseError(f"{kind} case id {case_id!r}: {exc}") from None
+    except (ValueError, KeyError, IndexError) as exc:
+        raise CaseError(f"{kind} case id {case_id!r}: cannot parse ({exc})") from None
+
+
+class _Spec:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        return cls(**data)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
-class CaseSpec:
+class CaseSpec(_Spec):
     """One module-level case: W ranks, each with its own shard, running K training steps then E eval steps.
 
-    ``shard_sizes[r]`` is rank r's batch size N_r; the input of rank r at step k is (N_r, channels, *spatial),
-    drawn from ``seed`` (see harness.data) so a rank builds its own shard and the reference rebuilds the same.
+    ``shard_sizes[r]`` is rank r's batch size N_r; the input of rank r at step k is (N_r, channels, *spatial_r),
+    drawn from ``seed`` (harness.data) so a rank builds its own shard and the reference rebuilds the same.
+    ``spatial_r`` is ``rank_spatial[r]`` when the ranks' spatial sizes differ (detection training with per-GPU
+    image sizes), else ``spatial``.
     """
 
     shard_sizes: tuple[int, ...]
@@ -89,6 +142,7 @@ class CaseSpec:
     device: str = "cpu"
     groups: tuple[tuple[int, ...], ...] | None = None
     autocast: bool = False
+    rank_spatial: tuple[tuple[int, ...], ...] | None = None  # per rank; None: every rank has ``spatial``
     tags: tuple[str, ...] = field(default=(), compare=False)  # feature areas, for reports; not in the id
 
     def __post_init__(self) -> None:
@@ -99,46 +153,59 @@ class CaseSpec:
         object.__setattr__(self, "tags", tuple(self.tags))
         if self.param_dtype == self.dtype:
             object.__setattr__(self, "param_dtype", None)  # one spelling per case, so ids round-trip
+        if self.rank_spatial is not None:
+            rank_spatial = tuple(tuple(s) for s in self.rank_spatial)
+            check_field(len(rank_spatial) == len(self.shard_sizes), "rank_spatial", self.rank_spatial,
+                        f"needs one spatial shape per rank ({len(self.shard_sizes)})")
+            check_field(self.spatial in ((), rank_spatial[0]), "spatial", self.spatial,
+                        "must be rank_spatial[0] (or left out) when rank_spatial is given")
+            object.__setattr__(self, "spatial", rank_spatial[0])
+            same = all(s == rank_spatial[0] for s in rank_spatial)
+            object.__setattr__(self, "rank_spatial", None if same else rank_spatial)
         self.validate()
 
-    # -- validation ---------------------------------------------------------------------------------------
     def validate(self) -> None:
-        _check(len(self.shard_sizes) >= 1, "shard_sizes", self.shard_sizes, "needs at least one rank")
+        check_field(len(self.shard_sizes) >= 1, "shard_sizes", self.shard_sizes, "needs at least one rank")
         for rank, size in enumerate(self.shard_sizes):
             _check_int(f"shard_sizes[{rank}]", size, 0)
         _check_int("channels", self.channels, 1)
-        _check(len(self.spatial) <= 3, "spatial", self.spatial, "at most 3 spatial dims (N,C,D,H,W)")
-        for axis, size in enumerate(self.spatial):
-            _check_int(f"spatial[{axis}]", size, 1)
-        _check(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {DTYPES}")
-        _check(self.param_dtype is None or self.param_dtype in DTYPES, "param_dtype", self.param_dtype,
-               f"must be None or one of {DTYPES}")
-        _check(self.layout in LAYOUTS, "layout", self.layout, f"must be one of {LAYOUTS}")
+        for rank, spatial in enumerate(self.rank_spatial or (self.spatial,)):
+            name = "spatial" if self.rank_spatial is None else f"rank_spatial[{rank}]"
+            check_field(len(spatial) <= 3, name, spatial, "at most 3 spatial dims (N,C,D,H,W)")
+            check_field(len(spatial) == len(self.spatial), name, spatial, "every rank needs the same number of "
+                        "spatial dims")
+            for axis, size in enumerate(spatial):
+                _check_int(f"{name}[{axis}]", size, 1)
+        check_field(self.dtype in DTYPES, "dtype", self.dtype, f"must be one of {DTYPES}")
+        check_field(self.param_dtype is None or self.param_dtype in DTYPES, "param_dtype", self.param_dtype,
+                    f"must be None or one of {DTYPES}")
+        check_field(self.layout in LAYOUTS, "layout", self.layout, f"must be one of {LAYOUTS}")
         if self.layout == "channels_last":
-            _check(len(self.spatial) == 2, "layout", self.layout, "channels_last needs a 4-d input (2 spatial dims)")
+            check_field(len(self.spatial) == 2, "layout", self.layout,
+                        "channels_last needs a 4-d input (2 spatial dims)")
         if self.layout == "channels_last_3d":
-            _check(len(self.spatial) == 3, "layout", self.layout,
-                   "channels_last_3d needs a 5-d input (3 spatial dims)")
+            check_field(len(self.spatial) == 3, "layout", self.layout,
+                        "channels_last_3d needs a 5-d input (3 spatial dims)")
         if self.momentum is not None:
-            _check(isinstance(self.momentum, (int, float)) and 0.0 <= self.momentum <= 1.0, "momentum",
-                   self.momentum, "must be None or a float in [0, 1]")
-        _check(isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0, "eps", self.eps,
-               "must be a finite float > 0")
+            check_field(isinstance(self.momentum, (int, float)) and 0.0 <= self.momentum <= 1.0, "momentum",
+                        self.momentum, "must be None or a float in [0, 1]")
+        check_field(isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps > 0, "eps",
+                    self.eps, "must be a finite float > 0")
         _check_int("steps", self.steps, 0)
         _check_int("eval_steps", self.eval_steps, 0)
-        _check(self.steps + self.eval_steps >= 1, "steps", self.steps, "steps + eval_steps must be >= 1")
-        _check(self.data in DATA_KINDS, "data", self.data, f"must be one of {DATA_KINDS}")
-        _check(math.isfinite(self.loc), "loc", self.loc, "must be finite")
-        _check(math.isfinite(self.scale) and self.scale > 0, "scale", self.scale, "must be finite and > 0")
+        check_field(self.steps + self.eval_steps >= 1, "steps", self.steps, "steps + eval_steps must be >= 1")
+        check_field(self.data in DATA_KINDS, "data", self.data, f"must be one of {DATA_KINDS}")
+        check_field(math.isfinite(self.loc), "loc", self.loc, "must be finite")
+        check_field(math.isfinite(self.scale) and self.scale > 0, "scale", self.scale, "must be finite and > 0")
         _check_int("seed", self.seed, 0)
-        _check(self.device in DEVICES, "device", self.device, f"must be one of {DEVICES}")
+        check_field(self.device in DEVICES, "device", self.device, f"must be one of {DEVICES}")
         if self.groups is not None:
             members = sorted(r for g in self.groups for r in g)
-            _check(members == list(range(self.world_size)), "groups", self.groups,
-                   f"must partition the ranks 0..{self.world_size - 1}, each rank in exactly one group")
-            _check(all(len(g) >= 1 for g in self.groups), "groups", self.groups, "groups must not be empty")
+            check_field(members == list(range(self.world_size)), "groups", self.groups,
+                        f"must partition the ranks 0..{self.world_size - 1}, each rank in exactly one group")
+            check_field(all(len(g) >= 1 for g in self.groups), "groups", self.groups, "groups must not be empty")
         if self.device == "cpu":
-            _check(not self.autocast, "autocast", self.autocast, "autocast cases need device='cuda'")
+            check_field(not self.autocast, "autocast", self.autocast, "autocast cases need device='cuda'")
 
     # -- derived ------------------------------------------------------------------------------------------
     @property
@@ -154,41 +221,34 @@ class CaseSpec:
         """The process groups, as rank tuples; one group of every rank when ``groups`` is None."""
         return self.groups if self.groups is not None else (tuple(range(self.world_size)),)
 
-    @property
-    def elements_per_sample(self) -> int:
-        return math.prod(self.spatial)
+    def spatial_of(self, rank: int) -> tuple[int, ...]:
+        return self.rank_spatial[rank] if self.rank_spatial is not None else self.spatial
 
     def input_shape(self, rank: int) -> tuple[int, ...]:
-        return (self.shard_sizes[rank], self.channels, *self.spatial)
+        return (self.shard_sizes[rank], self.channels, *self.spatial_of(rank))
+
+    def phase_name(self, phase: int) -> str:
+        """train0, train1, ... for the training steps, then eval0, eval1, ..."""
+        return f"train{phase}" if phase < self.steps else f"eval{phase - self.steps}"
+
+    def rank_count(self, rank: int) -> int:
+        """Rank ``rank``'s elements per channel: N_r·prod(spatial_r)."""
+        return self.shard_sizes[rank] * math.prod(self.spatial_of(rank))
 
     # -- id -----------------------------------------------------------------------------------------------
     @property
     def id(self) -> str:
-        shape = _SHAPE_TOKENS[len(self.spatial)] + "x".join(str(s) for s in self.spatial)
-        dtype = _DTYPE_TOKENS[self.dtype]
-        if self.param_dtype is not None and self.param_dtype != self.dtype:
-            dtype += "p" + _DTYPE_TOKENS[self.param_dtype]
+        dtype = _DTYPE_TOKENS[self.dtype] + (f"p{_DTYPE_TOKENS[self.param_dtype]}" if self.param_dtype else "")
         tokens = [
-            f"w{self.world_size}",
-            "n" + ".".join(str(s) for s in self.shard_sizes),
-            f"c{self.channels}",
-            shape,
-            dtype,
-            _LAYOUT_TOKENS[self.layout],
-            "aff" if self.affine else "noaff",
-            "trs" if self.track_running_stats else "notrs",
-            "mNone" if self.momentum is None else "m" + _fmt_float(self.momentum),
-            "e" + _fmt_float(self.eps),
-            f"k{self.steps}",
-            f"ev{self.eval_steps}",
-            self.data,
-            "loc" + _fmt_float(self.loc),
-            "sd" + _fmt_float(self.scale),
-            f"s{self.seed}",
-            self.device,
+            f"w{self.world_size}", "n" + ".".join(map(str, self.shard_sizes)), f"c{self.channels}",
+            _shape_token(self.rank_spatial or (self.spatial,)), dtype, _LAYOUT_TOKENS[self.layout],
+            "aff" if self.affine else "noaff", "trs" if self.track_running_stats else "notrs",
+            "mNone" if self.momentum is None else "m" + _fmt_float(self.momentum), "e" + _fmt_float(self.eps),
+            f"k{self.steps}", f"ev{self.eval_steps}", self.data, "loc" + _fmt_float(self.loc),
+            "sd" + _fmt_float(self.scale), f"s{self.seed}", self.device,
         ]
         if self.groups is not None:
-            tokens.append("g" + "+".join(".".join(str(r) for r in g) for g in self.groups))
+            tokens.append("g" + "+".join(".".join(map(str, g)) for g in self.groups))
         if self.autocast:
             tokens.append("ac")
         return "_".join(tokens)
@@ -198,59 +258,32 @@ class CaseSpec:
         """Parse an id written by ``CaseSpec.id``; a malformed id raises CaseError naming the bad token."""
         tokens = case_id.split("_")
         if len(tokens) < 17:
-            raise CaseError(f"case id {case_id!r}: expected at least 17 '_'-separated tokens, got {len(tokens)}")
-        try:
-            return cls._from_tokens(tokens)
-        except CaseError:
-            raise
-        except (ValueError, KeyError, IndexError) as exc:
-            raise CaseError(f"case id {case_id!r}: cannot parse ({exc})") from None
+            raise CaseError(f"module case id {case_id!r}: expected at least 17 '_'-separated tokens, "
+                            f"got {len(tokens)}")
+        return _parse("module", case_id, lambda: cls._from_tokens(tokens))
 
     @classmethod
     def _from_tokens(cls, tokens: list[str]) -> CaseSpec:
-        def strip(token: str, prefix: str) -> str:
-            if not token.startswith(prefix):
-                raise CaseError(f"case id token {token!r}: expected it to start with {prefix!r}")
-            return token[len(prefix):]
-
-        world_size = int(strip(tokens[0], "w"))
-        shard_sizes = tuple(int(s) for s in strip(tokens[1], "n").split("."))
+        world_size = int(_strip(tokens[0], "w"))
+        shard_sizes = tuple(int(s) for s in _strip(tokens[1], "n").split("."))
         if len(shard_sizes) != world_size:
-            raise CaseError(f"case id: w{world_size} disagrees with {len(shard_sizes)} shard sizes in {tokens[1]!r}")
-        channels = int(strip(tokens[2], "c"))
-        shape_token = tokens[3]
-        for kind in ("ncdhw", "nchw", "ncl", "nc"):
-            if shape_token.startswith(kind):
-                rest = shape_token[len(kind):]
-                spatial = tuple(int(s) for s in rest.split("x")) if rest else ()
-                if len(spatial) != {"nc": 0, "ncl": 1, "nchw": 2, "ncdhw": 3}[kind]:
-                    raise CaseError(f"case id token {shape_token!r}: {kind} needs "
-                                    f"{ {'nc': 0, 'ncl': 1, 'nchw': 2, 'ncdhw': 3}[kind]} sizes")
-                break
-        else:
-            raise CaseError(f"case id token {shape_token!r}: expected nc, ncl<L>, nchw<H>x<W> or ncdhw<D>x<H>x<W>")
+            raise CaseError(f"w{world_size} disagrees with {len(shard_sizes)} shard sizes in {tokens[1]!r}")
+        spatials = _parse_shape(tokens[3])
+        if len(spatials) not in (1, world_size):
+            raise CaseError(f"shape token {tokens[3]!r}: one spatial shape, or one per rank ({world_size})")
         dtype_token, _, param_token = tokens[4].partition("p")
-        dtype = _TOKEN_DTYPES[dtype_token]
-        param_dtype = _TOKEN_DTYPES[param_token] if param_token else None
-        momentum_text = strip(tokens[8], "m")
+        momentum = _strip(tokens[8], "m")
         kwargs: dict[str, Any] = dict(
-            shard_sizes=shard_sizes,
-            channels=channels,
-            spatial=spatial,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            layout=_TOKEN_LAYOUTS[tokens[5]],
-            affine={"aff": True, "noaff": False}[tokens[6]],
-            track_running_stats={"trs": True, "notrs": False}[tokens[7]],
-            momentum=None if momentum_text == "None" else float(momentum_text),
-            eps=float(strip(tokens[9], "e")),
-            steps=int(strip(tokens[10], "k")),
-            eval_steps=int(strip(tokens[11], "ev")),
-            data=tokens[12],
-            loc=float(strip(tokens[13], "loc")),
-            scale=float(strip(tokens[14], "sd")),
-            seed=int(strip(tokens[15], "s")),
-            device=tokens[16],
+            shard_sizes=shard_sizes, channels=int(_strip(tokens[2], "c")), spatial=spatials[0],
+            rank_spatial=spatials if len(spatials) > 1 else None,
+            dtype=_reverse(_DTYPE_TOKENS, dtype_token, "dtype"),
+            param_dtype=_reverse(_DTYPE_TOKENS, param_token, "dtype") if param_token else None,
+            layout=_reverse(_LAYOUT_TOKENS, tokens[5], "layout"), affine=_bool_token(tokens[6], "aff", "noaff"),
+            track_running_stats=_bool_token(tokens[7], "trs", "notrs"),
+            momentum=None if momentum == "None" else float(momentum), eps=float(_strip(tokens[9], "e")),
+            steps=int(_strip(tokens[10], "k")), eval_steps=int(_strip(tokens[11], "ev")), data=tokens[12],
+            loc=float(_strip(tokens[13], "loc")), scale=float(_strip(tokens[14], "sd")),
+            seed=int(_strip(tokens[15], "s")), device=tokens[16],
         )
         for token in tokens[17:]:
             if token == "ac":
@@ -261,23 +294,13 @@ class CaseSpec:
                 raise CaseError(f"case id token {token!r}: unknown (expected g<ranks> or ac)")
         return cls(**kwargs)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CaseSpec:
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> CaseSpec:
-        return dataclasses.replace(self, **changes)
-
 
 @dataclass(frozen=True)
-class OpSpec:
+class OpSpec(_Spec):
     """One op-level case: a single op against its numpy reference, on inputs drawn from ``seed``.
 
-    ``shard_sizes`` only matters for the ops that see several shards' statistics (gather, backward_elemt);
-    the others run on a shard of ``shard_sizes[0]`` samples.
+    ``shard_sizes`` only matters for the ops that see several shards' statistics (gather, backward_elemt); the
+    others run on a shard of ``shard_sizes[0]`` samples.
     """
 
     op: str
@@ -299,31 +322,28 @@ class OpSpec:
         object.__setattr__(self, "shard_sizes", tuple(self.shard_sizes))
         object.__setattr__(self, "spatial", tuple(self.spatial))
         object.__setattr__(self, "tags", tuple(self.tags))
-        _check(self.op in OP_NAMES, "op", self.op, f"must be one of {OP_NAMES}")
-        # Reuse CaseSpec's field rules for the fields the two share.
+        check_field(self.op in OP_NAMES, "op", self.op, f"must be one of {OP_NAMES}")
+        # The fields shared with CaseSpec obey CaseSpec's rules.
         CaseSpec(shard_sizes=self.shard_sizes, channels=self.channels, spatial=self.spatial, dtype=self.dtype,
                  layout=self.layout, affine=self.affine, eps=self.eps, momentum=self.momentum, loc=self.loc,
                  scale=self.scale, seed=self.seed, device=self.device)
-        _check(self.shard_sizes[0] * math.prod(self.spatial) >= 1, "shard_sizes[0]", self.shard_sizes[0],
-               "op cases need a non-empty first shard")
+        check_field(self.shard_sizes[0] * math.prod(self.spatial) >= 1, "shard_sizes[0]", self.shard_sizes[0],
+                    "op cases need a non-empty first shard")
+
+    @property
+    def world_size(self) -> int:
+        return 1  # the op runs in one process; the other shards only feed its statistics
+
+    def input_shape(self, rank: int) -> tuple[int, ...]:
+        return (self.shard_sizes[rank], self.channels, *self.spatial)
 
     @property
     def id(self) -> str:
-        shape = _SHAPE_TOKENS[len(self.spatial)] + "x".join(str(s) for s in self.spatial)
         return "_".join([
-            "op-" + self.op.replace("_", "-"),
-            "n" + ".".join(str(s) for s in self.shard_sizes),
-            f"c{self.channels}",
-            shape,
-            _DTYPE_TOKENS[self.dtype],
-            _LAYOUT_TOKENS[self.layout],
-            "aff" if self.affine else "noaff",
-            "e" + _fmt_float(self.eps),
-            "m" + _fmt_float(self.momentum),
-            "loc" + _fmt_float(self.loc),
-            "sd" + _fmt_float(self.scale),
-            f"s{self.seed}",
-            self.device,
+            "op-" + self.op.replace("_", "-"), "n" + ".".join(map(str, self.shard_sizes)), f"c{self.channels}",
+            _shape_token((self.spatial,)), _DTYPE_TOKENS[self.dtype], _LAYOUT_TOKENS[self.layout],
+            "aff" if self.affine else "noaff", "e" + _fmt_float(self.eps), "m" + _fmt_float(self.momentum),
+            "loc" + _fmt_float(self.loc), "sd" + _fmt_float(self.scale), f"s{self.seed}", self.device,
         ])
 
     @classmethod
@@ -331,38 +351,72 @@ class OpSpec:
         tokens = case_id.split("_")
         if len(tokens) != 13 or not tokens[0].startswith("op-"):
             raise CaseError(f"op case id {case_id!r}: expected 13 '_'-separated tokens starting with 'op-'")
-        try:
-            shape_token = tokens[3]
-            kind = next(k for k in ("ncdhw", "nchw", "ncl", "nc") if shape_token.startswith(k))
-            rest = shape_token[len(kind):]
-            return cls(
-                op=tokens[0][3:].replace("-", "_"),
-                shard_sizes=tuple(int(s) for s in tokens[1][1:].split(".")),
-                channels=int(tokens[2][1:]),
-                spatial=tuple(int(s) for s in rest.split("x")) if rest else (),
-                dtype=_TOKEN_DTYPES[tokens[4]],
-                layout=_TOKEN_LAYOUTS[tokens[5]],
-                affine={"aff": True, "noaff": False}[tokens[6]],
-                eps=float(tokens[7][1:]),
-                momentum=float(tokens[8][1:]),
-                loc=float(tokens[9][3:]),
-                scale=float(tokens[10][2:]),
-                seed=int(tokens[11][1:]),
-                device=tokens[12],
-            )
-        except CaseError:
-            raise
-        except (ValueError, KeyError, StopIteration) as exc:
-            raise CaseError(f"op case id {case_id!r}: cannot parse ({exc!r})") from None
+        return _parse("op", case_id, lambda: cls(
+            op=tokens[0][3:].replace("-", "_"), shard_sizes=tuple(int(s) for s in _strip(tokens[1], "n").split(".")),
+            channels=int(_strip(tokens[2], "c")), spatial=_parse_shape(tokens[3])[0],
+            dtype=_reverse(_DTYPE_TOKENS, tokens[4], "dtype"), layout=_reverse(_LAYOUT_TOKENS, tokens[5], "layout"),
+            affine=_bool_token(tokens[6], "aff", "noaff"), eps=float(_strip(tokens[7], "e")),
+            momentum=float(_strip(tokens[8], "m")), loc=float(_strip(tokens[9], "loc")),
+            scale=float(_strip(tokens[10], "sd")), seed=int(_strip(tokens[11], "s")), device=tokens[12]))
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+
+@dataclass(frozen=True)
+class ModelSpec(_Spec):
+    """A network with BatchNorm1d/2d/3d converted to the SUT and trained ``steps`` SGD steps under DDP:
+    ``shard_sizes[r]`` samples on rank r, ranks computing in ``dtype`` on ``device``. ``tf32``: convolutions and
+    matmuls may use TF32 (PyTorch's default for cuDNN convolutions on Ampere and later); off by default."""
+
+    shard_sizes: tuple[int, ...]
+    steps: int = 3
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    momentum: float | None = 0.1
+    tf32: bool = False
+    tags: tuple[str, ...] = field(default=("models",), compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shard_sizes", tuple(self.shard_sizes))
+        object.__setattr__(self, "tags", tuple(self.tags))
+        check_field(len(self.shard_sizes) >= 1, "shard_sizes", self.shard_sizes, "needs at least one rank")
+        for rank, size in enumerate(self.shard_sizes):
+            _check_int(f"shard_sizes[{rank}]", size, 0)
+        check_field(sum(self.shard_sizes) >= 2, "shard_sizes", self.shard_sizes, "needs 2 samples or more")
+        _check_int("steps", self.steps, 1)
+        check_field(self.dtype in ("float32", "float64"), "dtype", self.dtype, "must be float32 or float64")
+        check_field(self.device in DEVICES, "device", self.device, f"must be one of {DEVICES}")
+        _check_int("seed", self.seed, 0)
+        if self.momentum is not None:
+            check_field(0.0 <= self.momentum <= 1.0, "momentum", self.momentum, "must be None or in [0, 1]")
+        if self.tf32:
+            check_field(self.device == "cuda" and self.dtype == "float32", "tf32", self.tf32,
+                        "TF32 cases need device='cuda' and dtype='float32'")
+
+    @property
+    def world_size(self) -> int:
+        return len(self.shard_sizes)
+
+    @property
+    def id(self) -> str:
+        momentum = "mNone" if self.momentum is None else "m" + _fmt_float(self.momentum)
+        return "_".join(["model", f"w{self.world_size}", "n" + ".".join(map(str, self.shard_sizes)), f"k{self.steps}",
+                         self.dtype, momentum, f"s{self.seed}", self.device] + (["tf32"] if self.tf32 else []))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OpSpec:
-        return cls(**data)
+    def from_id(cls, case_id: str) -> ModelSpec:
+        tokens = case_id.split("_")
+        if len(tokens) not in (8, 9) or tokens[0] != "model" or tokens[8:] not in ([], ["tf32"]):
+            raise CaseError(f"model case id {case_id!r}: expected model_w<W>_n<sizes>_k<steps>_<dtype>_m<momentum>"
+                            f"_s<seed>_<device>[_tf32]")
 
+        def build() -> ModelSpec:
+            world = int(_strip(tokens[1], "w"))
+            sizes = tuple(int(s) for s in _strip(tokens[2], "n").split("."))
+            if len(sizes) != world:
+                raise CaseError(f"w{world} disagrees with {len(sizes)} shard sizes in {tokens[2]!r}")
+            momentum = _strip(tokens[5], "m")
+            return cls(shard_sizes=sizes, steps=int(_strip(tokens[3], "k")), dtype=tokens[4],
+                       momentum=None if momentum == "None" else float(momentum), seed=int(_strip(tokens[6], "s")),
+                       device=tokens[7], tf32=len(tokens) == 9)
 
-def parse_any_id(case_id: str) -> CaseSpec | OpSpec:
-    """A module-level or op-level case from its id."""
-    return OpSpec.from_id(case_id) if case_id.startswith("op-") else CaseSpec.from_id(case_id)
+        return _parse("model", case_id, build)

@@ -5,8 +5,12 @@ SUT SPEC: ``torch`` (default), ``package.module:factory`` or ``path/to/file.py:f
     factory(num_features, *, eps, momentum, affine, track_running_stats, process_group, device, dtype)
         -> torch.nn.Module behaving like torch.nn.SyncBatchNorm
 
-It is called inside each rank after the process group exists. KERNELS SPEC: ``package.module`` or
-``path/to/file.py``, a module defining any of the five ops by name (see harness.torch_sut.OP_NAMES).
+It is called inside each rank after the process group exists. An implementation that does not support a
+configuration raises ``Unsupported("reason")``, from the factory or from the module's forward before any
+collective (``harness.sut.Unsupported``, or any exception class named ``Unsupported``, so an implementation need
+not import the harness): the case is then reported as unsupported with that reason, counted per feature, not
+failed (``--strict-features`` makes it fail). Any other exception is a failure. KERNELS SPEC: ``package.module`` or
+``path/to/file.py``, a module defining any of the five ops by name (see harness.spec.OP_NAMES).
 """
 from __future__ import annotations
 
@@ -20,10 +24,16 @@ from types import ModuleType
 from typing import Callable
 
 from .errors import CaseError
+from .options import DEFAULT_SUT
 
-__all__ = ["DEFAULT_SUT", "FACTORY_KEYWORDS", "load_module", "load_factory", "describe_sut"]
 
-DEFAULT_SUT = "torch"
+class Unsupported(Exception):
+    """Raised by a SUT factory for a configuration the implementation does not support (e.g. momentum=None, a
+    5-D input): the case's outcome is "unsupported", with this message as the reason."""
+
+__all__ = ["DEFAULT_SUT", "FACTORY_KEYWORDS", "Unsupported", "load_module", "load_factory", "describe_sut",
+           "check_sut", "check_kernels"]
+
 FACTORY_KEYWORDS = ("eps", "momentum", "affine", "track_running_stats", "process_group", "device", "dtype")
 
 
@@ -81,6 +91,28 @@ def load_factory(spec: str) -> Callable[..., object]:
     return factory
 
 
-def describe_sut(spec: str) -> str:
-    return "torch.nn.SyncBatchNorm (CPU: real autograd Function + harness CPU kernels)" if spec == DEFAULT_SUT \
-        else spec
+def check_sut(spec: str) -> Callable[..., object]:
+    """Load the SUT factory in the controller (CaseError for a usage problem), before any rank starts."""
+    return load_factory(spec)
+
+
+def check_kernels(spec: str) -> dict[str, Callable[..., object]]:
+    """Load a --kernels module in the controller (CaseError naming the option for a usage problem)."""
+    from .kernel_table import load_kernel_overrides
+
+    try:
+        return load_kernel_overrides(load_module(spec))
+    except ValueError as exc:
+        raise CaseError(f"--kernels={spec!r}: {exc}") from None
+
+
+def describe_sut(spec: str, devices: tuple[str, ...] | list[str] = ("cpu",)) -> str:
+    """What ran, in words, for the device(s) the run used."""
+    if spec != DEFAULT_SUT:
+        return spec
+    parts = []
+    if "cuda" in devices:
+        parts.append("CUDA: the unmodified torch.nn.SyncBatchNorm and its CUDA kernels")
+    if "cpu" in devices or not devices:
+        parts.append("CPU: the real autograd Function with the harness's CPU kernels (harness.cpu_kernels)")
+    return "torch.nn.SyncBatchNorm (" + "; ".join(parts) + ")"

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 __all__ = [
+    "OP_NAMES",
     "shard_stats",
     "combine_stats",
     "batch_norm_stats",
@@ -19,6 +20,14 @@ __all__ = [
 ]
 
 Array = np.ndarray
+# The five ops, in the order SyncBatchNorm calls them; one home for the list (harness.spec re-exports it).
+OP_NAMES = (
+    "batch_norm_stats",
+    "batch_norm_gather_stats_with_counts",
+    "batch_norm_elemt",
+    "batch_norm_backward_reduce",
+    "batch_norm_backward_elemt",
+)
 
 
 def _as_input(name: str, value: object) -> Array:

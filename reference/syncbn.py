@@ -76,8 +76,9 @@ def _check_shards(shards: Sequence[Array]) -> list[Array]:
     for rank, shard in enumerate(arrays):
         if shard.ndim < 2:
             raise ValueError(f"shards[{rank}] must have shape (N, C, *spatial), got shape {shard.shape}")
-        if shard.shape[1:] != arrays[0].shape[1:]:
-            raise ValueError(f"shards must agree on C and the spatial shape: shards[{rank}].shape={shard.shape} "
+        # Ranks may hold different spatial sizes (per-GPU image sizes): only C and the number of dims must agree.
+        if shard.ndim != arrays[0].ndim or shard.shape[1] != arrays[0].shape[1]:
+            raise ValueError(f"shards must agree on C and the number of dims: shards[{rank}].shape={shard.shape} "
                              f"but shards[0].shape={arrays[0].shape}")
     return arrays
 

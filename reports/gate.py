@@ -8,7 +8,7 @@ not pass now, a baseline case that did not run (coverage loss), or a quantity wh
 Improvements by the same factor are printed as candidates for tightening. Exit 2: usage error (a missing or
 corrupt baseline, another schema version, no baseline for this environment, a different case selection).
 
-Baseline (``"schema": "syncbn-harness/baseline", "version": 1``): ``environments`` maps an environment key,
+Baseline (``"schema": "syncbn-harness/baseline", "version": 2``): ``environments`` maps an environment key,
 ``<device kind>/<backend>`` (``cpu/gloo``, ``cuda:NVIDIA H100 80GB HBM3/nccl``), to what was recorded there:
 ``recorded`` (torch, harness revision, SUT, runs), ``selection`` (profile, --case, extra pytest arguments) and
 ``cases``: per case id (the id encodes every parameter, dtype and device included) its outcome and, per quantity
@@ -22,6 +22,7 @@ baseline recorded as the maximum over several runs (``--update-baseline --repeat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import math
@@ -30,7 +31,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_suite_arguments, pytest_args, run_suite
+from harness.errors import CaseError
+from harness.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from harness.suite import add_suite_arguments, pytest_argv, resolve_suite_options, run_suite
 
 from .results import ResultsError, as_float, check_document, jsonable, load_results, read_json
 
@@ -38,7 +41,7 @@ __all__ = ["BASELINE_SCHEMA", "BASELINE_VERSION", "add_arguments", "main", "summ
            "judge", "load_baseline", "save_baseline", "GateReport"]
 
 BASELINE_SCHEMA = "syncbn-harness/baseline"
-BASELINE_VERSION = 1
+BASELINE_VERSION = 2
 # Worst first: when runs are merged (--repeat), a case keeps its worst outcome.
 _SEVERITY = {"error": 5, "failed": 4, "xpassed": 3, "skipped": 2, "xfailed": 1, "passed": 0}
 _FAILING = ("failed", "error", "xpassed")
@@ -71,7 +74,8 @@ def environment_key(case: dict[str, Any], env: dict[str, Any]) -> str:
 def quantity_key(comparison: dict[str, Any]) -> str:
     where = f"rank{comparison['rank']}" if comparison["rank"] is not None else \
         "sum" + ".".join(map(str, comparison["ranks"]))
-    return f"{comparison['phase']}/{comparison['quantity']}/{where}"
+    quantity = comparison["quantity"] + (f":{comparison['item']}" if comparison.get("item") else "")
+    return f"{comparison['phase']}/{quantity}/{where}"
 
 
 def _problem(case: dict[str, Any]) -> str:
@@ -80,7 +84,7 @@ def _problem(case: dict[str, Any]) -> str:
     if len(failed) > 3:
         parts.append(f"{len(failed) - 3} more")
     if case["failures"]:
-        parts.append(case["failures"][0].strip().splitlines()[0][:200])
+        parts.append(case["failures"][0]["message"].strip().splitlines()[0][:200])
     return "; ".join(parts)
 
 
@@ -126,7 +130,7 @@ def merge_runs(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any
 
 # -- baseline files -------------------------------------------------------------------------------------------------
 def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
-    document = check_document(read_json(path), schema=BASELINE_SCHEMA, version=BASELINE_VERSION,
+    document = check_document(read_json(path), schema=BASELINE_SCHEMA, versions=(BASELINE_VERSION,),
                               source=f"baseline {path}")
     if not isinstance(document.get("environments"), dict):
         raise ResultsError(f"baseline {path}: no 'environments' object")
@@ -205,19 +209,19 @@ def _usage(message: str) -> int:
 
 
 def _run_once(args: argparse.Namespace, json_path: str, *, last: bool) -> tuple[int, dict[str, Any] | None]:
-    suite = argparse.Namespace(**vars(args))
-    suite.json = json_path
-    if not last:
-        suite.report = None
-    elif suite.report is not None:
-        suite.report = os.path.abspath(suite.report)
-    code = run_suite(pytest_args(suite))
+    options = resolve_suite_options(args)
+    options = dataclasses.replace(options, json=json_path, report=options.report if last else None)
+    code = run_suite(pytest_argv(options, workers=args.workers, extra=args.pytest_args))
     if code == EXIT_USAGE or not os.path.exists(json_path):
         return code, None
     return code, load_results(json_path)
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        resolve_suite_options(args)
+    except CaseError as exc:
+        return _usage(str(exc))
     if not args.growth_factor > 1:
         return _usage(f"--growth-factor={args.growth_factor!r}: must be > 1")
     if not 0 <= args.growth_floor < 1:

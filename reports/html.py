@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+from harness.verdict import failure_text
+
 from .results import as_float
 
 __all__ = ["render_html", "write_html", "case_fragment", "NEAR_MISS"]
@@ -227,7 +229,7 @@ def case_fragment(case: dict[str, Any]) -> str:
     if plots:
         parts.append('<div class="groups">' + "".join(plots) + "</div>")
     if case["failures"]:
-        parts.append("<div class=other><b>other failures</b>" + "".join(_pre(f) for f in case["failures"])
+        parts.append("<div class=other><b>other failures</b>" + "".join(_pre(failure_text(f)) for f in case["failures"])
                      + "</div>")
     if case.get("rerun"):
         parts.append(f'<div class="rerun">rerun: <code class="cmd">{e(case["rerun"])}</code></div>')
@@ -365,7 +367,7 @@ def render_html(document: dict[str, Any]) -> str:
             failed = sorted((k for k in case["comparisons"] if not k["passed"]), key=_failed_order)
             what = (f"{e(failed[0]['quantity'])} at {e(failed[0]['phase'])}, {e(_where(failed[0]))}: "
                     f"{_fmt(failed[0]['error_ratio'])}x allowed" if failed else
-                    e(case["failures"][0].splitlines()[0]) if case["failures"] else "")
+                    e(failure_text(case["failures"][0]).splitlines()[0]) if case["failures"] else "")
             status = ("<b>passed although marked as a known deviation: update cases/known_deviations.toml</b>"
                       if case["outcome"] == "xpassed" else "")
             rows.append(f'<tr class="{"fail" if status else ""}"><td><code>{e(case["id"])}</code></td>'

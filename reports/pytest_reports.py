@@ -1,4 +1,5 @@
-"""pytest plugin: --json-results PATH and --html-report PATH (options declared by harness.pytest_plugin).
+"""pytest plugin: --json-results PATH and --html-report PATH (options of harness.options, declared by
+harness.pytest_plugin).
 
 Worker side (every process that runs tests, xdist worker or not): a hookwrapper on pytest_runtest_makereport turns
 the case's CaseResult into a JSON-able record and attaches it to ``report.user_properties`` as
@@ -8,10 +9,13 @@ pytest_runtest_logreport collects the records, pytest_sessionfinish writes the d
 from __future__ import annotations
 
 import os
-import shlex
 from typing import Any
 
 import pytest
+
+from harness.deviations import load_known_deviations, match_deviation
+from harness.options import rerun_command
+from harness.pytest_plugin import options, session_state
 
 from .results import build_document, case_record, environment, save_results
 
@@ -19,7 +23,6 @@ __all__ = ["PROPERTY", "PROPERTY_SUMMARY", "property_summary"]
 
 PROPERTY = "syncbn_case"
 PROPERTY_SUMMARY = "syncbn_property_test"
-_CASE_FIXTURES = ("module_case", "op_case", "rerun_case")
 _START = pytest.StashKey[int]()
 
 
@@ -28,31 +31,32 @@ def _is_worker(config: pytest.Config) -> bool:
 
 
 def _case_spec(item: pytest.Item) -> Any:
-    """The case an item runs: a module, op or rerun case, or any parameter that looks like one (id + to_dict)."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    for name in _CASE_FIXTURES:
-        if name in params:
-            return params[name]
-    return next((v for v in params.values() if hasattr(v, "id") and hasattr(v, "to_dict")), None)
+    """The case an item runs (the catalogue test's parameter), or None."""
+    return getattr(getattr(item, "callspec", None), "params", {}).get("catalogue_case")
 
 
-def _outcome(report: pytest.TestReport) -> tuple[str, str]:
-    """(outcome as pytest saw it, xfail reason)."""
+def _outcome(report: pytest.TestReport, result: Any) -> str:
+    """The outcome as pytest saw it; a skip because the SUT declared the case unsupported is "unsupported"."""
     wasxfail = getattr(report, "wasxfail", None)
     if wasxfail is not None:
-        return ("xfailed" if report.skipped else "xpassed"), str(wasxfail)
-    text = str(report.longrepr) if report.failed else ""
-    if text.startswith("[XPASS(strict)]"):
-        return "xpassed", text[len("[XPASS(strict)]"):].strip()
+        return "xfailed" if report.skipped else "xpassed"
+    if report.failed and str(report.longrepr).startswith("[XPASS(strict)]"):
+        return "xpassed"
     if report.when != "call" and report.failed:
-        return "error", ""
-    return report.outcome, ""
+        return "error"
+    if report.skipped and result is not None and result.unsupported and not result.failures:
+        return "unsupported"
+    return report.outcome
 
 
 # -- worker side ----------------------------------------------------------------------------------------------------
+def _results(item: pytest.Item) -> list[Any]:
+    return session_state(item.config).results[item.stash.get(_START, 0):]
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[_START] = len(getattr(item.config, "_syncbn_results", []))
+    item.stash[_START] = len(session_state(item.config).results)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -63,32 +67,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         # A test that draws its own cases (hypothesis): a summary of its examples, and the example it failed on
         # (the last, shrunk one) as a case. Passing generated examples are not recorded as cases: their ids change
         # from run to run, so they would only add noise to the report and coverage losses to the gate.
-        results = getattr(item.config, "_syncbn_results", [])[item.stash.get(_START, 0):]
+        results = _results(item)
         if results:
             report.user_properties.append((PROPERTY_SUMMARY, property_summary(item.nodeid, report.outcome,
                                                                               results)))
         failing = next((r for r in reversed(results) if not r.passed), None) if report.failed else None
         if failing is not None:
-            from harness.pytest_plugin import options
-
-            record = case_record(failing.spec, failing, outcome="failed", backend=options(item.config).backend,
-                                 nodeid=item.nodeid)
+            record = case_record(failing.spec, failing, outcome="failed",
+                                 backend=options(item.config).backend_choice, nodeid=item.nodeid)
             report.user_properties.append((PROPERTY, record))
         return report
     # The phase that decides the outcome: call, or setup/teardown when they fail (or skip, at setup).
     if spec is None or not (report.when == "call" or report.failed or (report.when == "setup" and report.skipped)):
         return report
-    results = getattr(item.config, "_syncbn_results", [])[item.stash.get(_START, 0):]
-    result = next((r for r in reversed(results) if r.spec.id == spec.id), None)
-    outcome, reason = _outcome(report)
-    from harness.pytest_plugin import options
-
+    result = next((r for r in reversed(_results(item)) if r.spec.id == spec.id), None)
+    outcome = _outcome(report, result)
     opts = options(item.config)
     longrepr = str(report.longrepr) if (report.failed and result is None) or outcome == "xpassed" else ""
-    if report.skipped and not reason and isinstance(report.longrepr, tuple):
+    reason = ""
+    if outcome in ("xfailed", "xpassed"):  # the whole story; the XFAIL line carries only the summary
+        deviation = match_deviation(load_known_deviations(), opts.sut, spec.id)
+        reason = f"{deviation.reason} ({deviation.link})" if deviation else str(getattr(report, "wasxfail", ""))
+    elif report.skipped and isinstance(report.longrepr, tuple):
         reason = str(report.longrepr[-1])  # the skip reason
-    rerun = "" if result is not None else _pytest_rerun(item, opts)
-    record = case_record(spec, result, outcome=outcome, backend=opts.backend, xfail_reason=reason,
+    rerun = "" if result is not None else rerun_command(spec.id, opts)
+    record = case_record(spec, result, outcome=outcome, backend=opts.backend_choice, xfail_reason=reason,
                          longrepr=longrepr, nodeid=item.nodeid, duration_s=report.duration, rerun=rerun)
     report.user_properties.append((PROPERTY, record))
     if result is not None and outcome == "failed":
@@ -106,21 +109,6 @@ def property_summary(nodeid: str, outcome: str, results: list[Any]) -> dict[str,
             "worst_passing_ratio": worst_ratio, "worst_passing_case": worst_case}
 
 
-def _pytest_rerun(item: pytest.Item, opts: Any) -> str:
-    """For a test that did not leave a CaseResult (so no harness rerun line): the pytest command for the item."""
-    from harness.sut import DEFAULT_SUT
-
-    parts = ["python", "-m", "pytest", item.nodeid]
-    if opts.sut != DEFAULT_SUT:
-        parts += ["--sut", opts.sut]
-    for option, value in (("--kernels", opts.kernels), ("--backend", opts.backend),
-                          ("--device", getattr(opts, "device", "cpu") if getattr(opts, "device", "cpu") != "cpu"
-                           else None)):
-        if value:
-            parts += [option, value]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
 def _pytest_html_extra(config: pytest.Config, report: pytest.TestReport, record: dict[str, Any]) -> None:
     """With pytest-html installed, the same per-failure detail as the harness report, as an extra."""
     if not config.pluginmanager.hasplugin("html"):
@@ -135,8 +123,10 @@ def _pytest_html_extra(config: pytest.Config, report: pytest.TestReport, record:
 
 
 # -- controller side ------------------------------------------------------------------------------------------------
+@pytest.hookimpl(trylast=True)  # after harness.pytest_plugin's, which resolves the options
 def pytest_configure(config: pytest.Config) -> None:
-    if not _is_worker(config) and (config.getoption("--json-results") or config.getoption("--html-report")):
+    opts = options(config)
+    if not _is_worker(config) and (opts.json or opts.report):
         config.pluginmanager.register(ResultsCollector(config), "syncbn-results-collector")
 
 
@@ -163,19 +153,18 @@ class ResultsCollector:
                 self.records[record["nodeid"]] = record
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from harness.pytest_plugin import options
-
         config = self.config
         opts = options(config)
         cases = list(self.records.values())
         numprocesses = config.getoption("numprocesses", None)
         env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
-                          case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0)
+                          case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0,
+                          strict_features=opts.strict_features)
         document = build_document(cases, env, exit_status=int(exitstatus),
                                   property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]))
-        if json_path := config.getoption("--json-results"):
+        if json_path := opts.json:
             self.written.append(("results", save_results(document, json_path)))
-        if html_path := config.getoption("--html-report"):
+        if html_path := opts.report:
             from .html import write_html
 
             self.written.append(("HTML report", write_html(document, html_path)))

@@ -1,24 +1,32 @@
 """The structured results of a run: one versioned JSON document, every comparison of every case recorded.
 
-Document (``"schema": "syncbn-harness/results", "version": 1``)::
+Document (``"schema": "syncbn-harness/results", "version": 2``)::
 
-    {"schema", "version", "created", "exit_status",
+    {"schema", "version", "created", "exit_status", "status" ("complete" | "incomplete"),
+     "incomplete": null | {"reason", "cases_run", "cases_selected", "not_run": [ids]},
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,
-                     devices, sut, sut_description, kernels, profile, case, harness_revision, harness_dirty,
-                     seed_policy, workers},
-     "summary": {"outcomes": {outcome: count}, "areas": {area: {outcome: count}}, "comparisons",
-                 "failed_comparisons" (outside known deviations), "deviation_failed_comparisons" (inside them)},
+                     devices, sut, sut_description, kernels, profile, case, strict_features, tf32,
+                     cpu_kernel_behaviours, harness_revision, harness_dirty, seed_policy, workers, argv},
+     "summary": {"cases", "property_tests", "outcomes": {outcome: count}, "areas": {area: {outcome: count}},
+                 "comparisons", "failed_comparisons" (outside known deviations),
+                 "deviation_failed_comparisons" (inside them)},
      "cases": [case record, ...],                       # sorted by case id
      "property_tests": [{nodeid, outcome, examples, passed_examples, dtypes, worst_passing_ratio,
                          worst_passing_case}, ...]}     # hypothesis tests: what they ran (examples are not cases)
 
-Case record: id, level ("op" | "module"), area (tags[0]), tags, params (spec.to_dict()), device, backend,
-world_size, outcome as pytest saw it ("passed" | "failed" | "xfailed" | "xpassed" | "error"), xfail_reason,
-harness_passed (the harness's own verdict), failures (non-comparison failures: rank tracebacks, hangs), comparisons,
-duration_s, rerun, nodeid, worker. Comparison record: quantity, phase, rank (null: summed over ``ranks``), ranks,
-level, dtype, device, backend, passed, shape, total, mismatched, mismatched_fraction, max_abs_err, max_rel_err,
-error_ratio (max |err| / allowed), tolerance {atol, rtol, reason}, worst {index, global_sample, location, actual,
-expected} or null, channel_ratio, ratio_histogram (bins: harness.compare.RATIO_HISTOGRAM_EDGES), note.
+Case record: id, level (the case kind: "module" | "op" | "model"), area (tags[0]), tags, params (the spec's
+fields), device, backend, world_size, outcome ("passed" | "failed" | "xfailed" | "xpassed" | "error" | "skipped" |
+"unsupported"), xfail_reason (the known deviation's whole reason), unsupported (the SUT's reason), harness_passed,
+failures ([{kind, message, rank, phase, traceback}]: a rank that crashed, hung or raised, a required error not
+raised, ...), comparisons, duration_s, rerun, nodeid, worker. Comparison record: quantity (harness.quantities),
+item, phase, rank (null: summed over ``ranks``), ranks, dtype, passed, exact, statement (what an exact check found),
+shape, total, mismatched, max_abs_err, max_rel_err, error_ratio (max |err| / allowed), tolerance {atol, rtol,
+reason, scale}, worst {index, global_sample, location, actual, expected} or null, channel_ratio, ratio_histogram
+(bins: harness.compare.RATIO_HISTOGRAM_EDGES), note, knock_on_of (the root failure it follows from, harness.verdict).
+
+Version 2 (this harness): comparisons carry exact / statement / item / knock_on_of / tolerance.scale, failures are
+records, not strings, and the document says whether the run completed. Version 1 documents are still read by the
+verdict and the HTML report (an older GPU run), not by the gate.
 
 The document is strict JSON: non-finite numbers are written as the strings "inf", "-inf" and "nan" (read them
 with :func:`as_float`), so a record can travel through pytest-xdist and be read by any JSON parser.
@@ -26,7 +34,6 @@ with :func:`as_float`), so a record can travel through pytest-xdist and be read 
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import math
 import os
@@ -37,15 +44,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
-from harness.compare import RATIO_HISTOGRAM_EDGES, Comparison, format_location
-from harness.spec import CaseSpec, OpSpec
+from harness.compare import RATIO_HISTOGRAM_EDGES
+from harness.kinds import kind_of
+from harness.verdict import mark_knock_ons
 
-__all__ = ["SCHEMA", "VERSION", "OUTCOMES", "ResultsError", "case_record", "comparison_record", "build_document",
-           "environment", "save_results", "load_results", "as_float", "jsonable", "case_level"]
+__all__ = ["SCHEMA", "VERSION", "READABLE_VERSIONS", "OUTCOMES", "ResultsError", "case_record", "build_document",
+           "environment", "save_results", "load_results", "as_float", "jsonable"]
 
 SCHEMA = "syncbn-harness/results"
-VERSION = 1
-OUTCOMES = ("passed", "failed", "xfailed", "xpassed", "error", "skipped")
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # what the verdict and the HTML report read; the gate needs VERSION
+OUTCOMES = ("passed", "failed", "xfailed", "xpassed", "error", "skipped", "unsupported")
 ROOT = Path(__file__).resolve().parent.parent
 SEED_POLICY = ("deterministic: every tensor of a case is drawn from the seed in its id (harness.data), so a case "
                "id reproduces the same data on any machine; the catalogue's seeds are fixed per profile")
@@ -80,67 +89,11 @@ def as_float(value: Any) -> float:
     return float(value)  # float("inf"), float("nan") parse the strings jsonable writes
 
 
-def comparison_record(comparison: Comparison, *, level: str, device: str, backend: str) -> dict[str, Any]:
-    worst = None
-    if comparison.worst is not None:
-        worst = dict(comparison.worst)
-        worst["location"] = format_location(worst, comparison.rank) if worst.get("index") else ""
-    return jsonable({
-        "quantity": comparison.quantity,
-        "phase": comparison.phase,
-        "rank": comparison.rank,
-        "ranks": list(comparison.ranks),
-        "level": level,
-        "dtype": comparison.dtype,
-        "device": device,
-        "backend": backend,
-        "passed": comparison.passed,
-        "shape": list(comparison.shape),
-        "total": comparison.total,
-        "mismatched": comparison.mismatched,
-        "mismatched_fraction": comparison.mismatched / comparison.total if comparison.total else 0.0,
-        "max_abs_err": comparison.max_abs_err,
-        "max_rel_err": comparison.max_rel_err,
-        "error_ratio": comparison.error_ratio,
-        "tolerance": {"atol": comparison.tolerance.atol, "rtol": comparison.tolerance.rtol,
-                      "reason": comparison.tolerance.reason},
-        "worst": worst,
-        "channel_ratio": comparison.channel_ratio,
-        "ratio_histogram": getattr(comparison, "ratio_histogram", []),
-        "note": comparison.note,
-    })
-
-
-def case_level(spec: Any) -> str:
-    """"op" (one kernel), "module" (one SyncBatchNorm layer) or "model" (a network under DDP, or anything else)."""
-    return "op" if isinstance(spec, OpSpec) else "module" if isinstance(spec, CaseSpec) else "model"
-
-
-@functools.lru_cache(maxsize=1)
-def _catalogue_tags() -> dict[str, tuple[str, ...]]:
-    """Case id -> feature areas, for specs rebuilt from an id (``--case``), which carry no tags."""
-    try:
-        from cases import catalogue
-    except ImportError:
-        return {}
-    tags: dict[str, tuple[str, ...]] = {}
-    for profile in catalogue.PROFILES:
-        for case in catalogue.all_cases(profile):
-            tags.setdefault(case.id, case.tags)
-    return tags
-
-
-def case_tags(spec: Any) -> tuple[str, ...]:
-    tags = tuple(getattr(spec, "tags", ()) or ())
-    return tags or _catalogue_tags().get(spec.id, ())
-
-
 def _backend(spec: Any, requested: str | None) -> str:
     from harness.pool import resolve_backend
 
-    world = 1 if isinstance(spec, OpSpec) else getattr(spec, "world_size", 1)
     try:
-        return resolve_backend(spec.device, world, requested)
+        return resolve_backend(spec.device, spec.world_size, requested)
     except Exception:  # noqa: BLE001 - a report must not fail on an odd --backend
         return str(requested)
 
@@ -149,33 +102,33 @@ def case_record(spec: Any, result: Any | None, *, outcome: str, backend: str | N
                 xfail_reason: str = "", longrepr: str = "", nodeid: str = "", duration_s: float | None = None,
                 rerun: str = "") -> dict[str, Any]:
     """The record of one case: ``result`` is its harness CaseResult (None when the test left none, e.g. it failed
-    in a fixture or does not report its comparisons); ``rerun`` is used when the result has no rerun line."""
-    level = case_level(spec)
-    tags = case_tags(spec)
-    resolved = _backend(spec, backend)
-    comparisons = [comparison_record(c, level=level, device=getattr(spec, "device", "cpu"), backend=resolved)
-                   for c in (result.comparisons if result is not None else [])]
-    failures = list(result.failures) if result is not None else []
-    if result is None and longrepr and outcome in ("failed", "error"):
-        failures.append(longrepr)  # e.g. a fixture or collection-time error: the case never ran
-    if result is not None and outcome == "xpassed" and longrepr:
-        failures.append(longrepr)  # strict xfail that passed: the known deviation is gone
+    in a fixture); ``rerun`` is used when the result has no rerun line."""
+    tags = tuple(getattr(spec, "tags", ()) or ())
+    level = kind_of(spec).name
+    harness_part = result.record() if result is not None else {
+        "harness_passed": False, "comparisons": [], "failures": [], "duration_s": duration_s or 0.0, "rerun": "",
+        "unsupported": ""}
+    if result is None and longrepr and outcome in ("failed", "error"):  # e.g. a fixture error: the case never ran
+        harness_part["failures"].append({"kind": "harness", "message": longrepr, "rank": None, "phase": "",
+                                         "traceback": ""})
+    if result is not None and outcome == "xpassed" and longrepr:  # strict xfail that passed: the deviation is gone
+        harness_part["failures"].append({"kind": "harness", "message": longrepr, "rank": None, "phase": "",
+                                         "traceback": ""})
+    params = spec.to_dict()
+    mark_knock_ons(harness_part["comparisons"], params)
     return jsonable({
         "id": spec.id,
         "level": level,
         "area": tags[0] if tags else level,
         "tags": list(tags),
-        "params": spec.to_dict(),
-        "device": getattr(spec, "device", "cpu"),
-        "backend": resolved,
-        "world_size": 1 if isinstance(spec, OpSpec) else getattr(spec, "world_size", 1),
+        "params": params,
+        "device": spec.device,
+        "backend": _backend(spec, backend),
+        "world_size": spec.world_size,
         "outcome": outcome,
         "xfail_reason": xfail_reason,
-        "harness_passed": bool(result.passed) if result is not None else False,
-        "failures": failures,
-        "comparisons": comparisons,
-        "duration_s": result.duration_s if result is not None else (duration_s or 0.0),
-        "rerun": (result.rerun if result is not None else "") or rerun,
+        **harness_part,
+        "rerun": harness_part["rerun"] or rerun,
         "nodeid": nodeid,
         "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
     })
@@ -190,14 +143,18 @@ def _git(*args: str) -> str | None:
 
 
 def environment(*, sut: str, kernels: str | None, profile: str, backend: str | None, case: str | None = None,
-                cases: Iterable[dict[str, Any]] = (), workers: int = 0) -> dict[str, Any]:
+                cases: Iterable[dict[str, Any]] = (), workers: int = 0,
+                strict_features: bool = False) -> dict[str, Any]:
     """Where and with what the run happened (computed in the controller)."""
     import numpy
     import torch
 
+    from harness.cpu_kernels import HARNESS_KERNEL_BEHAVIOURS
     from harness.sut import describe_sut
+    from harness.tf32 import tf32_state
 
     cases = list(cases)
+    devices = sorted({c["device"] for c in cases})
     device_name = None
     if any(c["device"] == "cuda" for c in cases) and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name(0)
@@ -213,12 +170,16 @@ def environment(*, sut: str, kernels: str | None, profile: str, backend: str | N
         "backend": backend or "auto",
         "backends": sorted({c["backend"] for c in cases}),
         "world_sizes": sorted({c["world_size"] for c in cases}),
-        "devices": sorted({c["device"] for c in cases}),
+        "devices": devices,
         "sut": sut,
-        "sut_description": describe_sut(sut),
+        "sut_description": describe_sut(sut, devices),
         "kernels": kernels,
         "profile": profile,
         "case": case,
+        "strict_features": strict_features,
+        "tf32": tf32_state(),
+        # On CPU, what the torch SUT takes from the harness's own kernels rather than from PyTorch's code.
+        "cpu_kernel_behaviours": list(HARNESS_KERNEL_BEHAVIOURS) if "cpu" in devices and sut == "torch" else [],
         "harness_revision": _git("rev-parse", "HEAD") or "unknown",
         "harness_dirty": bool(dirty) if dirty is not None else None,
         "seed_policy": SEED_POLICY,
@@ -227,12 +188,13 @@ def environment(*, sut: str, kernels: str | None, profile: str, backend: str | N
     })
 
 
-def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(cases: list[dict[str, Any]], property_tests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     areas: dict[str, Counter] = {}
     for case in cases:
         areas.setdefault(case["area"], Counter())[case["outcome"]] += 1
     comparisons = [c for case in cases for c in case["comparisons"]]
-    return {"outcomes": dict(Counter(case["outcome"] for case in cases)),
+    return {"cases": len(cases), "property_tests": len(property_tests or []),
+            "outcomes": dict(Counter(case["outcome"] for case in cases)),
             "areas": {area: dict(counts) for area, counts in sorted(areas.items())},
             "comparisons": len(comparisons),
             "failed_comparisons": sum(not c["passed"] for case in cases if case["outcome"] != "xfailed"
@@ -242,40 +204,51 @@ def summarize(cases: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit_status: int | None = None,
-                   property_tests: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                   property_tests: list[dict[str, Any]] | None = None,
+                   incomplete: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The results document. ``incomplete``: {reason, cases_run, cases_selected, not_run} when the run did not
+    finish (interrupted, terminated, a worker lost): such a document never reads as passed."""
     ordered = sorted(cases, key=lambda c: c["id"])
     return {"schema": SCHEMA, "version": VERSION,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "exit_status": exit_status, "ratio_histogram_edges": list(RATIO_HISTOGRAM_EDGES),
-            "environment": env, "summary": summarize(ordered), "cases": ordered,
+            "exit_status": exit_status, "status": "incomplete" if incomplete else "complete",
+            "incomplete": jsonable(incomplete) if incomplete else None,
+            "ratio_histogram_edges": list(RATIO_HISTOGRAM_EDGES),
+            "environment": env, "summary": summarize(ordered, property_tests), "cases": ordered,
             "property_tests": jsonable(property_tests or [])}
 
 
-def save_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write ``document`` as strict JSON (written to a temporary file, then renamed into place)."""
+def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to a temporary file next to ``path``, then rename it into place (a reader never sees half a
+    file, and a run killed while writing leaves the previous file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(document), separators=(",", ":"), allow_nan=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def check_document(document: Any, *, schema: str = SCHEMA, version: int = VERSION, source: str = "document"
-                   ) -> dict[str, Any]:
+def save_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``document`` as strict JSON."""
+    return write_atomically(path, json.dumps(jsonable(document), separators=(",", ":"), allow_nan=False) + "\n")
+
+
+def check_document(document: Any, *, schema: str = SCHEMA, versions: tuple[int, ...] = (VERSION,),
+                   source: str = "document") -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ResultsError(f"{source}: expected a JSON object, got {type(document).__name__}")
     if document.get("schema") != schema:
         raise ResultsError(f"{source}: schema={document.get('schema')!r}, expected {schema!r}")
-    if document.get("version") != version:
-        raise ResultsError(f"{source}: version={document.get('version')!r}; this harness reads version {version} "
-                           f"(re-record it with this harness)")
+    if document.get("version") not in versions:
+        raise ResultsError(f"{source}: version={document.get('version')!r}; this harness reads version "
+                           f"{' or '.join(map(str, versions))} (re-record it with this harness)")
     return document
 
 
-def load_results(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_results(path: str | os.PathLike[str], *, versions: tuple[int, ...] = (VERSION,)) -> dict[str, Any]:
     """Read a results document written by :func:`save_results`; ResultsError if unusable."""
-    return check_document(read_json(path), source=str(path))
+    return check_document(read_json(path), versions=versions, source=str(path))
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -18,9 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cases.catalogue import module_cases  # noqa: E402
+from harness.catalogue import module_cases  # noqa: E402
 from harness.pool import PoolManager  # noqa: E402
-from harness.runner import RunConfig, run_case  # noqa: E402
+from harness.kinds import run_case  # noqa: E402
+from harness.result import RunConfig  # noqa: E402
 
 
 def _time_profile(profile: str) -> float:
@@ -40,7 +41,7 @@ def main() -> int:
     # The same world-size-2 cases for both modes, so only the process handling differs.
     cases = [c for c in module_cases("default") if c.world_size == 2 and c.groups is None]
     manager = PoolManager()
-    config = RunConfig(manager=manager)
+    config = RunConfig.of(manager=manager)
     run_case(cases[0], config)  # start the pool once, outside the timing
     start = time.perf_counter()
     for case in cases:
@@ -52,7 +53,7 @@ def main() -> int:
     start = time.perf_counter()
     for case in spawned_cases:
         fresh = PoolManager()  # new rank processes and process group for this case alone
-        run_case(case, RunConfig(manager=fresh))
+        run_case(case, RunConfig.of(manager=fresh))
         fresh.close_all()
     spawned = len(spawned_cases) / (time.perf_counter() - start)
 

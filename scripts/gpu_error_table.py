@@ -50,15 +50,15 @@ def measure(spec, sut: str, pools) -> dict[str, tuple[float, float]]:
         "harness.rank_case:run_module_case", {"spec": spec.to_dict(), "sut": sut, "kernels": None}, timeout=300)
     for rank, result in enumerate(actual):
         if result["error"]:
-            raise RuntimeError(f"rank {rank}: {result['error']['type']}: {result['error']['message']}")
+            raise RuntimeError(result["error"].describe(rank))
     phase = expected.phases[0]
     records = [r["phases"][0] for r in actual]
     want = {
-        "output": [phase.outputs[r] for r in range(spec.world_size)],
-        "grad_input": [phase.grad_inputs[r] for r in range(spec.world_size)],
-        "grad_weight": [phase.grad_weight[0]],
-        "grad_bias": [phase.grad_bias[0]],
-        "running_var": [phase.buffers[0].running_var],
+        "output": [phase.per_rank["output"][r] for r in range(spec.world_size)],
+        "grad_input": [phase.per_rank["grad_input"][r] for r in range(spec.world_size)],
+        "grad_weight": [phase.per_group["grad_weight"][0]],
+        "grad_bias": [phase.per_group["grad_bias"][0]],
+        "running_var": [phase.per_rank["running_var"][0]],
     }
     got = {
         "output": [rec["output"] for rec in records],
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 shape = f"({shards[0]}, {channels}, {', '.join(map(str, spatial))})"
                 # A float16 module counts in float16: a global count above 65504 is the known pytorch#70901.
                 remark = ("global count > 65504, pytorch#70901" if (param_dtype or dtype) == "float16"
-                          and sum(shards) * spec.elements_per_sample > 65504 else "")
+                          and sum(spec.rank_count(r) for r in range(spec.world_size)) > 65504 else "")
                 line = (f"| {shape} | {label}{f' ({remark})' if remark else ''} | {dtype} / {param_dtype or dtype} "
                         f"| {cells} |")
                 lines.append(line)

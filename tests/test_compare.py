@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from harness.compare import Tolerance, compare_arrays, compare_exact
+from harness.compare import Tolerance, compare_agreement, compare_arrays, compare_exact
 from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, YARDSTICK_MULTIPLE, module_tolerance, op_tolerance
 
 COMMON = dict(quantity="output", phase="train0", rank=1, ranks=(1,), dtype="float32")
@@ -57,10 +57,25 @@ def test_rtol_and_atol_combine_elementwise():
         Tolerance(atol=-1)
 
 
-def test_exact_comparison():
+def test_exact_comparison_reads_as_a_plain_statement():
     assert compare_exact(3, 3, reason="counter", **COMMON).passed
-    result = compare_exact(3, 4, reason="counter", **COMMON)
-    assert not result.passed and result.error_ratio == math.inf and "actual 3, expected 4" in result.describe()
+    result = compare_exact(3, 4, reason="a counter", **{**COMMON, "quantity": "num_batches_tracked"})
+    assert not result.passed and result.exact and result.error_ratio == math.inf
+    assert result.describe() == "num_batches_tracked is 3 on rank 1 at train0, expected 4 (a counter)"
+    dtype = compare_exact("float32", "bfloat16", reason="r", **{**COMMON, "quantity": "output.dtype"})
+    assert dtype.describe().startswith("output dtype is float32 on rank 1 at train0, expected bfloat16")
+
+
+def test_agreement_says_in_how_many_channels_and_by_how_much():
+    reference = np.array([1.0, 2.0, 3.0, np.nan])
+    assert compare_agreement(reference.copy(), reference, quantity="running_var.agreement", phase="train1", rank=2,
+                             first=0, dtype="float32", reason="r").passed
+    differing = reference + np.array([0.0, 1.2e-3, -4e-4, 0.0])
+    result = compare_agreement(differing, reference, quantity="running_var.agreement", phase="train1", rank=2,
+                               first=0, dtype="float32", reason="bit for bit")
+    assert not result.passed and result.mismatched == 2
+    assert result.describe() == ("running_var on rank 2 differs from rank 0's in 2 of 4 channels at train1, by up "
+                                 "to 0.0012 (bit for bit)")
 
 
 def test_module_tolerance_is_floor_or_yardstick_multiple_and_caps_the_yardstick():

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.deviations import KnownDeviation, all_profile_case_ids, load_known_deviations, unmatched_deviations
 from harness.errors import CaseError
-from harness.pytest_plugin import (KnownDeviation, all_profile_case_ids, load_known_deviations,
-                                   unmatched_deviations, warn_unmatched_deviations)
+from harness.pytest_plugin import warn_unmatched_deviations
 
 
 def test_current_file_has_no_stale_entries():
@@ -58,6 +58,19 @@ W4_GROUPS = "c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev0_normal_loc0_sd1_s0
     ("float16_module_count_over_65504",
      "w2_n4.4_c2_nchw128x128_f16pf32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu", False),
     ("empty_group", "model_w2_n4.4_k3_float32_m0.1_s0_cpu", False),  # not a module case: conditions never match
+    # CUDA half reduction: half input, float32 parameters, affine, a phase with a half-rounding backward
+    ("cuda_half_reduction", "w2_n6.5_c4_nchw5x4_bf16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cuda",
+     True),
+    ("cuda_half_reduction", "w2_n6.5_c4_nchw5x4_bf16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu",
+     False),  # the harness's CPU kernels accumulate in float
+    ("cuda_half_reduction", "w2_n6.5_c4_nchw5x4_f16_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cuda",
+     False),  # half parameters: their own tolerance is half's
+    ("cuda_half_reduction", "w2_n6.5_c4_nchw5x4_f16pf32_contig_noaff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cuda",
+     False),  # no parameter gradients
+    ("cuda_half_reduction", "w1_n6_c4_nchw5x4_f16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev0_normal_loc0_sd1_s0_cuda",
+     False),  # one rank, training only: cuDNN's float16 BatchNorm, accurate
+    ("cuda_half_reduction", "w1_n6_c4_nchw5x4_bf16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev0_normal_loc0_sd1_s0_cuda",
+     True),  # bfloat16 takes the native kernel
 ])
 def test_conditions(condition, case_id, expected):
     assert KnownDeviation(sut="torch", condition=condition, reason="r", link="l").matches("torch", case_id) is expected

@@ -34,16 +34,16 @@ def test_main_job_refuses_cuda_from_the_environment(capsys, monkeypatch):
 @NO_CUDA
 def test_pytest_skips_cuda_cases_with_the_reason():
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "cases/test_dtypes.py", "--device", "cuda", "--profile", "quick",
-         "-p", "no:cacheprovider", "-q", "-rs"],
+        [sys.executable, "-m", "pytest", "cases/test_catalogue.py", "-k", "dtypes", "--device", "cuda",
+         "--profile", "quick", "-p", "no:cacheprovider", "-q", "-rs"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
     assert "needs CUDA: torch.cuda.is_available() is False on this machine" in proc.stdout
     assert "_cuda_ac" in subprocess.run(  # the autocast cases exist only with --device cuda
-        [sys.executable, "-m", "pytest", "cases/test_dtypes.py", "--device", "cuda", "--profile", "quick",
-         "-p", "no:cacheprovider", "-q", "--collect-only"], cwd=ROOT, capture_output=True, text=True,
-        timeout=300).stdout
+        [sys.executable, "-m", "pytest", "cases/test_catalogue.py", "-k", "dtypes", "--device", "cuda",
+         "--profile", "quick", "-p", "no:cacheprovider", "-q", "--collect-only"], cwd=ROOT, capture_output=True,
+        text=True, timeout=300).stdout
 
 
 @pytest.mark.parametrize(("device", "gpus", "world", "backend", "expected"), [

@@ -40,7 +40,7 @@ def recorded(tmp_path_factory) -> tuple[Path, Path]:
     done = gate("--baseline", str(path), "--update-baseline", "--json", str(results))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     document = json.loads(path.read_text())
-    assert document["schema"] == "syncbn-harness/baseline" and document["version"] == 1
+    assert document["schema"] == "syncbn-harness/baseline" and document["version"] == 2
     assert list(document["environments"]) == ["cpu/gloo"]
     assert list(document["environments"]["cpu/gloo"]["cases"]) == [CASE]
     return path, results

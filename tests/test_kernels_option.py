@@ -7,10 +7,11 @@ import pytest
 
 from harness.errors import CaseError
 from harness.pool import PoolManager
-from harness.runner import RunConfig, run_case
+from harness.kinds import run_case
+from harness.result import RunConfig
 from harness.spec import CaseSpec, OpSpec
 from harness.sut import load_module
-from harness.torch_sut import load_kernel_overrides
+from harness.kernel_table import load_kernel_overrides
 
 MODULE_CASE = CaseSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)
 
@@ -30,25 +31,25 @@ def _kernels(tmp_path, name: str, body: str) -> str:
 
 def test_a_faithful_substitute_passes(tmp_path, manager):
     path = _kernels(tmp_path, "same_elemt", """
-        from harness import torch_sut
+        from harness import cpu_kernels
 
         def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
-            return torch_sut.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
+            return cpu_kernels.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
     """)
-    config = RunConfig(kernels=path, manager=manager)
+    config = RunConfig.of(kernels=path, manager=manager)
     assert run_case(MODULE_CASE, config).passed
     assert run_case(OpSpec(op="batch_norm_elemt", shard_sizes=(3, 2), channels=4, spatial=(5,)), config).passed
 
 
 def test_a_kernel_off_by_one_ulp_per_thousand_fails_module_and_op_cases(tmp_path, manager):
     path = _kernels(tmp_path, "bad_elemt", """
-        from harness import torch_sut
+        from harness import cpu_kernels
 
         def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
-            out = torch_sut.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
+            out = cpu_kernels.batch_norm_elemt(input, weight, bias, mean, invstd, eps)
             return out + 1e-4 * out.abs()
     """)
-    config = RunConfig(kernels=path, manager=manager)
+    config = RunConfig.of(kernels=path, manager=manager)
     module = run_case(MODULE_CASE, config)
     assert not module.passed and "output at train0" in module.report() and "--kernels" in module.report()
     op = run_case(OpSpec(op="batch_norm_elemt", shard_sizes=(3, 2), channels=4, spatial=(5,)), config)
@@ -56,19 +57,19 @@ def test_a_kernel_off_by_one_ulp_per_thousand_fails_module_and_op_cases(tmp_path
     untouched = run_case(OpSpec(op="batch_norm_stats", shard_sizes=(3, 2), channels=4, spatial=(5,)), config)
     assert untouched.passed
     # The substitute is per run: the next run without it is clean again in the same rank processes.
-    assert run_case(MODULE_CASE, RunConfig(manager=manager)).passed
+    assert run_case(MODULE_CASE, RunConfig.of(manager=manager)).passed
     assert not run_case(MODULE_CASE, config).passed
 
 
 def test_a_backward_kernel_that_ignores_the_global_sums_fails(tmp_path, manager):
     path = _kernels(tmp_path, "bad_backward", """
-        from harness import torch_sut
+        from harness import cpu_kernels
 
         def batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, sum_dy, sum_dy_xmu, count):
-            return torch_sut.batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, 0 * sum_dy,
+            return cpu_kernels.batch_norm_backward_elemt(grad_out, input, mean, invstd, weight, 0 * sum_dy,
                                                        0 * sum_dy_xmu, count)
     """)
-    result = run_case(MODULE_CASE, RunConfig(kernels=path, manager=manager))
+    result = run_case(MODULE_CASE, RunConfig.of(kernels=path, manager=manager))
     assert not result.passed and "grad_input" in result.report()
 
 

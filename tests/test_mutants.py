@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from cases.catalogue import module_cases
+from harness.catalogue import module_cases
 from harness import mutants
-from harness.runner import RunConfig, run_case
+from harness.kinds import run_case
+from harness.result import RunConfig
 from harness.spec import CaseSpec
 
 # A small fixed subset: uneven shards with momentum None, an empty shard, eval after training.
@@ -17,7 +18,7 @@ SUBSET = [
 
 
 def _config(name: str) -> RunConfig:
-    return RunConfig(sut=f"harness.mutants:{name}", case_timeout=30.0)
+    return RunConfig.of(sut=f"harness.mutants:{name}", case_timeout=30.0)
 
 
 @pytest.mark.parametrize("name", ["no_sync", "mean_of_means", "biased_running_var", "no_backward_allreduce"])

@@ -12,7 +12,8 @@ import pytest
 
 from harness.errors import RankFailure
 from harness.pool import PoolManager, RankPool
-from harness.runner import RunConfig, run_case
+from harness.kinds import run_case
+from harness.result import RunConfig
 from harness.spec import CaseSpec
 
 FAULTY = os.path.join(os.path.dirname(__file__), "suts_faulty.py")
@@ -64,7 +65,7 @@ def test_raise_that_leaves_others_hanging_restarts_the_pool(manager, monkeypatch
     pool = manager.get(2)
     with pytest.raises(RankFailure) as info:
         pool.run("rank_probes:raise_then_hang", {"rank": 0}, timeout=30)
-    assert info.value.rank == 0 and "did not answer" in str(info.value)
+    assert info.value.rank == 0 and "alive and waiting" in str(info.value)
     assert not pool.alive
     fresh = manager.get(2)
     assert fresh is not pool and fresh.run("rank_probes:all_reduce_rank", {}, timeout=30) == [1.0, 1.0]
@@ -126,19 +127,19 @@ def test_ranks_exit_when_the_controller_is_killed(tmp_path):
 # -- through run_case: a faulty SUT becomes a failed case, and the next case still runs ----------------------------
 def test_sut_deadlocking_on_empty_shard_fails_the_case_after_the_timeout(manager):
     spec = CaseSpec(shard_sizes=(3, 0), channels=2, steps=1)
-    config = RunConfig(sut=f"{FAULTY}:deadlock_on_empty", case_timeout=3.0, manager=manager)
+    config = RunConfig.of(sut=f"{FAULTY}:deadlock_on_empty", case_timeout=3.0, manager=manager)
     start = time.monotonic()
     result = run_case(spec, config)
     assert not result.passed and time.monotonic() - start < 20
     report = result.report()
     assert "did not finish" in report and "[0]" in report and "--case" in report
-    healthy = run_case(CaseSpec(shard_sizes=(3, 2), channels=2, steps=1), RunConfig(manager=manager))
+    healthy = run_case(CaseSpec(shard_sizes=(3, 2), channels=2, steps=1), RunConfig.of(manager=manager))
     assert healthy.passed, healthy.report()
 
 
 def test_sut_raising_on_one_rank_reports_that_rank_and_traceback(manager):
     spec = CaseSpec(shard_sizes=(3, 2), channels=2, steps=1)
-    result = run_case(spec, RunConfig(sut=f"{FAULTY}:raise_on_rank1", case_timeout=5.0, manager=manager))
+    result = run_case(spec, RunConfig.of(sut=f"{FAULTY}:raise_on_rank1", case_timeout=5.0, manager=manager))
     report = result.report()
     assert not result.passed
     assert "rank 1 raised RuntimeError" in report and "kernel launch failed" in report
@@ -147,7 +148,7 @@ def test_sut_raising_on_one_rank_reports_that_rank_and_traceback(manager):
 
 def test_sut_crashing_a_rank_reports_that_rank(manager):
     spec = CaseSpec(shard_sizes=(3, 2), channels=2, steps=1)
-    result = run_case(spec, RunConfig(sut=f"{FAULTY}:crash_rank0", case_timeout=10.0, manager=manager))
+    result = run_case(spec, RunConfig.of(sut=f"{FAULTY}:crash_rank0", case_timeout=10.0, manager=manager))
     assert not result.passed
     assert "rank 0 crashed (exit code 139)" in result.report()
-    assert run_case(spec, RunConfig(manager=manager)).passed
+    assert run_case(spec, RunConfig.of(manager=manager)).passed

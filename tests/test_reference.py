@@ -512,10 +512,10 @@ GOOD = np.ones((2, CHANNELS, 2))
 
 @pytest.mark.parametrize("call, match", [
     pytest.param(lambda: _forward([]), "shards", id="no-shards"),
-    pytest.param(lambda: _forward([GOOD, np.ones((2, CHANNELS + 1, 2))]), r"C and the spatial shape: shards\[1\]",
+    pytest.param(lambda: _forward([GOOD, np.ones((2, CHANNELS + 1, 2))]), r"C and the number of dims: shards\[1\]",
                  id="channels-disagree"),
-    pytest.param(lambda: _forward([GOOD, np.ones((2, CHANNELS, 3))]), r"C and the spatial shape: shards\[1\]",
-                 id="spatial-disagree"),
+    pytest.param(lambda: _forward([GOOD, np.ones((2, CHANNELS, 2, 2))]), r"C and the number of dims: shards\[1\]",
+                 id="dims-disagree"),
     pytest.param(lambda: _forward([np.ones(4)]), r"shards\[0\].*\(N, C, \*spatial\)", id="one-dimensional-shard"),
     pytest.param(lambda: _forward([GOOD], weight=np.ones(CHANNELS + 1)), r"weight must have shape \(3,\)",
                  id="weight-shape"),
@@ -544,3 +544,24 @@ GOOD = np.ones((2, CHANNELS, 2))
 def test_invalid_arguments_raise_value_errors_naming_the_rule(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_shards_of_different_spatial_sizes_count_element_by_element():
+    """Ranks with different image sizes: the statistics are those of every element of every shard, exactly what a
+    BatchNorm over the shards flattened to (1, C, L) and concatenated computes."""
+    rng = np.random.default_rng(5)
+    shards = [rng.normal(2.0, 3.0, (2, CHANNELS, 3, 4)), rng.normal(-1.0, 0.5, (3, CHANNELS, 5, 2)),
+              np.zeros((0, CHANNELS, 1, 1))]
+    grads = [rng.standard_normal(s.shape) for s in shards]
+    flat = lambda arrays: np.concatenate([np.moveaxis(a, 1, 0).reshape(CHANNELS, -1) for a in arrays], 1)[None]  # noqa: E731
+    weight, bias = rng.normal(1, 0.2, CHANNELS), rng.normal(0, 0.2, CHANNELS)
+    buffers = Buffers(np.zeros(CHANNELS), np.ones(CHANNELS), 0)
+    options = dict(weight=weight, bias=bias, momentum=0.1, eps=EPS, training=True, track_running_stats=True)
+    forward = syncbn_forward(shards, buffers=buffers, **options)
+    whole = syncbn_forward([flat(shards)], buffers=buffers, **options)
+    np.testing.assert_allclose(flat(forward.outputs), whole.outputs[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(forward.buffers.running_var, whole.buffers.running_var, rtol=1e-12)
+    backward = syncbn_backward(shards, grads, weight=weight, forward=forward)
+    whole_backward = syncbn_backward([flat(shards)], [flat(grads)], weight=weight, forward=whole)
+    np.testing.assert_allclose(flat(backward.grad_inputs), whole_backward.grad_inputs[0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(backward.grad_weight, whole_backward.grad_weight, rtol=1e-10)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from harness.compare import RATIO_HISTOGRAM_EDGES, Tolerance, compare_arrays, compare_exact
-from harness.runner import CaseResult
+from harness.result import CaseResult
 from harness.spec import CaseSpec
 from reports.html import render_html
 from reports.results import (SCHEMA, VERSION, ResultsError, as_float, build_document, case_record, jsonable,
@@ -115,7 +115,7 @@ def test_results_record_the_failure(raising_run):
     assert document["schema"] == SCHEMA and document["version"] == VERSION
     (case,) = document["cases"]
     assert case["id"] == CASE and case["outcome"] == "failed" and case["area"] == "shapes"
-    assert any(INJECTED in failure for failure in case["failures"])
+    assert any(INJECTED in failure["message"] for failure in case["failures"])
     env = document["environment"]
     assert env["profile"] == "default" and env["case"] == CASE and env["world_sizes"] == [2]
     assert env["backends"] == ["gloo"] and env["torch"] and env["harness_revision"]
@@ -130,7 +130,7 @@ def test_rerun_command_in_the_report_reruns_the_case(raising_run):
     done = run_cli(*argv[3:], "--json", str(out), "--report", str(tmp / "rerun.html"), "--", "-m", "not property")
     assert done.returncode == 1, done.stdout + done.stderr
     assert [(c["id"], c["nodeid"].split("::")[0]) for c in load_results(out)["cases"]] == \
-        [(CASE, "cases/test_rerun.py")]
+        [(CASE, "cases/test_catalogue.py")]
 
 
 def _result(spec: CaseSpec, errors: dict[int, float]) -> CaseResult:
@@ -208,11 +208,11 @@ def test_html_orders_failures_worst_first_and_calls_out_near_misses():
 
 def test_xdist_results_are_merged(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "pytest", "cases/test_eps.py", "--profile", "quick", "-n", "2",
-                           "-p", "no:cacheprovider", "-q", "--json-results", str(out)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "pytest", "cases/test_catalogue.py", "-k", "eps", "--profile",
+                           "quick", "-n", "2", "-p", "no:cacheprovider", "-q", "--json-results", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    from cases.catalogue import module_cases
+    from harness.catalogue import module_cases
 
     document = load_results(out)
     expected = {c.id for c in module_cases("quick", "eps")}

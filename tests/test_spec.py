@@ -5,9 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cases.catalogue import PROFILES, all_cases, module_cases
+from harness.catalogue import PROFILES, module_cases
+from harness.kinds import catalogue_cases, parse_case_id
 from harness.errors import CaseError
-from harness.spec import DTYPES, CaseSpec, OpSpec, parse_any_id
+from harness.spec import DTYPES, CaseSpec, OpSpec
 from harness.strategies import meaningful
 
 
@@ -37,21 +38,21 @@ def specs(draw) -> CaseSpec:
 @given(specs())
 def test_id_round_trips(spec):
     assert CaseSpec.from_id(spec.id) == spec
-    assert parse_any_id(spec.id) == spec
+    assert parse_case_id(spec.id) == spec
 
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_catalogue_ids_are_unique_and_parse(profile):
-    cases = all_cases(profile)
+    cases = catalogue_cases(profile, "cpu") + catalogue_cases(profile, "cuda")
     ids = [case.id for case in cases]
     assert len(ids) == len(set(ids))
-    assert all(parse_any_id(i) == case for i, case in zip(ids, cases))
+    assert all(parse_case_id(i) == case for i, case in zip(ids, cases))
 
 
 def test_quick_profile_touches_every_area_and_has_at_least_100_cases():
-    from cases.catalogue import AREAS
+    from harness.catalogue import AREAS
 
-    cases = all_cases("quick")
+    cases = catalogue_cases("quick")
     assert len(cases) >= 100
     assert {case.tags[0] for case in module_cases("quick")} == set(AREAS)
 

@@ -1,11 +1,10 @@
-"""harness.torch_sut: the CPU kernels against float64 formulas, the forward mirror against torch's own module, the
-real autograd Function over gloo (1 rank in-process, 2 spawned ranks), and kernel overrides."""
+"""harness.torch_sut: the forward mirror against torch's own module, the real autograd Function over gloo (1 rank
+in-process, 2 spawned ranks) on the CPU kernels, and the factory."""
 from __future__ import annotations
 
-import math
+
 import os
 import time
-import types
 from datetime import timedelta
 
 import pytest
@@ -15,318 +14,17 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch.nn.modules._functions import SyncBatchNorm as SyncBatchNormFunction
 
-from harness import torch_sut
-from harness.torch_sut import (
-    OP_NAMES,
-    CpuSyncBatchNorm,
-    active_kernels,
-    install_cpu_kernels,
-    install_device_kernels,
-    load_kernel_overrides,
-    torch_factory,
-)
+from kernel_data import EPS, MEMORY_FORMATS, data
+from harness import cpu_kernels
+from harness.kernel_table import active_kernels, install_cpu_kernels
+from harness.spec import OP_NAMES
+from harness.torch_sut import CpuSyncBatchNorm, torch_factory
 
-EPS = 1e-5
-MEMORY_FORMATS = {
-    "contiguous": torch.contiguous_format,
-    "channels_last": torch.channels_last,
-    "channels_last_3d": torch.channels_last_3d,
-}
-# (layout, shape): BatchNorm1d on (N, C) and (N, C, L), 2d, 3d
-LAYOUTS = [
-    ("contiguous", (7, 3)),
-    ("contiguous", (5, 4, 6)),
-    ("contiguous", (5, 4, 3, 2)),
-    ("channels_last", (5, 4, 3, 2)),
-    ("channels_last_3d", (3, 4, 2, 3, 2)),
-]
-# float64 inputs are compared almost exactly, float32 ones at a few ulps of their accumulation
-TOLERANCES = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=2e-6, atol=2e-6)}
-
-
-@pytest.fixture(autouse=True)
-def builtin_kernels():
-    """Every test starts and ends with the built-in kernels installed."""
-    install_cpu_kernels()
-    yield
-    install_cpu_kernels()
-
-
-@pytest.fixture
-def world_of_one(tmp_path):
-    """A gloo process group of world size 1 in this process (FileStore in tmp_path), destroyed afterwards."""
-    store = dist.FileStore(str(tmp_path / "store1"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1, timeout=timedelta(seconds=30))
-    try:
-        yield dist.group.WORLD
-    finally:
-        dist.destroy_process_group()
-
-
-def _data(shape, dtype, layout="contiguous", *, seed=0, loc=5.0, scale=3.0):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=generator, dtype=torch.float64) * scale + loc
-    return x.to(dtype).contiguous(memory_format=MEMORY_FORMATS[layout])
-
-
-def _dims(x):
-    return (0, *range(2, x.dim()))
-
-
-def _bcast(vector, like):
-    return vector.reshape((1, -1) + (1,) * (like.dim() - 2))
-
-
-def _f64_stats(x):
-    """float64 mean and biased var per channel, two-pass."""
-    x64 = x.double()
-    mean = x64.mean(_dims(x))
-    var = ((x64 - _bcast(mean, x)) ** 2).mean(_dims(x))
-    return mean, var
+pytestmark = pytest.mark.usefixtures("builtin_kernels")
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# 1. each kernel against float64 formulas
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("layout,shape", LAYOUTS)
-def test_batch_norm_stats_matches_float64(dtype, layout, shape):
-    x = _data(shape, dtype, layout)
-    mean, invstd = torch.batch_norm_stats(x, EPS)
-    ref_mean, ref_var = _f64_stats(x)
-    assert mean.dtype == dtype and invstd.dtype == dtype and mean.shape == (shape[1],)
-    torch.testing.assert_close(mean.double(), ref_mean, **TOLERANCES[dtype])
-    torch.testing.assert_close(invstd.double(), 1 / torch.sqrt(ref_var + EPS), **TOLERANCES[dtype])
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_batch_norm_stats_reduced_precision_returns_float32(dtype):
-    x = _data((6, 3, 4), dtype, scale=1.0, loc=0.5)
-    mean, invstd = torch.batch_norm_stats(x, EPS)
-    assert mean.dtype == torch.float32 and invstd.dtype == torch.float32
-    ref_mean, ref_var = _f64_stats(x)  # of the rounded input: the accumulation itself is float32
-    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(invstd.double(), 1 / torch.sqrt(ref_var + EPS), rtol=1e-5, atol=1e-6)
-
-
-def test_batch_norm_stats_inv_std_is_zero_for_zero_var_and_zero_eps():
-    x = _data((4, 2, 3), torch.float64)
-    x[:, 1] = 2.5  # a constant channel
-    _, invstd = torch.batch_norm_stats(x, 0.0)
-    assert invstd[1].item() == 0.0 and invstd[0].item() > 0
-    _, invstd = torch.batch_norm_stats(x, EPS)
-    assert invstd[1].item() == pytest.approx(1 / math.sqrt(EPS))
-
-
-def _gather_inputs(shard_rows, dtype, *, zero_row_invstd=1.0, seed=1):
-    """Per-shard (mean, invstd, count) rows from float64 formulas; a shard of 0 rows gets (0, zero_row_invstd)."""
-    x = _data((sum(shard_rows), 3, 4), torch.float64, seed=seed)
-    per_row = 4
-    means, invstds, counts, start = [], [], [], 0
-    for rows in shard_rows:
-        shard = x[start:start + rows]
-        start += rows
-        if rows == 0:
-            means.append(torch.zeros(3, dtype=torch.float64))
-            invstds.append(torch.full((3,), zero_row_invstd, dtype=torch.float64))
-        else:
-            mean, var = _f64_stats(shard)
-            means.append(mean)
-            invstds.append(1 / torch.sqrt(var + EPS))
-        counts.append(float(rows * per_row))
-    return (x, torch.stack(means).to(dtype), torch.stack(invstds).to(dtype),
-            torch.tensor(counts, dtype=dtype))
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("momentum", [0.1, 1.0])
-def test_gather_stats_with_counts_matches_float64(dtype, momentum):
-    # uneven shards, one of count 0 (with a finite invstd: the kernel merges it as a no-op)
-    x, mean_rows, invstd_rows, counts = _gather_inputs([3, 1, 0, 5], dtype)
-    running_mean = torch.linspace(-1, 1, 3, dtype=dtype)
-    running_var = torch.linspace(0.5, 2, 3, dtype=dtype)
-    initial_mean, initial_var = running_mean.clone().double(), running_var.clone().double()
-    mean, invstd = torch.batch_norm_gather_stats_with_counts(
-        x.to(dtype), mean_rows, invstd_rows, running_mean, running_var, momentum, EPS, counts)
-    ref_mean, ref_var = _f64_stats(x)
-    n = x.numel() // x.size(1)
-    assert mean.dtype == dtype and invstd.dtype == dtype
-    tol = TOLERANCES[dtype] if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(mean.double(), ref_mean, **tol)
-    torch.testing.assert_close(invstd.double(), 1 / torch.sqrt(ref_var + EPS), **tol)
-    # updated in place, with the unbiased GLOBAL variance
-    torch.testing.assert_close(running_mean.double(), (1 - momentum) * initial_mean + momentum * ref_mean, **tol)
-    torch.testing.assert_close(running_var.double(),
-                               (1 - momentum) * initial_var + momentum * ref_var * n / (n - 1), **tol)
-
-
-def test_gather_without_running_stats():
-    x, mean_rows, invstd_rows, counts = _gather_inputs([2, 6], torch.float64)
-    mean, invstd = torch.batch_norm_gather_stats_with_counts(x, mean_rows, invstd_rows, None, None, 0.1, EPS, counts)
-    ref_mean, ref_var = _f64_stats(x)
-    torch.testing.assert_close(mean, ref_mean, **TOLERANCES[torch.float64])
-    torch.testing.assert_close(invstd, 1 / torch.sqrt(ref_var + EPS), **TOLERANCES[torch.float64])
-
-
-@pytest.mark.parametrize("rows,zero_row_invstd,mean_is_nan", [
-    ([0, 3], 1.0, True),    # count 0 first: factor = 1/(0 + 0) = inf, then 0 * inf
-    ([3, 0], 0.0, False),   # the row an empty rank sends (invstd 0) after a real one: (1/0)^2 * 0
-])
-def test_gather_count_zero_rows_that_cuda_turns_into_nan(rows, zero_row_invstd, mean_is_nan):
-    # CUDA does not skip count-0 rows; the Function filters them out before calling the kernel.
-    x, mean_rows, invstd_rows, counts = _gather_inputs(rows, torch.float64, zero_row_invstd=zero_row_invstd)
-    mean, invstd = torch.batch_norm_gather_stats_with_counts(x, mean_rows, invstd_rows, None, None, 0.1, EPS, counts)
-    assert torch.isnan(invstd).all()
-    assert torch.isnan(mean).all() == mean_is_nan
-    if not mean_is_nan:
-        torch.testing.assert_close(mean, _f64_stats(x)[0])
-
-
-def test_gather_global_count_zero_decays_running_stats():
-    # CUDA departure (SEMANTICS: running stats stay unchanged): mean 0, invstd NaN, both running stats * (1 - m)
-    empty = torch.zeros(0, 3, dtype=torch.float64)
-    running_mean = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
-    running_var = torch.tensor([4.0, 5.0, 6.0], dtype=torch.float64)
-    mean, invstd = torch.batch_norm_gather_stats_with_counts(
-        torch.zeros(0, 3, dtype=torch.float64), empty, empty, running_mean, running_var, 0.25, EPS,
-        torch.zeros(0, dtype=torch.float64))
-    assert (mean == 0).all() and torch.isnan(invstd).all()
-    torch.testing.assert_close(running_mean, torch.tensor([0.75, -1.5, 2.25], dtype=torch.float64))
-    torch.testing.assert_close(running_var, torch.tensor([3.0, 3.75, 4.5], dtype=torch.float64))
-
-
-def test_gather_global_count_one_gives_non_finite_running_var():
-    # CUDA departure (SEMANTICS: "Expected more than 1 value per channel"): running_var = var_n / 0
-    x = _data((1, 3), torch.float64)
-    mean_rows, invstd_rows = (t.unsqueeze(0) for t in torch.batch_norm_stats(x, EPS))
-    running_mean, running_var = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
-    mean, invstd = torch.batch_norm_gather_stats_with_counts(
-        x, mean_rows, invstd_rows, running_mean, running_var, 0.1, EPS, torch.ones(1, dtype=torch.float64))
-    torch.testing.assert_close(mean, x[0])
-    assert not torch.isfinite(running_var).any()
-
-
-def test_gather_half_counts_overflow_the_running_total():
-    # half module: counts in half; n + count is evaluated in half, so 40000 + 40000 = inf and mean collapses to 0
-    mean_rows = torch.full((2, 3), 7.0)
-    invstd_rows = torch.ones(2, 3)
-    running_mean = torch.zeros(3, dtype=torch.float16)
-    running_var = torch.ones(3, dtype=torch.float16)
-    input = torch.zeros(2, 3, dtype=torch.float16)
-    counts = torch.tensor([40000.0, 40000.0], dtype=torch.float16)
-    mean, _ = torch.batch_norm_gather_stats_with_counts(
-        input, mean_rows, invstd_rows, running_mean, running_var, 0.1, EPS, counts)
-    assert mean.dtype == torch.float32 and (mean == 0).all()
-    # the same counts in float32 (a float32 module) give the right mean
-    mean, _ = torch.batch_norm_gather_stats_with_counts(
-        input, mean_rows, invstd_rows, torch.zeros(3), torch.ones(3), 0.1, EPS, counts.float())
-    torch.testing.assert_close(mean, torch.full((3,), 7.0))
-
-
-def test_gather_checks_dtypes_like_the_cuda_accessors():
-    mean_rows, invstd_rows = torch.zeros(2, 3), torch.ones(2, 3)
-    with pytest.raises(RuntimeError, match="Expected counts to have type Half but got Float"):
-        torch.batch_norm_gather_stats_with_counts(
-            torch.zeros(2, 3, dtype=torch.float16), mean_rows, invstd_rows, torch.zeros(3, dtype=torch.float16),
-            torch.ones(3, dtype=torch.float16), 0.1, EPS, torch.ones(2))
-    with pytest.raises(RuntimeError, match="Expected mean to have type Double but got Float"):
-        torch.batch_norm_gather_stats_with_counts(
-            torch.zeros(2, 3, dtype=torch.float64), mean_rows, invstd_rows, None, None, 0.1, EPS,
-            torch.ones(2, dtype=torch.float64))
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("layout,shape", LAYOUTS)
-@pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_elemt_matches_float64(dtype, layout, shape, affine):
-    x = _data(shape, dtype, layout)
-    channels = shape[1]
-    mean = torch.linspace(4, 6, channels, dtype=dtype)
-    invstd = torch.linspace(0.2, 0.5, channels, dtype=dtype)
-    weight = torch.linspace(-1, 2, channels, dtype=dtype) if affine else None
-    bias = torch.linspace(0.5, -0.5, channels, dtype=dtype) if affine else None
-    y = torch.batch_norm_elemt(x, weight, bias, mean, invstd, EPS)
-    expected = (x.double() - _bcast(mean.double(), x)) * _bcast(invstd.double(), x)
-    if affine:
-        expected = expected * _bcast(weight.double(), x) + _bcast(bias.double(), x)
-    assert y.dtype == dtype and y.stride() == x.stride()  # keeps the input's memory format
-    torch.testing.assert_close(y.double(), expected, **TOLERANCES[dtype])
-
-
-def test_batch_norm_elemt_mixed_precision():
-    x = _data((4, 3, 2, 2), torch.float16, "channels_last", scale=1.0, loc=0.0)
-    mean, invstd = torch.zeros(3), torch.ones(3)
-    weight, bias = torch.full((3,), 2.0), torch.full((3,), 0.5)
-    y = torch.batch_norm_elemt(x, weight, bias, mean, invstd, EPS)
-    assert y.dtype == torch.float16 and y.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(y, (x.float() * 2 + 0.5).half())
-    with pytest.raises(RuntimeError, match="Expected weight to have type Float but got Double"):
-        torch.batch_norm_elemt(x, weight.double(), None, mean, invstd, EPS)
-
-
-def _backward_inputs(shape, dtype, layout):
-    x = _data(shape, dtype, layout, seed=2)
-    grad = _data(shape, dtype, layout, seed=3, loc=0.0, scale=1.0)
-    channels = shape[1]
-    mean = torch.linspace(4, 6, channels, dtype=dtype)
-    invstd = torch.linspace(0.2, 0.5, channels, dtype=dtype)
-    weight = torch.linspace(-1, 2, channels, dtype=dtype)
-    return x, grad, mean, invstd, weight
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("layout,shape", LAYOUTS)
-def test_batch_norm_backward_reduce_matches_float64(dtype, layout, shape):
-    x, grad, mean, invstd, weight = _backward_inputs(shape, dtype, layout)
-    sum_dy, sum_dy_xmu, grad_weight, grad_bias = torch.batch_norm_backward_reduce(
-        grad, x, mean, invstd, weight, True, True, True)
-    xmu = x.double() - _bcast(mean.double(), x)
-    ref_sum_dy = grad.double().sum(_dims(x))
-    ref_sum_dy_xmu = (grad.double() * xmu).sum(_dims(x))
-    tol = TOLERANCES[dtype] if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-4)
-    for got, want in [(sum_dy, ref_sum_dy), (sum_dy_xmu, ref_sum_dy_xmu),
-                      (grad_weight, ref_sum_dy_xmu * invstd.double()), (grad_bias, ref_sum_dy)]:
-        assert got.dtype == dtype
-        torch.testing.assert_close(got.double(), want, **tol)
-    # without a weight: no parameter gradients (empty, as CUDA's channels-last path returns)
-    *_, grad_weight, grad_bias = torch.batch_norm_backward_reduce(grad, x, mean, invstd, None, True, False, False)
-    assert grad_weight.numel() == 0 and grad_bias.numel() == 0
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("layout,shape", LAYOUTS)
-@pytest.mark.parametrize("affine", [True, False])
-def test_batch_norm_backward_elemt_matches_float64(dtype, layout, shape, affine):
-    x, grad, mean, invstd, weight = _backward_inputs(shape, dtype, layout)
-    weight = weight if affine else None
-    sum_dy = torch.linspace(-3, 3, shape[1], dtype=dtype)
-    sum_dy_xmu = torch.linspace(2, -1, shape[1], dtype=dtype)
-    counts = torch.tensor([[5], [0], [17]], dtype=torch.int32)  # uneven, one empty rank: n = 22
-    grad_input = torch.batch_norm_backward_elemt(grad, x, mean, invstd, weight, sum_dy, sum_dy_xmu, counts)
-    n = 22.0
-    inv = _bcast(invstd.double(), x)
-    expected = (grad.double() - _bcast(sum_dy.double(), x) / n
-                - (x.double() - _bcast(mean.double(), x)) * inv**2 * _bcast(sum_dy_xmu.double(), x) / n) * inv
-    if affine:
-        expected = expected * _bcast(weight.double(), x)
-    assert grad_input.dtype == dtype and grad_input.stride() == x.stride()
-    torch.testing.assert_close(grad_input.double(), expected, **TOLERANCES[dtype])
-    with pytest.raises(RuntimeError, match="expected scalar type Int but found Long"):
-        torch.batch_norm_backward_elemt(grad, x, mean, invstd, weight, sum_dy, sum_dy_xmu, counts.long())
-
-
-def test_batch_norm_backward_elemt_layout_follows_both_tensors():
-    # channels-last input with a contiguous grad_out takes CUDA's contiguous kernel: a contiguous result
-    x, grad, mean, invstd, weight = _backward_inputs((3, 4, 2, 5), torch.float64, "channels_last")
-    count = torch.tensor([3], dtype=torch.int32)
-    sums = torch.zeros(4, dtype=torch.float64)
-    grad_input = torch.batch_norm_backward_elemt(grad.contiguous(), x, mean, invstd, weight, sums, sums, count)
-    assert grad_input.is_contiguous()
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# 2. the forward mirror against torch.nn.SyncBatchNorm wherever that runs on CPU
+# 1. the forward mirror against torch.nn.SyncBatchNorm wherever that runs on CPU
 
 
 def _module_pair(*, momentum, affine, track_running_stats, dtype=torch.float64):
@@ -346,10 +44,10 @@ def _run_steps(module, *, train_steps=3, eval_steps=2, layout="channels_last"):
     observed = []
     for step in range(train_steps + eval_steps):
         module.train(step < train_steps)
-        x = _data((6, 3, 4, 5), torch.float64, layout, seed=10 + step).requires_grad_()
+        x = data((6, 3, 4, 5), torch.float64, layout, seed=10 + step).requires_grad_()
         module.zero_grad(set_to_none=True)
         y = module(x)
-        y.backward(_data(y.shape, torch.float64, seed=20 + step, loc=0.0, scale=1.0))
+        y.backward(data(y.shape, torch.float64, seed=20 + step, loc=0.0, scale=1.0))
         observed.append({
             "y": y.detach(), "grad_input": x.grad,
             **{f"grad_{name}": p.grad for name, p in module.named_parameters()},
@@ -391,7 +89,7 @@ def test_mirror_falls_back_like_torch_at_world_size_one(tmp_path, momentum, trac
         observed = _run_steps(mirror)
         # torch's own module refuses CPU input in training once torch.distributed is initialised ...
         with pytest.raises(ValueError, match="SyncBatchNorm expected input tensor to be on GPU"):
-            torch.nn.SyncBatchNorm(3).double()(_data((4, 3), torch.float64))
+            torch.nn.SyncBatchNorm(3).double()(data((4, 3), torch.float64))
     finally:
         install_cpu_kernels()
         dist.destroy_process_group()
@@ -402,7 +100,7 @@ def test_mirror_falls_back_like_torch_at_world_size_one(tmp_path, momentum, trac
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_function_at_world_size_one_matches_batch_norm(world_of_one, layout):
     """The real autograd Function (all_gather, all_reduce, the five kernels) with one rank equals F.batch_norm."""
-    x = _data((5, 3, 4, 2), torch.float64, layout).requires_grad_()
+    x = data((5, 3, 4, 2), torch.float64, layout).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     weight = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
     bias = torch.tensor([0.1, 0.0, -0.2], dtype=torch.float64, requires_grad=True)
@@ -411,7 +109,7 @@ def test_function_at_world_size_one_matches_batch_norm(world_of_one, layout):
     running_ref = [t.clone() for t in running]
     y = SyncBatchNormFunction.apply(x, weight, bias, *running, EPS, 0.1, world_of_one, 1)
     y_ref = F.batch_norm(x_ref, *running_ref, weight_ref, bias_ref, True, 0.1, EPS)
-    grad = _data(y.shape, torch.float64, seed=7, loc=0.0, scale=1.0)
+    grad = data(y.shape, torch.float64, seed=7, loc=0.0, scale=1.0)
     y.backward(grad)
     y_ref.backward(grad)
     assert y.stride() == x.stride()
@@ -419,9 +117,29 @@ def test_function_at_world_size_one_matches_batch_norm(world_of_one, layout):
                       (bias.grad, bias_ref.grad), (running[0], running_ref[0]), (running[1], running_ref[1])]:
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
+def test_function_never_calls_batch_norm_stats_on_an_empty_shard(world_of_one):
+    """An empty contiguous (0, C, L) shard would make batch_norm_stats raise, as on CUDA: the Function's
+    ``if input.numel() > 0`` keeps it from being called, forward and backward."""
+    calls = []
+
+    def spy(input, eps):
+        calls.append(tuple(input.shape))
+        return cpu_kernels.batch_norm_stats(input, eps)
+
+    install_cpu_kernels({"batch_norm_stats": spy})
+    x = torch.empty(0, 3, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.ones(3, dtype=torch.float64, requires_grad=True)
+    y = SyncBatchNormFunction.apply(x, weight, torch.zeros(3, dtype=torch.float64), None, None, EPS, 0.1,
+                                    world_of_one, 1)
+    y.sum().backward()
+    assert y.shape == (0, 3, 5) and calls == []
+    with pytest.raises(RuntimeError, match=r"cannot reshape tensor of 0 elements into shape \[0, 3, -1\]"):
+        torch.batch_norm_stats(x.detach(), EPS)
+    assert calls == [(0, 3, 5)]
+
 
 # ------------------------------------------------------------------------------------------------------------------
-# 3. two spawned ranks over gloo against single-process float64 BatchNorm on the concatenated batch
+# 2. two spawned ranks over gloo against single-process float64 BatchNorm on the concatenated batch
 
 # (shard sizes, per-sample shape (C, *spatial), layout); the second has an empty rank
 E2E_CASES = [((5, 3), (3, 4, 5), "channels_last"), ((6, 0), (3, 7), "contiguous")]
@@ -431,8 +149,8 @@ E2E_BIAS = (0.1, 0.2, -0.3)
 
 def _e2e_global(case_index):
     shards, sample_shape, _ = E2E_CASES[case_index]
-    x = _data((sum(shards), *sample_shape), torch.float64, seed=100 + case_index, loc=3.0, scale=2.0)
-    grad = _data((sum(shards), *sample_shape), torch.float64, seed=200 + case_index, loc=0.0, scale=1.0)
+    x = data((sum(shards), *sample_shape), torch.float64, seed=100 + case_index, loc=3.0, scale=2.0)
+    grad = data((sum(shards), *sample_shape), torch.float64, seed=200 + case_index, loc=0.0, scale=1.0)
     return x, grad
 
 
@@ -508,64 +226,6 @@ def test_two_ranks_match_single_process_batch_norm(tmp_path):
             torch.testing.assert_close(result["running_mean"], running_mean, **tol)
             torch.testing.assert_close(result["running_var"], running_var, **tol)
 
-
-# ------------------------------------------------------------------------------------------------------------------
-# 4. kernel overrides
-
-
-def _elemt_plus_one(*args):
-    return torch_sut.batch_norm_elemt(*args) + 1
-
-
-def test_override_changes_the_result_and_reinstalling_restores_it(world_of_one):
-    x = _data((4, 3, 2), torch.float64)
-    mean, invstd = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
-    builtin = torch.batch_norm_elemt(x, None, None, mean, invstd, EPS)
-
-    install_cpu_kernels({"batch_norm_elemt": _elemt_plus_one})
-    assert active_kernels()["batch_norm_elemt"] is _elemt_plus_one
-    torch.testing.assert_close(torch.batch_norm_elemt(x, None, None, mean, invstd, EPS), builtin + 1)
-    # ... and through the real autograd Function
-    shifted = SyncBatchNormFunction.apply(x, None, None, None, None, EPS, 0.1, world_of_one, 1)
-    torch.testing.assert_close(shifted, F.batch_norm(x, None, None, training=True, eps=EPS) + 1)
-    # torch_factory keeps the overrides already installed
-    torch_factory(3, eps=EPS, momentum=0.1, affine=True, track_running_stats=True, process_group=None,
-                  device="cpu", dtype=None)
-    assert active_kernels()["batch_norm_elemt"] is _elemt_plus_one
-
-    install_cpu_kernels()
-    torch.testing.assert_close(torch.batch_norm_elemt(x, None, None, mean, invstd, EPS), builtin)
-    assert active_kernels() == dict(zip(OP_NAMES, (getattr(torch_sut, name) for name in OP_NAMES)))
-
-
-def test_install_rejects_unknown_names_and_non_callables():
-    with pytest.raises(ValueError, match=r"batch_norm_bogus.*batch_norm_stats"):
-        install_cpu_kernels({"batch_norm_bogus": _elemt_plus_one})
-    with pytest.raises(TypeError, match="batch_norm_stats"):
-        install_cpu_kernels({"batch_norm_stats": 3})
-    assert active_kernels()["batch_norm_elemt"] is torch_sut.batch_norm_elemt  # nothing half-installed
-
-
-def test_load_kernel_overrides():
-    module = types.ModuleType("user_kernels")
-    module.batch_norm_elemt = _elemt_plus_one
-    module.helper = len
-    assert load_kernel_overrides(module) == {"batch_norm_elemt": _elemt_plus_one}
-    with pytest.raises(ValueError, match="defines none of the kernels"):
-        load_kernel_overrides(types.ModuleType("empty"))
-
-
-def test_install_device_kernels_substitutes_and_restores():
-    x, stats = torch.zeros(2, 3, device="meta"), torch.zeros(3, device="meta")
-    install_device_kernels({"batch_norm_elemt": lambda *args: torch.full_like(args[0], 7.0)}, device="Meta")
-    try:
-        assert torch.batch_norm_elemt(x, None, None, stats, stats, EPS).shape == (2, 3)
-    finally:
-        install_device_kernels(None, device="Meta")
-    with pytest.raises(NotImplementedError):
-        torch.batch_norm_elemt(x, None, None, stats, stats, EPS)
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # the factory and conversion
 
@@ -590,3 +250,15 @@ def test_convert_sync_batchnorm_builds_the_mirror():
     converted = CpuSyncBatchNorm.convert_sync_batchnorm(model)
     assert type(converted[1]) is CpuSyncBatchNorm and type(converted[2]) is torch.nn.InstanceNorm2d
     assert converted[1].weight is model[1].weight
+
+
+def test_torch_factory_keeps_installed_overrides():
+    def elemt_plus_one(*args):
+        return cpu_kernels.batch_norm_elemt(*args) + 1
+
+    install_cpu_kernels({"batch_norm_elemt": elemt_plus_one})
+    torch_factory(3, eps=EPS, momentum=0.1, affine=True, track_running_stats=True, process_group=None,
+                  device="cpu", dtype=None)
+    assert active_kernels()["batch_norm_elemt"] is elemt_plus_one
+    assert active_kernels()["batch_norm_stats"] is cpu_kernels.batch_norm_stats
+

@@ -1,24 +1,26 @@
 """The conformance case catalogue: one source of truth for which cases each profile runs.
 
-Every case carries its feature areas as tags; the first tag is its primary area, which picks the test module that
-runs it (cases/test_<area>.py). ``quick`` touches every item of the suite at least once (about 120 cases, seconds
-on two cores); ``default`` (CI) adds seeds, sizes and combinations; ``thorough`` (nightly) adds world size 8, larger
-shapes and more steps.
+Module cases come from feature areas, registered once in ``AREAS`` (name, generator, what it covers, and where the
+self-test tries it); every case carries its areas as tags, the first one its primary area (reports count by it,
+and ``pytest -k <area>`` selects it). Op cases and model cases have one generator each. ``quick`` touches every item
+of the suite at least once (seconds on two cores); ``default`` (CI) adds seeds, sizes and combinations;
+``thorough`` (nightly) adds world size 8, larger shapes, more steps and two more seeds of everything. With
+``device="cuda"`` every case runs on the GPU, plus the CUDA-only cases (autocast, large shapes, TF32 models).
+
+Adding an area: a generator below and one ``Area`` entry in ``AREAS``; nothing else (cases/test_catalogue.py runs
+every registered case, tests/test_catalogue.py checks every area is collected).
 """
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
-from harness.errors import CaseError
-from harness.spec import OP_NAMES, CaseSpec, OpSpec
+from .errors import CaseError
+from .options import PROFILES
+from .spec import OP_NAMES, CaseSpec, ModelSpec, OpSpec
 
-__all__ = ["PROFILES", "AREAS", "module_cases", "op_cases", "all_cases", "check_profile", "cuda_only_cases",
-           "device_cases", "device_op_cases"]
-
-PROFILES = ("quick", "default", "thorough")
-AREAS = ("world", "shards", "shapes", "layouts", "affine", "running_stats", "eval", "momentum", "eps", "data",
-         "dtypes", "groups", "errors")
+__all__ = ["PROFILES", "AREAS", "Area", "module_cases", "op_cases", "model_cases", "all_cases", "check_profile"]
 
 
 def check_profile(profile: str) -> str:
@@ -214,34 +216,64 @@ def _errors(profile: str) -> Iterator[CaseSpec]:
     yield _case("errors", "world1_count_1", shard_sizes=(1,), spatial=(), steps=1)
 
 
-_GENERATORS = {"world": _world, "shards": _shards, "shapes": _shapes, "layouts": _layouts, "affine": _affine,
-               "running_stats": _running_stats, "eval": _eval, "momentum": _momentum, "eps": _eps, "data": _data,
-               "dtypes": _dtypes, "groups": _groups, "errors": _errors}
+@dataclass(frozen=True)
+class Area:
+    """A feature area of module cases. ``selftest_order``: the self-test tries areas whose cases catch most bugs
+    cheaply first (uneven and empty shards, several steps, eval, momentum None, groups, channels_last, large eps,
+    offset data, the edge errors)."""
+
+    name: str
+    generate: Callable[[str], Iterator[CaseSpec]]
+    covers: str
+    selftest_order: int
 
 
-def module_cases(profile: str, area: str | None = None) -> list[CaseSpec]:
-    """The profile's module-level cases (of one area, if given), without duplicate ids."""
+AREAS: dict[str, Area] = {a.name: a for a in (
+    Area("world", _world, "world sizes 1-4 (8 in thorough), one sample per rank", 10),
+    Area("shards", _shards, "even, uneven, empty and single-sample shards, one rank holding the batch", 7),
+    Area("shapes", _shapes, "(N,C), (N,C,L), 4-D and 5-D inputs, channel counts, > 65504 elements per channel", 11),
+    Area("layouts", _layouts, "channels_last and channels_last_3d, half precision included", 2),
+    Area("affine", _affine, "affine and track_running_stats on and off", 9),
+    Area("running_stats", _running_stats, "running statistics over several steps", 8),
+    Area("eval", _eval, "eval with and without running statistics, after training", 6),
+    Area("momentum", _momentum, "momentum None (cumulative average), 0, 0.1, 0.5, 1", 0),
+    Area("eps", _eps, "eps from 1e-5 to 1, variance near eps", 3),
+    Area("data", _data, "offset, constant, outliers, tiny and huge spreads", 4),
+    Area("dtypes", _dtypes, "float64, float32, float16/bfloat16 input with float32 parameters, half modules", 12),
+    Area("groups", _groups, "process groups, with the edge rules inside one group", 1),
+    Area("errors", _errors, "the edge rules: a global count of 1 raises, every shard empty", 5),
+)}
+
+
+def module_cases(profile: str, area: str | None = None, device: str = "cpu") -> list[CaseSpec]:
+    """The profile's module-level cases (of one area, if given), each id once (a case two areas generate belongs
+    to the first), on ``device`` (cuda: every case on the GPU plus the CUDA-only cases)."""
     check_profile(profile)
-    if area is not None and area not in _GENERATORS:
-        raise CaseError(f"area={area!r}: must be one of {tuple(_GENERATORS)}")
+    if area is not None and area not in AREAS:
+        raise CaseError(f"area={area!r}: must be one of {tuple(AREAS)}")
+    if device not in ("cpu", "cuda"):
+        raise CaseError(f"device={device!r}: must be 'cpu' or 'cuda'")
     seen: set[str] = set()
     cases = []
-    for name, generate in _GENERATORS.items():
-        if area is not None and name != area:
-            continue
-        generated = list(generate(profile))
+    for entry in AREAS.values():
+        generated = list(entry.generate(profile))
         if profile == "thorough":  # nightly: every case again on two more seeds
             generated += [case.replace(seed=case.seed + offset) for offset in (10, 20) for case in generated]
+        if device == "cuda":
+            generated = [case.replace(device="cuda") for case in generated] + [
+                case for case in _cuda_only(profile) if case.tags[0] == entry.name]
         for case in generated:
             if case.id not in seen:
                 seen.add(case.id)
-                cases.append(case)
+                if area is None or entry.name == area:
+                    cases.append(case)
     return cases
 
 
-def op_cases(profile: str) -> list[OpSpec]:
+def op_cases(profile: str, device: str = "cpu") -> list[OpSpec]:
     """Each op on small inputs: contiguous and channels_last, float64, float32 and half input (statistics, weight
-    and bias in float32, as the Function passes them), offset data, uneven counts."""
+    and bias in float32, as the Function passes them), offset data, uneven counts; on ``device`` (on CUDA: the
+    real CUDA kernels against the same numpy references)."""
     check_profile(profile)
     variants = [dict(shard_sizes=(3, 2), spatial=(5,)),
                 dict(shard_sizes=(4, 1, 2), spatial=(3, 2), layout="channels_last", dtype="float64"),
@@ -251,13 +283,12 @@ def op_cases(profile: str) -> list[OpSpec]:
         variants += [dict(shard_sizes=(6, 3), spatial=(2, 3, 2), layout="channels_last_3d"),
                      dict(shard_sizes=(5,), spatial=(7,), scale=1e-2, eps=1e-3, seed=1),
                      dict(shard_sizes=(4, 3), spatial=(3, 2), layout="channels_last", dtype="bfloat16", loc=2.0)]
-    return [OpSpec(op=op, channels=4, **variant) for op in OP_NAMES for variant in variants]
+    return [OpSpec(op=op, channels=4, device=device, **variant) for op in OP_NAMES for variant in variants]
 
 
-def cuda_only_cases(profile: str, area: str | None = None) -> list[CaseSpec]:
-    """Cases that only exist on CUDA: autocast (CPU autocast is a different feature, bfloat16 with its own op
+def _cuda_only(profile: str) -> list[CaseSpec]:
+    """Module cases that only exist on CUDA: autocast (CPU autocast is a different feature, bfloat16 with its own op
     lists) and shapes too large for the CPU run. Half precision itself runs on both devices (_half)."""
-    check_profile(profile)
     cuda = dict(device="cuda")
     cases = [
         _case("dtypes", "autocast", shard_sizes=(4, 3), spatial=(3, 4), dtype="float32", autocast=True,
@@ -273,26 +304,20 @@ def cuda_only_cases(profile: str, area: str | None = None) -> list[CaseSpec]:
     if profile == "thorough":
         cases.append(_case("shapes", "large", shard_sizes=(32, 32), spatial=(56, 56), channels=256, steps=1,
                            **cuda))
-    return [case for case in cases if area is None or case.tags[0] == area]
+    return cases
 
 
-def device_cases(profile: str, area: str | None = None, device: str = "cpu") -> list[CaseSpec]:
-    """The module cases run with ``--device``: the catalogue as is on CPU; on CUDA the CUDA variant of every case
-    plus the CUDA-only cases (cuda_only_cases)."""
-    cases = module_cases(profile, area)
-    if device == "cpu":
-        return cases
-    if device != "cuda":
-        raise CaseError(f"device={device!r}: must be 'cpu' or 'cuda'")
-    return [case.replace(device="cuda") for case in cases] + cuda_only_cases(profile, area)
+def model_cases(profile: str, device: str = "cpu") -> list[ModelSpec]:
+    """Even and uneven shards, an empty rank, cumulative momentum, float64 ranks (exact up to summation order);
+    on CUDA also a float32 network with TF32 convolutions allowed (what users train with by default)."""
+    check_profile(profile)
+    cases = [ModelSpec((4, 4)), ModelSpec((6, 2), seed=1), ModelSpec((5, 0, 3), seed=2),
+             ModelSpec((3, 2, 4), momentum=None, seed=3), ModelSpec((4, 3), dtype="float64", seed=4)]
+    if device == "cuda":
+        cases = [case.replace(device="cuda") for case in cases] + [ModelSpec((4, 4), device="cuda", tf32=True)]
+    return cases
 
 
-def device_op_cases(profile: str, device: str = "cpu") -> list[OpSpec]:
-    """The op cases on ``device`` (on CUDA: the real CUDA kernels against the same numpy references)."""
-    import dataclasses
-
-    return [case if device == "cpu" else dataclasses.replace(case, device=device) for case in op_cases(profile)]
-
-
-def all_cases(profile: str) -> list[CaseSpec | OpSpec]:
-    return [*op_cases(profile), *module_cases(profile)]
+def all_cases(profile: str, device: str = "cpu") -> list[CaseSpec | OpSpec | ModelSpec]:
+    """Every case of the profile, op, module and model level."""
+    return [*op_cases(profile, device), *module_cases(profile, device=device), *model_cases(profile, device)]

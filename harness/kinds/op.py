@@ -1,4 +1,5 @@
-"""Op-level cases: each of the five kernels called alone, against reference.ops on the same rounded inputs.
+"""The op kind: one of the five kernels called alone, against reference.ops on the same rounded inputs
+(harness.spec.OpSpec).
 
 The op runs inside a rank of the world-size-1 pool (a kernel that crashes takes down a rank, not pytest). Shard 0
 is the op's input; the other shards only feed the statistics that gather and backward_elemt combine.
@@ -12,14 +13,15 @@ import numpy as np
 
 import reference.ops as ref
 
-from .compare import compare_arrays, compare_exact
-from .data import make_grad_output, make_input, make_params, quantize
-from .errors import RankFailure
-from .runner import CaseResult, RunConfig, rerun_command
-from .spec import OpSpec
-from .tolerances import op_tolerance
+from ..compare import compare_arrays, compare_exact
+from ..data import make_grad_output, make_input, make_params, quantize
+from ..errors import RankFailure
+from ..result import CaseResult, Failure, RunConfig
+from ..spec import OpSpec
+from ..tolerances import op_tolerance
+from .rank_failures import failures_from_rank_failure
 
-__all__ = ["run_op_case", "build_op_call"]
+__all__ = ["run", "build_op_call"]
 
 
 def _acc(dtype: str) -> str:
@@ -113,34 +115,34 @@ def build_op_call(spec: OpSpec) -> tuple[list[Any], list[tuple[str, np.ndarray |
     return args, outputs
 
 
-def run_op_case(spec: OpSpec, config: RunConfig) -> CaseResult:
+def run(spec: OpSpec, config: RunConfig) -> CaseResult:
     start = time.monotonic()
-    result = CaseResult(spec, rerun=rerun_command(spec.id, config))
+    result = CaseResult(spec, rerun=config.rerun(spec.id))
     args, outputs = build_op_call(spec)
+    options = config.options
     try:
-        pool = config.pools.get(1, spec.device, config.backend)
+        pool = config.pools.get(1, spec.device, options.backend_choice, start_timeout=options.start_timeout)
         actual = pool.run("harness.rank_case:run_op",
-                          {"op": spec.op, "args": args, "device": spec.device, "kernels": config.kernels},
-                          timeout=config.case_timeout)[0]
+                          {"op": spec.op, "args": args, "device": spec.device, "kernels": options.kernels},
+                          timeout=options.case_timeout)[0]
     except RankFailure as failure:
-        result.failures.append(f"{spec.op} failed: {failure}\n{failure.traceback}")
+        result.failures.extend(failures_from_rank_failure(failure, expected_errors={}))
         result.duration_s = time.monotonic() - start
         return result
     if len(actual) != len(outputs):
-        result.failures.append(f"{spec.op} returned {len(actual)} values, expected {len(outputs)} "
-                               f"({', '.join(o[0] for o in outputs)})")
+        result.failures.append(Failure("raised", f"{spec.op} returned {len(actual)} values, expected "
+                                       f"{len(outputs)} ({', '.join(o[0] for o in outputs)})", rank=0))
     for (name, expected, dtype, count, magnitude), got in zip(outputs, actual):
+        common = dict(phase=spec.op, rank=0, ranks=(0,), dtype=dtype)
         if expected is None:
             absent = got is None or got[0].size == 0
-            result.comparisons.append(compare_exact(absent, True, quantity=name + ".absent", phase=spec.op, rank=0,
-                                                    ranks=(0,), dtype=dtype,
-                                                    reason="not asked for: None or empty, like CUDA"))
+            result.comparisons.append(compare_exact(absent, True, quantity=name + ".absent",
+                                                    reason="not asked for: None or empty, like CUDA", **common))
             continue
         array, got_dtype = got if got is not None else (None, None)
-        result.comparisons.append(compare_exact(got_dtype, dtype, quantity=name + ".dtype", phase=spec.op, rank=0,
-                                                ranks=(0,), dtype=dtype, reason="the CUDA kernel's output dtype"))
+        result.comparisons.append(compare_exact(got_dtype, dtype, quantity=name + ".dtype",
+                                                reason="the CUDA kernel's output dtype", **common))
         tolerance = op_tolerance(dtype=dtype, count=count, scale=magnitude)
-        result.comparisons.append(compare_arrays(array, expected, tolerance, quantity=name, phase=spec.op, rank=0,
-                                                 ranks=(0,), dtype=dtype))
+        result.comparisons.append(compare_arrays(array, expected, tolerance, quantity=name, **common))
     result.duration_s = time.monotonic() - start
     return result

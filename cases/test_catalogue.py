@@ -1,0 +1,7 @@
+"""The conformance suite: every case of the catalogue (harness.catalogue), all kinds (module, op, model), each id
+once, on --device; or exactly --case ID. ``-k <area>`` selects an area (world, shards, ..., ops, models)."""
+from harness.pytest_plugin import check_case
+
+
+def test_case(catalogue_case, run_case):
+    check_case(run_case(catalogue_case))

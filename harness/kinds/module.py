@@ -1,0 +1,141 @@
+"""The module kind: one SyncBatchNorm layer on W ranks (harness.spec.CaseSpec).
+
+``run`` sends the case to the rank pool of its world size (each rank runs harness.rank_case.run_module_case),
+computes the reference meanwhile (harness.expected) and compares; ``compare_case`` is the comparison, one loop over
+harness.quantities.MODULE_QUANTITIES, shared with the torchrun launcher.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..compare import Comparison, compare_agreement, compare_arrays, compare_exact
+from ..errors import RankError, RankFailure
+from ..expected import ExpectedCase, ExpectedPhase, expected_module_case
+from ..quantities import MODULE_QUANTITIES, Quantity
+from ..result import CaseResult, Failure, RunConfig
+from ..spec import CaseSpec
+from ..tolerances import module_tolerance
+from .rank_failures import failures_from_rank_failure
+
+__all__ = ["run", "compare_case", "TARGET"]
+
+TARGET = "harness.rank_case:run_module_case"
+
+
+def run(spec: CaseSpec, config: RunConfig) -> CaseResult:
+    start = time.monotonic()
+    result = CaseResult(spec, rerun=config.rerun(spec.id))
+    options = config.options
+    expected: ExpectedCase | None = None
+    try:
+        pool = config.pools.get(spec.world_size, spec.device, options.backend_choice,
+                                start_timeout=options.start_timeout)
+        pool.submit(TARGET, {"spec": spec.to_dict(), "sut": options.sut, "kernels": options.kernels})
+        expected = expected_module_case(spec)  # computed while the ranks run
+        actual = pool.collect(TARGET, timeout=options.case_timeout, is_failure=_is_failure)
+    except RankFailure as failure:
+        result.failures.extend(failures_from_rank_failure(failure, expected_errors=expected.errors if expected
+                                                          else {}))
+        result.duration_s = time.monotonic() - start
+        return result
+    compare_case(spec, expected, actual, result)
+    if result.unsupported and options.strict_features:
+        result.failures.append(Failure("unsupported", f"declared unsupported by the implementation: "
+                                       f"{result.unsupported} (--strict-features: an unsupported feature fails)"))
+    result.duration_s = time.monotonic() - start
+    return result
+
+
+def _is_failure(value: Any) -> bool:
+    """A rank result that may leave the other ranks waiting (they then get a short grace period)."""
+    return bool(value and (value.get("error") or value.get("unsupported")))
+
+
+def compare_case(spec: CaseSpec, expected: ExpectedCase, actual: list[dict[str, Any]],
+                 result: CaseResult | None = None) -> CaseResult:
+    """Compare every rank's harness.rank_case.run_module_case result (``actual``, indexed by rank) with
+    ``expected``; adds to ``result`` (a new one if None) and returns it."""
+    result = result if result is not None else CaseResult(spec)
+    unsupported = {r: a["unsupported"] for r, a in enumerate(actual) if a.get("unsupported")}
+    if unsupported:
+        result.unsupported = "; ".join(sorted(set(unsupported.values())))
+        return result
+    _check_errors(spec, expected, actual, result)
+    for p, phase in enumerate(expected.phases):
+        for gi, members in enumerate(spec.rank_groups):
+            _compare_group(spec, phase, p, gi, members, actual, result)
+    return result
+
+
+def _check_errors(spec: CaseSpec, expected: ExpectedCase, actual: list[dict[str, Any]], result: CaseResult) -> None:
+    """An error the specification requires must be raised (ValueError at that phase); any other is a failure."""
+    for rank, rank_result in enumerate(actual):
+        want, got = expected.errors.get(rank), rank_result["error"]
+        if want is None and got is None:
+            continue
+        if want is not None and got is not None and got.type == want["type"] and got.phase == want["phase"]:
+            result.comparisons.append(compare_exact(
+                got.type, want["type"], quantity="error", phase=want["phase"], rank=rank, ranks=(rank,),
+                dtype="-", reason=f"the specification requires {want['type']}: {want['message']}"))
+        elif want is None:
+            result.failures.append(_raised(rank, got))
+        elif got is None:
+            result.failures.append(Failure(
+                "missing_error", f"rank {rank}: expected {want['type']} at {want['phase']} ({want['message']!r}, "
+                "docs/semantics.md), but the implementation raised nothing", rank=rank, phase=want["phase"]))
+        else:
+            result.failures.append(Failure(
+                "wrong_error", f"rank {rank}: expected {want['type']} at {want['phase']}, got {got.type} at "
+                f"{got.phase} ({got.stage}): {got.message}", rank=rank, phase=got.phase, traceback=got.traceback))
+
+
+def _raised(rank: int, error: RankError) -> Failure:
+    return Failure("raised", error.describe(rank), rank=rank, phase=error.phase, traceback=error.traceback)
+
+
+def _compare_group(spec: CaseSpec, phase: ExpectedPhase, p: int, gi: int, members: tuple[int, ...],
+                   actual: list[dict[str, Any]], result: CaseResult) -> None:
+    expected_ranks = phase.ranks()
+    records = {r: actual[r]["phases"][p] for r in members if p < len(actual[r]["phases"])}
+    # A rank stopped by its own error has no later phases; that error is already reported.
+    missing = [r for r in members if r not in records and r in expected_ranks and actual[r]["error"] is None]
+    if missing:
+        result.failures.append(Failure("missing_result", f"rank(s) {missing} returned no result for {phase.name}",
+                                       rank=missing[0], phase=phase.name))
+    compared = [r for r in members if r in records and r in expected_ranks]
+    if not compared:
+        return
+    complete = len(compared) == len(members)  # group-level checks need every rank of the group
+    offsets, running = {}, 0
+    for r in members:
+        offsets[r], running = running, running + spec.shard_sizes[r]
+    dtypes = {"input": spec.dtype, "param": spec.effective_param_dtype, "int64": "int64", "none": "-"}
+    add = result.comparisons.append
+    for q in MODULE_QUANTITIES:
+        if not q.applies(spec) or q.source is None and q.scope != "pair":
+            continue
+        dtype = dtypes[q.dtype_role]
+        if q.scope == "rank":
+            for r in compared:
+                add(_compare(q, records[r][q.name], phase.per_rank[q.name][r], phase, gi, dtype, rank=r,
+                             ranks=(r,), sample_offset=offsets[r]))
+        elif q.scope == "group_sum" and complete:
+            total = sum(records[r][q.name] for r in members)
+            add(_compare(q, total, phase.per_group[q.name][gi], phase, gi, dtype, rank=None, ranks=tuple(members)))
+        elif q.scope == "pair" and complete and len(members) > 1:
+            base = q.name.removesuffix(".agreement")
+            for r in members[1:]:
+                add(compare_agreement(records[r][base], records[members[0]][base], quantity=q.name,
+                                      phase=phase.name, rank=r, first=members[0], dtype=dtype,
+                                      reason=q.description))
+
+
+def _compare(q: Quantity, actual: Any, expected: Any, phase: ExpectedPhase, gi: int, dtype: str, *,
+             rank: int | None, ranks: tuple[int, ...], sample_offset: int = 0) -> Comparison:
+    common = dict(quantity=q.name, phase=phase.name, rank=rank, ranks=ranks, dtype=dtype)
+    if q.exact:
+        return compare_exact(actual, expected, reason=q.description, **common)
+    tolerance = module_tolerance(q.name, dtype=dtype, scale=phase.scales.get((gi, q.name), 1.0),
+                                 yardstick=phase.yardstick.get((gi, q.name)))
+    return compare_arrays(actual, expected, tolerance, sample_offset=sample_offset, **common)

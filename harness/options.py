@@ -1,0 +1,198 @@
+"""Every option of a run, in one table: flag, environment variable, default, choices, help. One home.
+
+The three entry points read this table and nothing else: the CLI (``python -m harness run``, ``gate``,
+``selftest``), the pytest plugin (``pytest --sut ...``) and the torchrun launcher (``harness.launch``). Each one
+collects the raw values it was given (a value is None when not given), and ``resolve`` applies the environment
+variable, the one default, the choices and the rules, so a value means the same wherever it comes from.
+
+The rerun line of a failed case is built here too (``rerun_command``): it repeats exactly the options that change
+what a case computes.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Mapping
+
+from .errors import CaseError
+
+__all__ = ["Option", "OPTIONS", "Options", "resolve", "add_argparse_options", "add_pytest_options",
+           "rerun_command", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INCOMPLETE", "PROFILES", "DEVICES",
+           "DEFAULT_SUT", "option"]
+
+# Exit codes of every command: 0 all passed, 1 a case failed (or a regression), 2 usage error, 3 the run did not
+# complete (interrupted, terminated, a worker lost): never a pass.
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+PROFILES = ("quick", "default", "thorough")
+DEVICES = ("cpu", "cuda", "auto")
+DEFAULT_SUT = "torch"
+
+
+def _positive_seconds(name: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and value > 0):
+        raise CaseError(f"--{name.replace('_', '-')}={value!r}: must be a number of seconds > 0")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: ``name`` is the attribute (``case_timeout``), ``flag`` the command-line spelling."""
+
+    name: str
+    help: str
+    default: Any = None
+    env: str | None = None
+    choices: tuple[str, ...] | None = None
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+    pytest_flag: str | None = None  # where pytest spells it differently (a shorter flag may clash in pytest)
+    rerun: bool = False  # part of the rerun line: it changes what a case computes or how it is judged
+    flag_only: bool = False  # a switch (store_true)
+    check: Callable[[str, Any], None] | None = None
+    main_job_default: Any = None  # what the main job (python -m harness run / gate) uses when not given
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def pytest_name(self) -> str:
+        return self.pytest_flag or self.flag
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("sut", "implementation under test: 'torch', 'package.module:factory' or 'path/to/file.py:factory'",
+           default=DEFAULT_SUT, env="SYNCBN_SUT", metavar="SPEC", rerun=True),
+    Option("kernels", "a module ('package.module' or 'file.py') defining any of the five batch_norm ops; they "
+           "replace PyTorch's", env="SYNCBN_KERNELS", metavar="SPEC", rerun=True),
+    Option("profile", "case profile: quick (every item once), default (CI) or thorough (nightly)",
+           default="default", env="SYNCBN_PROFILE", choices=PROFILES),
+    Option("device", "cpu, cuda (the CUDA variant of every case plus the CUDA-only cases) or auto (cuda when "
+           "torch.cuda.is_available())", default="cpu", env="SYNCBN_DEVICE", choices=DEVICES),
+    Option("backend", "process-group backend: auto (gloo on CPU; NCCL with a GPU per rank), gloo or nccl",
+           default="auto", choices=("auto", "gloo", "nccl"), rerun=True),
+    Option("case", "run exactly this case id (module, op or model level: the id a failure prints)",
+           metavar="ID"),
+    Option("case_timeout", "seconds a case may take before its ranks count as hung", default=60.0, type=float,
+           metavar="S", check=_positive_seconds),
+    Option("start_timeout", "seconds the rank processes of a pool may take to start and join their process "
+           "group; a rank that stalls longer fails the cases that needed it", default=120.0, type=float,
+           metavar="S", check=_positive_seconds),
+    Option("strict_features", "count features the SUT declares unsupported (harness.sut.Unsupported) as failures",
+           default=False, flag_only=True, rerun=True),
+    Option("json", "write the structured results (JSON) here", metavar="PATH", pytest_flag="--json-results"),
+    Option("report", "write the HTML report here (the main job writes syncbn-report.html unless told otherwise)",
+           metavar="PATH", pytest_flag="--html-report", main_job_default="syncbn-report.html"),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+def option(name: str) -> Option:
+    return _BY_NAME[name]
+
+
+@dataclass(frozen=True)
+class Options:
+    """The resolved options of a run (after environment variables and defaults)."""
+
+    sut: str = DEFAULT_SUT
+    kernels: str | None = None
+    profile: str = "default"
+    device: str = "cpu"  # resolved: never "auto"
+    backend: str = "auto"
+    case: str | None = None
+    case_timeout: float = 60.0
+    start_timeout: float = 120.0
+    strict_features: bool = False
+    json: str | None = None
+    report: str | None = None
+
+    @property
+    def backend_choice(self) -> str | None:
+        """The backend as harness.pool.resolve_backend takes it (None: the automatic rule)."""
+        return None if self.backend == "auto" else self.backend
+
+
+assert [f.name for f in fields(Options)] == [o.name for o in OPTIONS], "Options and OPTIONS must list the same"
+assert all(getattr(Options(), o.name) == o.default for o in OPTIONS), "one default per option: OPTIONS"
+
+
+def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
+            resolve_device: bool = True, main_job: bool = False) -> Options:
+    """The Options for raw ``values`` (name -> value or None): given value, else environment variable, else the
+    default (the main job's, where an option has one); choices and rules checked (CaseError naming the option).
+    ``device="auto"`` becomes cuda or cpu."""
+    environ = os.environ if environ is None else environ
+    resolved: dict[str, Any] = {}
+    for opt in OPTIONS:
+        value = values.get(opt.name)
+        source = opt.flag
+        if (value is None or value is False) and opt.env and environ.get(opt.env):
+            value, source = environ[opt.env], f"{opt.env} (environment)"
+            if opt.flag_only:
+                value = value.lower() not in ("0", "false", "no", "")
+            else:
+                try:
+                    value = opt.type(value)
+                except ValueError:
+                    raise CaseError(f"{source}={value!r}: not a valid {opt.type.__name__}") from None
+        if value is None:
+            value = opt.main_job_default if main_job and opt.main_job_default is not None else opt.default
+        if opt.choices is not None and value not in opt.choices:
+            raise CaseError(f"{source}={value!r}: must be one of {', '.join(opt.choices)}")
+        if opt.check is not None:
+            opt.check(opt.name, value)
+        resolved[opt.name] = value
+    if resolve_device and resolved["device"] == "auto":
+        import torch
+
+        resolved["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return Options(**resolved)
+
+
+def add_argparse_options(parser: Any, names: tuple[str, ...] | None = None) -> None:
+    """Add the table's options (all, or ``names``) to an argparse parser; every default is None, so ``resolve``
+    can tell a value given from one defaulted."""
+    for opt in OPTIONS:
+        if names is not None and opt.name not in names:
+            continue
+        help_text = _help(opt)
+        if opt.flag_only:
+            parser.add_argument(opt.flag, action="store_true", default=None, help=help_text)
+        else:
+            parser.add_argument(opt.flag, default=None, type=opt.type, choices=opt.choices, metavar=opt.metavar,
+                                help=help_text)
+
+
+def add_pytest_options(group: Any) -> None:
+    """Add the table's options to a pytest option group (pytest's spelling where it differs)."""
+    for opt in OPTIONS:
+        kwargs: dict[str, Any] = {"default": None, "help": _help(opt), "dest": f"syncbn_{opt.name}"}
+        if opt.flag_only:
+            group.addoption(opt.pytest_name, action="store_true", **kwargs)
+        else:
+            group.addoption(opt.pytest_name, type=opt.type, choices=opt.choices, metavar=opt.metavar, **kwargs)
+
+
+def _help(opt: Option) -> str:
+    extra = []
+    if opt.default not in (None, False):
+        extra.append(f"default {opt.default}")
+    if opt.env:
+        extra.append(f"env {opt.env}")
+    return opt.help + (f" [{'; '.join(extra)}]" if extra else "")
+
+
+def rerun_command(case_id: str, options: Options, *, torchrun_world_size: int | None = None) -> str:
+    """The one command that reruns exactly ``case_id`` with the options that change its result: the main job
+    (``python -m harness run --case ID ...``), or under torchrun for a case run by harness.launch."""
+    if torchrun_world_size is not None:
+        parts = ["torchrun", f"--nproc-per-node={torchrun_world_size}", "-m", "harness.launch", "--case", case_id]
+    else:
+        parts = ["python", "-m", "harness", "run", "--case", case_id]
+    for opt in OPTIONS:
+        value = getattr(options, opt.name)
+        if not opt.rerun or value == opt.default or value is None:
+            continue
+        parts += [opt.flag] if opt.flag_only else [opt.flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -1,0 +1,103 @@
+"""What running a case produced: every comparison, every failure that is not a comparison, and how to rerun it.
+
+``RunConfig`` says how cases run (the resolved options and the rank pools); ``CaseResult`` is one case's outcome;
+``Failure`` is a problem that is not a numeric comparison (a rank raised, crashed or hung; a required error was not
+raised; the SUT declared the case unsupported), with the rank it concerns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .compare import Comparison
+from .options import Options, rerun_command
+from .pool import PoolManager, default_manager
+
+__all__ = ["RunConfig", "CaseResult", "Failure", "FAILURE_KINDS"]
+
+# Failure kinds, in the order a reader needs them: the cause before its consequences.
+FAILURE_KINDS = ("crashed", "stalled", "raised", "wrong_error", "missing_error", "hung", "missing_result",
+                 "harness", "unsupported", "peer")
+
+
+@dataclass
+class Failure:
+    """A failure that is not a numeric comparison. ``kind``: crashed (the process died), stalled (stopped
+    answering), raised (an exception the specification does not require), wrong_error / missing_error (a
+    required error not raised as required), hung (waited past the case timeout, alive), missing_result, harness
+    (the harness itself broke), unsupported (declared by the SUT), peer (a rank failing because another one did:
+    connection closed by a crashed peer)."""
+
+    kind: str
+    message: str
+    rank: int | None = None
+    phase: str = ""
+    traceback: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAILURE_KINDS:
+            raise ValueError(f"Failure.kind={self.kind!r}: must be one of {FAILURE_KINDS}")
+
+    def describe(self) -> str:
+        text = self.message
+        if self.traceback:
+            text += f"\n--- rank {self.rank} traceback ---\n{self.traceback.rstrip()}"
+        return text
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "rank": self.rank, "phase": self.phase,
+                "traceback": self.traceback}
+
+
+@dataclass
+class RunConfig:
+    """How to run cases: the resolved options (implementation, kernels, backend, time limits) and the pools."""
+
+    options: Options = field(default_factory=Options)
+    manager: PoolManager | None = None
+
+    @classmethod
+    def of(cls, manager: PoolManager | None = None, **values: Any) -> RunConfig:
+        """A config from option values (harness.options names), ignoring the environment: for programs and
+        tests that say exactly what they want."""
+        from .options import resolve
+
+        return cls(resolve(values, environ={}), manager)
+
+    @property
+    def pools(self) -> PoolManager:
+        return self.manager or default_manager()
+
+    def rerun(self, case_id: str) -> str:
+        return rerun_command(case_id, self.options)
+
+
+@dataclass
+class CaseResult:
+    """Everything one case produced: the comparisons (all of them, passed or not) and any other failure."""
+
+    spec: Any  # a spec of a registered case kind (harness.kinds)
+    comparisons: list[Comparison] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    duration_s: float = 0.0
+    rerun: str = ""
+    unsupported: str = ""  # the SUT's reason, when it declared the case unsupported (harness.sut.Unsupported)
+
+    @property
+    def passed(self) -> bool:
+        if self.unsupported:
+            return False
+        return not self.failures and bool(self.comparisons) and all(c.passed for c in self.comparisons)
+
+    def record(self) -> dict[str, Any]:
+        """The harness's part of a results record (reports.results adds the outcome and where it ran)."""
+        return {"harness_passed": self.passed, "comparisons": [c.record() for c in self.comparisons],
+                "failures": [f.record() for f in self.failures], "duration_s": self.duration_s,
+                "rerun": self.rerun, "unsupported": self.unsupported}
+
+    def report(self) -> str:
+        """The console message of a failed case: root causes first, knock-ons folded under them, the rerun line
+        last (harness.verdict)."""
+        from .verdict import case_report
+
+        return case_report(self.spec.id, self.record())

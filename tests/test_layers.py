@@ -1,0 +1,50 @@
+"""The shape of the package holds: the import-linter contracts in pyproject.toml (entry points above reports above
+the engine above the core above the reference; the reference numpy only; rank processes import no controller code;
+pytest only in the pytest entry points) are kept, an upward import breaks them, and no import cycle exists."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+PACKAGES = ("harness", "reports", "reference", "cases")
+
+pytestmark = pytest.mark.skipif(not LINT_IMPORTS.exists(), reason="import-linter is not installed "
+                                "(requirements-ci.txt installs it)")
+
+
+def _lint(where: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=where, capture_output=True, text=True, timeout=120)
+
+
+def test_the_layer_contracts_are_kept():
+    done = _lint(ROOT)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "0 broken" in done.stdout
+
+
+def test_an_upward_import_breaks_a_contract(tmp_path):
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    spec = tmp_path / "harness" / "spec.py"
+    spec.write_text(spec.read_text() + "\nfrom . import cli  # noqa: E402,F401 - the core importing an entry point\n")
+    done = _lint(tmp_path)
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "BROKEN" in done.stdout and "harness.spec -> harness.cli" in done.stdout, done.stdout[-3000:]
+
+
+def test_no_import_cycle_anywhere():
+    """Every import counts, those inside functions too: no module reaches itself through its imports."""
+    import grimp
+
+    graph = grimp.build_graph(*PACKAGES)
+    modules = sorted(m for m in graph.modules if m.split(".")[0] in PACKAGES)
+    cycles = [m for m in modules if any(d == m or m in graph.find_upstream_modules(d)
+                                        for d in graph.find_modules_directly_imported_by(m))]
+    assert cycles == [], f"modules on an import cycle: {cycles}"
