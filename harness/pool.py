@@ -29,7 +29,7 @@ from .errors import HarnessError, RankFailure
 __all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend", "HEARTBEAT_S", "STALL_S"]
 
 HEARTBEAT_S = 0.5  # how often a rank says where it is
-STALL_S = 15.0  # no heartbeat for this long: the rank stopped answering
+STALL_S = 30.0  # no heartbeat for this long: the rank stopped answering (generous: a loaded CI box starves threads)
 _ERROR_GRACE_S = 10.0  # after one rank raised, how long the others get to finish or raise too
 
 
