@@ -46,6 +46,17 @@ def _cuda_half_reduction(s: CaseSpec) -> bool:
     return bool(_synced_groups(s)) or s.eval_steps >= 1 or (s.dtype == "bfloat16" and unsynced_training)
 
 
+def _cpu_bf16_channels_last(s: CaseSpec) -> bool:
+    """CPU, bfloat16 channels-last input, float32 parameters, affine, and a phase that runs torch's native CPU
+    BatchNorm backward (eval, or a training step of a one-rank group): with the contiguous grad_output the harness
+    feeds, its grad_bias is rounded to bfloat16. SyncBatchNorm's synchronised training runs the harness's kernels."""
+    if not (s.device == "cpu" and s.dtype == "bfloat16" and s.effective_param_dtype == "float32" and s.affine
+            and s.layout in ("channels_last", "channels_last_3d")):
+        return False
+    unsynced_training = s.steps >= 1 and any(len(g) == 1 for g in s.rank_groups)
+    return s.eval_steps >= 1 or unsynced_training
+
+
 # Named conditions a known deviation can require of a case (``condition = "..."``), for the rules a regular
 # expression over the id cannot state, such as "within some process group". Module cases only (any other kind of
 # case never matches a condition).
@@ -59,6 +70,7 @@ CONDITIONS: dict[str, Callable[[CaseSpec], bool]] = {
     "float16_module_count_over_65504": lambda s: s.effective_param_dtype == "float16" and any(
         _group_count(s, g) > 65504 for g in _synced_groups(s)),
     "cuda_half_reduction": _cuda_half_reduction,
+    "cpu_bf16_channels_last": _cpu_bf16_channels_last,
 }
 
 

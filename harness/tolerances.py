@@ -69,10 +69,13 @@ YARDSTICK_MULTIPLE = 8.0
 # not cases for it (cases.catalogue).
 YARDSTICK_CAP_REL = {"float64": 1e-6, "float32": 1e-2, "float16": 1e-2, "bfloat16": 3e-2}
 # The yardstick widens a tolerance only where it is itself accurate: up to YARDSTICK_TRUST x the analytic floor.
-# Beyond that it is "suspect" (it shares a defect, like CUDA's half-rounding backward reduction, pytorch#195701:
-# native bfloat16 BatchNorm's grad_weight error was 60-650x the float32 floor on the H100, while the largest
-# yardstick / floor of any other module-level comparison of that run was 0.2) and the floor alone decides.
-YARDSTICK_TRUST = 2.0
+# Beyond that it is "suspect" (it shares a defect) and the floor alone decides. Measured: a shared defect puts the
+# yardstick 60-1600x above the float32 floor (CUDA's half-rounding backward reduction, pytorch#195701, on the H100;
+# torch's CPU bfloat16 channels-last backward with a contiguous grad_output, found here), while hard but correct
+# data stays below 3x (the largest over the thorough catalogue on CPU 0.5x, on the H100 0.2x; a float64 constant
+# channel 1.5e5 spreads off centre reduced over 160 elements, found by the property tests, 2.1x: the floor's u·kappa
+# does not grow with the reduction, the yardstick does). 16 sits in that gap, an order of magnitude above the first.
+YARDSTICK_TRUST = 16.0
 OP_ULPS = 8.0
 
 # The quantities a module-level tolerance exists for: the toleranced ones of harness.quantities.
