@@ -134,15 +134,25 @@ def _state(net) -> dict[str, np.ndarray]:
 
 
 def run_model_case(ctx, *, case: dict[str, Any], sut: str, kernels: str | None) -> dict[str, Any]:
-    """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step]}."""
-    import torch
-    from torch.nn.parallel import DistributedDataParallel
-
+    """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step]}, or
+    {"unsupported": reason} when the SUT declares the network's configuration unsupported."""
     from .rank_case import prepare_sut
 
     spec = ModelSpec.from_dict(case)
     device = ctx.device_for_rank() if spec.device == "cuda" else "cpu"
     factory = prepare_sut(ctx, sut, kernels, spec.device)
+    try:
+        return _train(ctx, spec, device, sut, factory)
+    except Exception as exc:
+        if type(exc).__name__ == "Unsupported":  # declared by the SUT (harness.sut.Unsupported)
+            return {"unsupported": str(exc) or "declared unsupported"}
+        raise
+
+
+def _train(ctx, spec: ModelSpec, device: str, sut: str, factory) -> dict[str, Any]:
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
     dtype = getattr(torch, spec.dtype)
     net = _convert(make_net(spec, spec.dtype, device), sut, factory, spec.device)
     wrapper = DistributedDataParallel if spec.device == "cuda" else _cpu_ddp_class()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -63,7 +63,18 @@ class Yardstick:
                          for layout, cudnn in configurations]
 
     def errors(self, shards, grads, training: bool, forward, backward, buffers) -> dict[str, float]:
-        """Per quantity, the smallest max |error| against the reference over the configurations."""
+        """Per quantity, the smallest max |error| against the reference over the configurations. One CPU thread,
+        like the ranks (harness.rank_worker): a CPU reduction's rounding depends on how it is split."""
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._errors(shards, grads, training, forward, backward, buffers)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _errors(self, shards, grads, training: bool, forward, backward, buffers) -> dict[str, float]:
         best: dict[str, float] = {}
         for variant in self.variants:
             for name, error in _errors(self.spec, variant, shards, grads, training, forward, backward,
@@ -106,7 +117,6 @@ def _unflat(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
 
 def _errors(spec: CaseSpec, variant: _Variant, shards, grads, training: bool, forward, backward,
             buffers) -> dict[str, float]:
-    import torch
 
     module = variant.module
     module.train(training)
@@ -117,7 +127,6 @@ def _errors(spec: CaseSpec, variant: _Variant, shards, grads, training: bool, fo
     outputs, grad_inputs = [], []
     grad_weight = np.zeros(spec.channels)
     grad_bias = np.zeros(spec.channels)
-    cudnn = torch.backends.cudnn.flags(enabled=False) if not variant.cudnn else contextlib.nullcontext()
     for xs, gs in batches:
         x_np, g_np = (_flat(xs), _flat(gs)) if flat else (np.concatenate(xs), np.concatenate(gs))
         if x_np.size == 0:
@@ -128,7 +137,7 @@ def _errors(spec: CaseSpec, variant: _Variant, shards, grads, training: bool, fo
             continue
         layout = "contiguous" if flat else variant.layout
         x = to_tensor(x_np, spec.dtype, device, layout).requires_grad_(True)
-        with cudnn:
+        with _cudnn(variant.cudnn):
             y = module(x)
             y.backward(to_tensor(g_np, spec.dtype, device).to(y.dtype))
         outputs.append(to_numpy(y))
@@ -152,6 +161,20 @@ def _errors(spec: CaseSpec, variant: _Variant, shards, grads, training: bool, fo
         errors["running_mean"] = _max_err([to_numpy(module.running_mean)], [buffers.running_mean])
         errors["running_var"] = _max_err([to_numpy(module.running_var)], [buffers.running_var])
     return errors
+
+
+@contextlib.contextmanager
+def _cudnn(enabled: bool) -> Iterator[None]:
+    """cuDNN allowed or not inside the block. Not torch.backends.cudnn.flags: it also sets the legacy allow_tf32
+    flag, which must not be mixed with the fp32_precision API harness.tf32 uses (torch 2.9+ raises)."""
+    import torch
+
+    before = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = before
 
 
 def _max_err(actual, expected) -> float:

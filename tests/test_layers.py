@@ -48,3 +48,19 @@ def test_no_import_cycle_anywhere():
     cycles = [m for m in modules if any(d == m or m in graph.find_upstream_modules(d)
                                         for d in graph.find_modules_directly_imported_by(m))]
     assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+def test_every_module_has_a_layer():
+    """A module missing from the layers contract would be unconstrained: every module of the packages is in one
+    layer (itself, or a package listed as a layer)."""
+    import tomllib
+
+    import grimp
+
+    contract = next(c for c in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+                    ["contracts"] if c["type"] == "layers")
+    layered = {name.strip() for layer in contract["layers"] for name in layer.replace("|", ":").split(":")}
+    graph = grimp.build_graph(*PACKAGES)
+    loose = [m for m in sorted(graph.modules) if m.split(".")[0] in PACKAGES and m not in PACKAGES[:2]
+             and not any(m == name or m.startswith(name + ".") for name in layered)]
+    assert loose == [], f"modules in no layer of pyproject.toml's layers contract: {loose}"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from .. import catalogue
 from ..errors import CaseError
-from ..result import CaseResult, RunConfig
+from ..result import CaseResult, Failure, RunConfig
 from ..spec import CaseSpec, ModelSpec, OpSpec
 from . import model, module, op
 
@@ -78,7 +78,12 @@ def case_for_id(case_id: str) -> Any:
 
 
 def run_case(spec: Any, config: RunConfig) -> CaseResult:
-    return kind_of(spec).run(spec, config)
+    """Run ``spec`` with its kind's runner; a case the SUT declares unsupported fails under --strict-features."""
+    result = kind_of(spec).run(spec, config)
+    if result.unsupported and config.options.strict_features:
+        result.failures.append(Failure("unsupported", f"declared unsupported by the implementation: "
+                                       f"{result.unsupported} (--strict-features: an unsupported feature fails)"))
+    return result
 
 
 def catalogue_cases(profile: str, device: str = "cpu") -> list[Any]:

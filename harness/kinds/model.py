@@ -34,9 +34,19 @@ def run(spec: ModelSpec, config: RunConfig) -> CaseResult:
                                 start_timeout=options.start_timeout)
         actual = pool.run("harness.models:run_model_case",
                           {"case": spec.to_dict(), "sut": options.sut, "kernels": options.kernels},
-                          timeout=MODEL_TIMEOUT_FACTOR * options.case_timeout)
+                          timeout=MODEL_TIMEOUT_FACTOR * options.case_timeout,
+                          is_failure=lambda value: bool(value and value.get("unsupported")))
     except RankFailure as failure:
-        result.failures.extend(failures_from_rank_failure(failure, expected_errors={}))
+        reasons = {v["unsupported"] for v in failure.partial.values() if isinstance(v, dict) and v.get("unsupported")}
+        if reasons and failure.kind != "crashed":  # some ranks declared it; the others waited for them
+            result.unsupported = "; ".join(sorted(reasons))
+        else:
+            result.failures.extend(failures_from_rank_failure(failure, expected_errors={}))
+        result.duration_s = time.monotonic() - start
+        return result
+    reasons = {v["unsupported"] for v in actual if v.get("unsupported")}
+    if reasons:
+        result.unsupported = "; ".join(sorted(reasons))
         result.duration_s = time.monotonic() - start
         return result
     compare_model_run(spec, actual, expected, yardstick, result)

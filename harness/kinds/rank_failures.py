@@ -2,7 +2,7 @@
 
 The ranks that did answer may carry the implementation's own error (returned as data by the rank), which is the
 likely cause of the others' hang; a rank whose error only says that a peer closed its connection failed because
-another rank died, so it is reported after the rank that crashed, as a consequence.
+another rank died (crashed or stopped answering), so it is reported after that rank, as a consequence ("peer").
 """
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
         message = error.describe(rank) + (" (a consequence: a peer rank died)" if kind == "peer" else "")
         failures.append(Failure(kind, message, rank=rank, phase=error.phase, traceback=error.traceback))
     kind = _POOL_KINDS.get(failure.kind, "harness")
+    if failure.kind == "timeout" and failure.stalled:  # out of time with a rank silent: it stopped answering
+        kind = "stalled"
     if kind == "harness" and failure.kind == "raised" and someone_died and _is_peer_error(str(failure)):
         kind = "peer"
     failures.append(Failure(kind, str(failure), rank=failure.rank, traceback=failure.traceback))
