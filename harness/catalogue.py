@@ -30,7 +30,7 @@ def check_profile(profile: str) -> str:
 
 
 def _case(*tags: str, **fields) -> CaseSpec:
-    fields.setdefault("spatial", (3, 2))
+    fields.setdefault("spatial", () if "rank_spatial" in fields else (3, 2))
     fields.setdefault("channels", 3)
     fields.setdefault("steps", 2)
     return CaseSpec(tags=tags, **fields)
@@ -44,6 +44,8 @@ def _world(profile: str) -> Iterator[CaseSpec]:
     yield _case("world", shard_sizes=(1,) * 4, spatial=(), channels=5, steps=3)  # one sample per rank
     if profile == "thorough":
         yield _case("world", shard_sizes=(2, 0, 3, 1, 0, 4, 1, 2), channels=4, steps=3, eval_steps=1)
+        yield _case("world", "rank_spatial", shard_sizes=(2, 0, 3, 1, 0, 4, 1, 2), channels=4, steps=3, eval_steps=1,
+                    rank_spatial=((4, 5), (3, 3), (2, 3), (6, 2), (1, 1), (3, 4), (5, 5), (2, 2)))
 
 
 def _shards(profile: str) -> Iterator[CaseSpec]:
@@ -55,6 +57,18 @@ def _shards(profile: str) -> Iterator[CaseSpec]:
     shapes = [(3, 2), ()] if profile == "quick" else [(3, 2), (), (4,)]
     for (name, sizes), spatial in itertools.product(patterns.items(), shapes):
         yield _case("shards", name, shard_sizes=sizes, spatial=spatial, steps=2, eval_steps=1)
+    # Ranks whose inputs differ in spatial size (detection training with per-GPU image sizes): rank r holds
+    # N_r·prod(spatial_r) values per channel, so counting (Σ_r N_r)·prod(one rank's spatial) is wrong only here.
+    yield _case("shards", "rank_spatial", shard_sizes=(3, 2), rank_spatial=((4, 5), (2, 3)), eval_steps=1)
+    yield _case("shards", "rank_spatial", "empty_one", shard_sizes=(2, 0, 3), rank_spatial=((3, 4), (2, 2), (5, 3)),
+                layout="channels_last", channels=4, eval_steps=1)
+    if profile != "quick":
+        yield _case("shards", "rank_spatial", shard_sizes=(1, 4, 2), rank_spatial=((7,), (2,), (3,)), momentum=None,
+                    steps=3, eval_steps=1)
+        yield _case("shards", "rank_spatial", shard_sizes=(2, 3), rank_spatial=((2, 3, 4), (3, 2, 2)),
+                    layout="channels_last_3d", eval_steps=1, seed=1)
+        yield _case("shards", "rank_spatial", "mixed", shard_sizes=(4, 3), rank_spatial=((6, 5), (4, 7)), channels=4,
+                    dtype="float16", param_dtype="float32", eval_steps=1)
     if profile == "thorough":
         yield _case("shards", "uneven", shard_sizes=(17, 3, 0, 11), spatial=(5, 4), channels=7, steps=3)
 
@@ -136,11 +150,17 @@ def _eps(profile: str) -> Iterator[CaseSpec]:
 
 
 def _data(profile: str) -> Iterator[CaseSpec]:
+    # An offset with EVEN shards first: E[x²] - E[x]² cancellation is caught on its own, not only together with
+    # uneven shards.
+    yield _case("data", "offset", shard_sizes=(4, 4), loc=100.0, eval_steps=1)
     yield _case("data", "offset", shard_sizes=(4, 3), loc=100.0, eval_steps=1)
     yield _case("data", "offset", shard_sizes=(4, 3), loc=1e4, dtype="float64", eval_steps=1)
     yield _case("data", "offset", shard_sizes=(4, 3), loc=1e6, scale=1.0, dtype="float64", eval_steps=1)
+    # Constant channels: x̂ = 0, so the output is the bias whatever invstd is, and only grad_input = (g - mean g)·w·
+    # invstd shows invstd = 1/sqrt(eps) (magnitude ~1e3 at eps 1e-5; its tolerance ~1e-3, harness.expected).
     yield _case("data", "constant", shard_sizes=(3, 2), data="constant", eval_steps=1)
     yield _case("data", "constant", shard_sizes=(3, 0, 2), data="halfconst", channels=4, eval_steps=1)
+    yield _case("data", "constant", shard_sizes=(3, 2), data="constant", loc=300.0, eval_steps=1)
     # Constant channels far from 0 (value ~1e3): var is 0, so running_var's only error is the means' rounding,
     # squared, through the combine (harness.tolerances); a hypothesis example found the tolerance lacked it.
     yield _case("data", "constant", shard_sizes=(1, 2, 1), spatial=(1, 1, 1), channels=1, data="constant",
@@ -168,8 +188,10 @@ def _half(profile: str) -> Iterator[CaseSpec]:
     """float16 / bfloat16: half input with float32 parameters ("mixed", what AMP-converted nets feed SyncBN) and
     modules entirely in half precision (``model.half()``). On CPU they run through the harness's CPU kernels, which
     keep the CUDA kernels' accumulation types (float for half input) and dtype rules; on CUDA through the real
-    kernels. Data stays near 0 (loc <= 5): an offset the half type cannot resolve is not a case for it (see
-    harness.tolerances). The empty-shard and no-running-stats cases are known deviations of torch."""
+    kernels. Offsets stay within what the half type resolves (kappa <= 3, harness.strategies; beyond, harness.
+    tolerances caps the yardstick), but not near 0: |x| ~ 300 (loc 300, scale 100), beyond float16's sqrt(65504) =
+    256, where float16 BatchNorm is still accurate and squaring a raw float16 value gives inf. The empty-shard and
+    no-running-stats cases are known deviations of torch."""
     for dtype in ("float16", "bfloat16"):
         yield _case("dtypes", "mixed", shard_sizes=(6, 5), spatial=(5, 4), channels=4, dtype=dtype,
                     param_dtype="float32", eval_steps=1)
@@ -188,6 +210,14 @@ def _half(profile: str) -> Iterator[CaseSpec]:
                         momentum=None, steps=3, eval_steps=1)
             yield _case("dtypes", "half_module", shard_sizes=(4, 3), spatial=(), channels=5, dtype=dtype,
                         affine=False, eval_steps=1, seed=1)
+    # float16 far from 0 (220 and 270 values per channel per group: harness.strategies' variance rule).
+    yield _case("dtypes", "half_module", "far", shard_sizes=(6, 5), spatial=(5, 4), channels=4, dtype="float16",
+                loc=300.0, scale=100.0, eval_steps=1)
+    if profile != "quick":
+        yield _case("dtypes", "mixed", "far", shard_sizes=(6, 5), spatial=(5, 4), channels=4, dtype="float16",
+                    param_dtype="float32", loc=300.0, scale=100.0, eval_steps=1)
+        yield _case("dtypes", "half_module", "far", shard_sizes=(5, 4), spatial=(6, 5), channels=8, dtype="float16",
+                    layout="channels_last", loc=-300.0, scale=100.0, momentum=None, steps=3, eval_steps=1)
 
 
 def _groups(profile: str) -> Iterator[CaseSpec]:
@@ -203,6 +233,8 @@ def _groups(profile: str) -> Iterator[CaseSpec]:
     if profile != "quick":
         yield _case("groups", shard_sizes=(2, 3, 1, 4), groups=((0, 1), (2, 3)), spatial=(3, 4),
                     layout="channels_last", steps=3, eval_steps=1, seed=1)
+        yield _case("groups", "rank_spatial", shard_sizes=(2, 3, 1, 2), groups=((0, 2), (1, 3)), steps=2, eval_steps=1,
+                    rank_spatial=((4, 3), (2, 2), (3, 5), (1, 4)))
     if profile == "thorough":
         yield _case("groups", shard_sizes=(1, 2, 3, 4, 0, 1, 2, 3), groups=((0, 1, 2, 3), (4, 5, 6, 7)), steps=3)
 
@@ -230,7 +262,8 @@ class Area:
 
 AREAS: dict[str, Area] = {a.name: a for a in (
     Area("world", _world, "world sizes 1-4 (8 in thorough), one sample per rank", 10),
-    Area("shards", _shards, "even, uneven, empty and single-sample shards, one rank holding the batch", 7),
+    Area("shards", _shards, "even, uneven, empty and single-sample shards, one rank holding the batch, ranks with "
+         "different spatial sizes", 7),
     Area("shapes", _shapes, "(N,C), (N,C,L), 4-D and 5-D inputs, channel counts, > 65504 elements per channel", 11),
     Area("layouts", _layouts, "channels_last and channels_last_3d, half precision included", 2),
     Area("affine", _affine, "affine and track_running_stats on and off", 9),
@@ -239,7 +272,8 @@ AREAS: dict[str, Area] = {a.name: a for a in (
     Area("momentum", _momentum, "momentum None (cumulative average), 0, 0.1, 0.5, 1", 0),
     Area("eps", _eps, "eps from 1e-5 to 1, variance near eps", 3),
     Area("data", _data, "offset, constant, outliers, tiny and huge spreads", 4),
-    Area("dtypes", _dtypes, "float64, float32, float16/bfloat16 input with float32 parameters, half modules", 12),
+    Area("dtypes", _dtypes, "float64, float32, float16/bfloat16 input with float32 parameters, half modules, "
+         "float16 far from 0", 12),
     Area("groups", _groups, "process groups, with the edge rules inside one group", 1),
     Area("errors", _errors, "the edge rules: a global count of 1 raises, every shard empty", 5),
 )}

@@ -7,6 +7,7 @@ kernels). Each mutant is a small subclass of one of them overriding one hook, so
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -220,7 +221,6 @@ class AllEmptyShrinksStats(AllReduceSyncBN):
         super()._update_running(total, mean, m2, local_count)
 
 
-
 class CountInInputDtype(AllReduceSyncBN):
     """The per-rank count held in the input's dtype: exact in float32, but a float16 count above 65504 is inf (the
     pytorch#70901 bug class), so the statistics of a half-precision input with a large shard are lost."""
@@ -228,6 +228,49 @@ class CountInInputDtype(AllReduceSyncBN):
     def _local_stats(self, x):
         count, mean, m2 = super()._local_stats(x)
         return count.to(x.dtype).to(F64), mean, m2
+
+
+class CountByBatchSize(AllReduceSyncBN):
+    """The global count taken as (Σ_r N_r)·prod(this rank's spatial): every rank assumes the other ranks' inputs
+    have its own spatial size (right only when they do); the global sums divided by that count."""
+
+    def _batch_stats(self, x, sync):
+        total, mean, m2, local = super()._batch_stats(x, sync)
+        if not sync:
+            return total, mean, m2, local
+        batch = torch.tensor([float(x.shape[0])], dtype=F64)
+        dist.all_reduce(batch, group=self._group())
+        assumed = float(batch[0]) * math.prod(x.shape[2:])
+        if assumed in (0.0, total):
+            return total, mean, m2, local
+        sum_x, sum_x2 = total * mean, m2 + total * mean**2  # the exact global sums, divided by the wrong count
+        wrong_mean = sum_x / assumed
+        return assumed, wrong_mean, (sum_x2 - assumed * wrong_mean**2).clamp(min=0), local
+
+
+class VarianceFloor(AllReduceSyncBN):
+    """A variance floor against division by zero, var.clamp(min=eps/32), before adding eps: invisible wherever the
+    batch variance exceeds eps/32, but a constant channel (variance 0) is normalised with 1/sqrt(eps·33/32),
+    1.5% off. Its output is the bias whatever invstd is (x - mean = 0), so only grad_input shows it."""
+
+    def _invstd(self, var):
+        return torch.rsqrt(var.clamp(min=self.eps / 32) + self.eps)
+
+
+class SquaresInHalf(AllReduceSyncBN):
+    """A half module's statistics path (model.half()) forms x² in the module's dtype before accumulating (in
+    float64), and takes the variance as E[x²] - E[x]²: a float16 square is inf for |x| > 256 (65504 is float16's
+    largest value), so data far from 0 gets an infinite variance; near 0 the squares' rounding (u·x², averaged)
+    stays inside a half module's tolerances. Float32 modules (mixed precision included) take the correct path."""
+
+    def _local_stats(self, x):
+        dtype = next((t.dtype for t in (self.weight, self.running_mean) if t is not None), x.dtype)
+        if dtype not in (torch.float16, torch.bfloat16) or x.numel() == 0:
+            return super()._local_stats(x)
+        count, mean, _ = super()._local_stats(x)
+        xh = x.detach().to(dtype)
+        sum_x2 = (xh * xh).to(F64).sum(dims(xh))  # each square rounded (and overflowing) in the module's dtype
+        return count, mean, sum_x2 - count * mean**2
 
 
 def _factory(cls):
@@ -272,6 +315,9 @@ _MUTANT_CLASSES = {
     "count_one_no_error": (CountOneNoError, "global count 1 gives NaN/inf running_var instead of raising"),
     "all_empty_shrinks_stats": (AllEmptyShrinksStats, "every shard empty still updates running statistics"),
     "count_in_input_dtype": (CountInInputDtype, "precision: count held in float16 (inf above 65504)"),
+    "count_by_batch_size": (CountByBatchSize, "count from batch sizes only (ranks' spatial sizes differ)"),
+    "variance_floor": (VarianceFloor, "constant channel: variance floored at eps/32 (grad_input 1.5% off)"),
+    "squares_in_half": (SquaresInHalf, "precision: a half module forms x² in float16 (inf for |x| > 256)"),
 }
 MUTANTS = {name: bug for name, (_, bug) in _MUTANT_CLASSES.items()}
 HANGING = ("empty_skips_collective",)

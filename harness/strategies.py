@@ -12,11 +12,28 @@ groups. Every drawn case is valid by construction (CaseSpec validates it again) 
     half cases stay at kappa <= 5/3) and the tolerances' yardstick cap rejects the case as meaningless (see
     harness.tolerances.YARDSTICK_CAP_REL); the catalogue's own offset cases stay inside the same bounds.
     Half-precision cases draw float32 parameters half of the time (mixed precision), else half modules.
-    float16 also has a RANGE RULE: squares of the data must stay far below its largest value 65504 (a float16
-    module holds the variance in float16, and float16 reductions of squares overflow), so the data's bound
-    |loc| + scale·(1 + 50 with outliers, else 1 + 7) (channel shift up to 1, outliers at 50, normal tails inside 7)
-    must stay within MAX_ABS["float16"] = 128, whose square is 1/4 of 65504 (a random thorough run drew scale 1e3
-    with outliers and torch's float16 backward gave -inf: the data was out of range, not the kernel wrong).
+    float16 also has RANGE RULES, for what a correct float16 BatchNorm does hold in float16. It never squares a
+    raw value (statistics accumulate in float32 or wider, x - mean included), so |x| itself may go far beyond
+    sqrt(65504) = 256: float16 BatchNorm on data at |x| ~ 300 is accurate to 7e-3 (an implementation that squares
+    float16 values gets inf there: harness.mutants' squares_in_half, which the catalogue must catch). What it does
+    hold in float16 is
+    - the values, their means and the running mean: REPRESENTABLE rule, the data's bound (``data_bound``: offset,
+      channel shift up to 1, normal tails inside 7, outliers at 50, in units of scale) within MAX_ABS["float16"] =
+      8192, so x - mean (up to twice that) stays 4x below 65504;
+    - the variance: a float16 module's running_var (and every statistic the gather kernel writes in the module's
+      dtype). VARIANCE rule: ``variance_bound`` within MAX_VARIANCE["float16"] = 65504 / 2 (the momentum mix
+      (1 - m)·running_var + m·var cannot exceed the larger of the two, and the 2x margin takes the rounding of the
+      unbiased update and of var = 1/invstd² - eps). The bound is the larger of the initial running_var
+      (scale²·U(0.5, 2) <= 2·scale²) and the unbiased batch variance: for outliers, or normal data with fewer
+      than LARGE_COUNT = 200 values in some group, the worst case of data_bound's convention, every value within
+      tail·scale of its channel's centre: var <= 2·(tail·scale)² (n/(n-1) <= 2); for normal data with >= 200
+      values in every group, 2·scale² (an unbiased sample variance of n >= 200 normal draws exceeds twice its
+      expectation with probability P(chi²_{n-1} > 2(n-1)) <= 2e-15, below the 7-sigma tails' 2.6e-12);
+      a constant channel's variance is 0.
+    The variance rule replaces a bound of 128 on |x| (squares of the data below 65504/4), which kept the variance
+    in range but forbade data far from 0. It keeps the guard that bound was made for: a random thorough run drew
+    scale 1e3 with outliers, the variance (~2.6e7) overflowed float16 and torch's float16 backward gave -inf (the
+    data was out of range, not the kernel wrong): variance_bound 5e9, rejected.
 
 Hypothesis profiles (chosen from the harness's --profile by ``load_hypothesis_profile``; the environment variable
 HYPOTHESIS_PROFILE wins, e.g. ``HYPOTHESIS_PROFILE=dev`` while developing):
@@ -34,11 +51,16 @@ from hypothesis import strategies as st
 
 from .spec import CaseSpec
 
-__all__ = ["MAX_OFFSET_RATIO", "MAX_ABS", "data_bound", "meaningful", "shard_sizes", "process_groups", "case_specs",
-           "register_hypothesis_profiles", "load_hypothesis_profile", "HARNESS_TO_HYPOTHESIS"]
+__all__ = ["MAX_OFFSET_RATIO", "MAX_ABS", "MAX_VARIANCE", "LARGE_COUNT", "data_bound", "variance_bound", "meaningful",
+           "shard_sizes", "process_groups", "case_specs", "register_hypothesis_profiles", "load_hypothesis_profile",
+           "HARNESS_TO_HYPOTHESIS"]
 
 MAX_OFFSET_RATIO = {"float32": 1e3, "float64": 1e6, "float16": 3.0, "bfloat16": 3.0}
-MAX_ABS = {"float16": 128.0}  # the float16 range rule; the other dtypes' ranges hold every drawn case
+# The float16 range rules (module docstring); the other dtypes' ranges hold every drawn case.
+MAX_ABS = {"float16": 8192.0}
+MAX_VARIANCE = {"float16": 65504.0 / 2}
+LARGE_COUNT = 200
+_TAIL = {"outliers": 50.0}  # |x - centre| / scale; 7 for normal tails
 CHANNELS = (1, 2, 3, 4, 5, 6, 7, 11, 13)  # 1, primes, non-powers of two
 SCALES = (1e-3, 1e-2, 1.0, 10.0, 1e3)
 LOCS_IN_SCALES = (0.0, 0.5, -3.0, 100.0, -100.0, 1e3, 1e4, 1e6)  # offset as a multiple of the scale
@@ -49,14 +71,27 @@ HARNESS_TO_HYPOTHESIS = {"quick": "ci-quick", "default": "ci", "thorough": "thor
 
 def data_bound(spec: CaseSpec) -> float:
     """A bound on |x| for the case's data (harness.data.make_input): offset, channel shift, tails or outliers."""
-    return abs(spec.loc) + spec.scale * (1.0 + (50.0 if spec.data == "outliers" else 7.0))
+    return abs(spec.loc) + spec.scale * (1.0 + _TAIL.get(spec.data, 7.0))
+
+
+def variance_bound(spec: CaseSpec) -> float:
+    """A bound on any variance a module holds for the case's data: the initial running_var and the unbiased batch
+    variance of each group (see the module docstring)."""
+    if spec.data == "constant":
+        factor = 2.0
+    elif spec.data != "outliers" and min(sum(spec.rank_count(r) for r in g) for g in spec.rank_groups) >= LARGE_COUNT:
+        factor = 2.0
+    else:
+        factor = 2.0 * _TAIL.get(spec.data, 7.0) ** 2
+    return spec.scale**2 * factor
 
 
 def meaningful(spec: CaseSpec) -> bool:
     """The documented rules above: the offset over the spread must be resolvable in the case's dtype, and the
-    data must fit the dtype's range."""
+    values and the variance must fit the dtype's range."""
     return (abs(spec.loc) / spec.scale <= MAX_OFFSET_RATIO.get(spec.dtype, 0.0)
-            and data_bound(spec) <= MAX_ABS.get(spec.dtype, math.inf))
+            and data_bound(spec) <= MAX_ABS.get(spec.dtype, math.inf)
+            and variance_bound(spec) <= MAX_VARIANCE.get(spec.dtype, math.inf))
 
 
 @st.composite

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from harness import cli
+from harness.catalogue import module_cases
+from harness.expected import expected_module_case
 from harness.mutants import CORRECT, MUTANTS
 from harness.selftest import ordered_cases, run_mutant
 from harness.spec import CaseSpec
+from harness.tolerances import module_tolerance
 
 
 def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys):
@@ -36,3 +41,36 @@ def test_cases_ordered_cheap_discriminating_first():
     cases = ordered_cases("quick")
     assert cases[0].tags[0] == "momentum"
     assert len({c.id for c in cases}) == len(cases)
+
+
+def test_quick_profile_has_the_dimensions_third_party_syncbns_slipped_through():
+    """Per-rank spatial sizes (with an empty rank, channels_last), an offset with even shards (ordered before the
+    uneven one, so E[x²] - E[x]² is caught on its own), constant channels with several values per channel and far
+    from 0, and a float16 module on data beyond sqrt(65504) = 256."""
+    cases = ordered_cases("quick")
+    assert any(c.rank_spatial for c in cases)
+    assert any(c.rank_spatial and 0 in c.shard_sizes and c.layout == "channels_last" for c in cases)
+    offsets = [c for c in cases if c.dtype == "float32" and c.data == "normal" and abs(c.loc) / c.scale >= 100]
+    assert len(set(offsets[0].shard_sizes)) == 1, offsets[0].id
+    constants = [c for c in cases if c.data == "constant"]
+    assert any(min(c.rank_count(r) for r in range(c.world_size) if c.shard_sizes[r]) > 1 for c in constants)
+    assert any(abs(c.loc) + c.scale >= 300 for c in constants)
+    assert any(c.dtype == "float16" and c.param_dtype is None and abs(c.loc) - c.scale > 128 for c in cases)
+
+
+def test_constant_channel_grad_input_tolerance_is_tight():
+    """A constant channel's grad_input is (g - mean g)·w/sqrt(eps) (~1e3): its tolerance must stay far below the
+    1-2% by which a wrong invstd moves it (harness.mutants' variance_floor: 1.5%); it was ~22 absolute once."""
+    checked = 0
+    for case in module_cases("quick", "data"):
+        if case.data not in ("constant", "halfconst"):
+            continue
+        for phase in expected_module_case(case).phases:
+            if not phase.training:
+                continue
+            scale, yardstick = phase.scales[(0, "grad_input")], phase.yardstick.get((0, "grad_input"))
+            atol = module_tolerance("grad_input", dtype=case.dtype, scale=scale, yardstick=yardstick).atol
+            magnitude = max(float(np.abs(v).max()) for v in phase.per_rank["grad_input"].values() if v.size)
+            assert atol <= 5e-3 * magnitude, (case.id, phase.name, atol, magnitude)
+            checked += 1
+    assert checked >= 4

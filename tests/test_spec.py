@@ -9,7 +9,7 @@ from harness.catalogue import PROFILES, module_cases
 from harness.kinds import catalogue_cases, parse_case_id
 from harness.errors import CaseError
 from harness.spec import DTYPES, CaseSpec, OpSpec
-from harness.strategies import meaningful
+from harness.strategies import MAX_VARIANCE, meaningful, variance_bound
 
 
 @st.composite
@@ -22,6 +22,11 @@ def specs(draw) -> CaseSpec:
     groups = None
     if world == 4 and draw(st.booleans()):
         groups = ((0, 1), (2, 3))
+    rank_spatial = None
+    if spatial and draw(st.booleans()):  # per-rank spatial sizes, same number of dims
+        rank_spatial = tuple(draw(st.lists(st.integers(1, 5), min_size=len(spatial), max_size=len(spatial))
+                                  .map(tuple)) for _ in range(world))
+        spatial = rank_spatial[0]
     return CaseSpec(
         shard_sizes=tuple(draw(st.lists(st.integers(0, 9), min_size=world, max_size=world))),
         channels=draw(st.integers(1, 64)), spatial=spatial, dtype=draw(st.sampled_from(DTYPES)),
@@ -31,7 +36,7 @@ def specs(draw) -> CaseSpec:
         steps=draw(st.integers(1, 5)), eval_steps=draw(st.integers(0, 3)),
         data=draw(st.sampled_from(["normal", "constant", "outliers", "halfconst"])),
         loc=draw(st.floats(-1e6, 1e6)), scale=draw(st.floats(1e-6, 1e6)), seed=draw(st.integers(0, 2**31)),
-        device=device, groups=groups, autocast=device == "cuda" and draw(st.booleans()))
+        device=device, groups=groups, autocast=device == "cuda" and draw(st.booleans()), rank_spatial=rank_spatial)
 
 
 @settings(max_examples=200, deadline=None)
@@ -89,6 +94,41 @@ _TAIL = "_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu"
 def test_malformed_ids_raise_case_error(bad_id):
     with pytest.raises(CaseError):
         CaseSpec.from_id(bad_id)
+
+
+def test_rank_spatial_id_token_and_counts():
+    spec = CaseSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2, 3)))
+    assert "_nchw4x5.2x3_" in spec.id and CaseSpec.from_id(spec.id) == spec
+    assert [spec.input_shape(r) for r in (0, 1)] == [(3, 3, 4, 5), (2, 3, 2, 3)]
+    assert [spec.rank_count(r) for r in (0, 1)] == [60, 12]
+    same = CaseSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (4, 5)))
+    assert same.rank_spatial is None and same.id == CaseSpec(shard_sizes=(3, 2), channels=3, spatial=(4, 5)).id
+    with pytest.raises(CaseError, match="every rank needs the same number of spatial dims"):
+        CaseSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2,)))
+
+
+def _f16(**fields) -> CaseSpec:
+    fields.setdefault("shard_sizes", (6, 5))
+    fields.setdefault("spatial", (5, 4))
+    return CaseSpec(channels=4, dtype="float16", **fields)
+
+
+@pytest.mark.parametrize(("spec", "ok"), [
+    (_f16(loc=300.0, scale=100.0), True),  # |x| ~ 300 with 220 values per group: the variance (1e4) fits
+    (_f16(loc=-300.0, scale=100.0, param_dtype="float32"), True),
+    (_f16(shard_sizes=(1, 1), spatial=(), loc=300.0, scale=100.0), False),  # 2 values: variance up to 9.8e5
+    (_f16(scale=1e3, data="outliers"), False),  # the thorough run's -inf: variance ~2.6e7 overflowed float16
+    (_f16(scale=2.5, data="outliers"), True),
+    (_f16(scale=3.0, data="outliers"), False),  # two opposite outliers could reach 5000·9 > 65504 / 2
+    (_f16(scale=10.0, shard_sizes=(1, 1), spatial=()), True),  # worst case 98·100 = 9800
+    (_f16(loc=3e4, scale=1e4), False),  # values beyond MAX_ABS (8192)
+    (_f16(loc=400.0, scale=100.0), False),  # offset 4 spreads: float16 cannot resolve it (MAX_OFFSET_RATIO)
+    (CaseSpec(shard_sizes=(1, 1), channels=2, dtype="float32", scale=1e3, data="outliers"), True),
+])
+def test_float16_range_rules_bound_the_variance_not_the_values(spec, ok):
+    """harness.strategies: a float16 module holds the variance in float16, never the squares of raw values, so data
+    far from 0 is meaningful while a variance that could overflow is not."""
+    assert meaningful(spec) is ok, (spec.id, variance_bound(spec), MAX_VARIANCE)
 
 
 def test_op_spec_round_trips_and_validates():
