@@ -1,0 +1,185 @@
+"""The features of SyncBatchNorm a run covers, defined once, as predicates over a case record's ``params``.
+
+Each feature is (name, description, predicate); the predicate reads the params dict of a results document's case
+record (``CaseSpec`` / ``OpSpec`` / ``ModelSpec`` ``to_dict()``, also from a version-1 document), so the
+conformance table works from records, for a run of this harness or an older one. A case counts in every feature
+it has. ``conformance(cases)`` counts, per feature, the cases that passed, failed, failed as a documented known
+deviation, or were declared unsupported by the implementation (harness.sut.Unsupported).
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+__all__ = ["Feature", "FEATURES", "level_of", "features_of", "conformance", "FeatureRow", "COLUMNS",
+           "column_of"]
+
+HALF = ("float16", "bfloat16")
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description: str
+    predicate: Callable[[Params], bool]
+
+    def has(self, params: Params) -> bool:
+        try:
+            return bool(self.predicate(params or {}))
+        except (TypeError, ValueError, KeyError):  # a malformed or foreign record has none of the features
+            return False
+
+
+def level_of(params: Params) -> str:
+    """The case kind a params dict belongs to: "op" (has ``op``), "module" (has ``channels``), else "model"."""
+    if "op" in params:
+        return "op"
+    return "module" if "channels" in params else "model"
+
+
+def _module(p: Params) -> bool:
+    return level_of(p) == "module"
+
+
+def _dims(p: Params) -> int | None:
+    """The input's dimensions (N, C, spatial...), for module and op cases."""
+    return 2 + len(p["spatial"]) if "spatial" in p and level_of(p) != "model" else None
+
+
+def _param_dtype(p: Params) -> str:
+    return p.get("param_dtype") or p["dtype"]
+
+
+def _world(p: Params) -> int | None:
+    """The number of ranks (op cases run in one process: no world size)."""
+    return len(p["shard_sizes"]) if level_of(p) != "op" else None
+
+
+def _rank_counts(p: Params) -> list[int]:
+    """Elements per channel on each rank (module and op cases)."""
+    spatials = p.get("rank_spatial") or [p.get("spatial") or []] * len(p["shard_sizes"])
+    return [n * math.prod(s) for n, s in zip(p["shard_sizes"], spatials)]
+
+
+def _max_group_count(p: Params) -> int:
+    """The largest number of elements per channel a synchronising group (an op: all its shards) reduces over."""
+    if level_of(p) == "model":
+        return 0
+    counts = _rank_counts(p)
+    groups = p.get("groups") or [list(range(len(counts)))]
+    return max(sum(counts[r] for r in g) for g in groups)
+
+
+def _offset(p: Params) -> bool:
+    return "loc" in p and abs(float(p["loc"])) >= 10 * float(p.get("scale", 1.0))
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("2-D input", "(N, C) input: BatchNorm1d without a length", lambda p: _dims(p) == 2),
+    Feature("3-D input", "(N, C, L) input", lambda p: _dims(p) == 3),
+    Feature("4-D input", "(N, C, H, W) input", lambda p: _dims(p) == 4),
+    Feature("5-D input", "(N, C, D, H, W) input", lambda p: _dims(p) == 5),
+    Feature("float64 input", "input in float64", lambda p: p["dtype"] == "float64"),
+    Feature("float32 input", "input in float32", lambda p: p["dtype"] == "float32"),
+    Feature("float16 input", "input in float16", lambda p: p["dtype"] == "float16"),
+    Feature("bfloat16 input", "input in bfloat16", lambda p: p["dtype"] == "bfloat16"),
+    Feature("half input, float32 parameters", "float16/bfloat16 input with float32 weight, bias and running "
+            "statistics (mixed precision)", lambda p: _module(p) and p["dtype"] in HALF
+            and _param_dtype(p) == "float32"),
+    Feature("half module", "float16/bfloat16 input and parameters (module.half())",
+            lambda p: _module(p) and p["dtype"] in HALF and _param_dtype(p) == p["dtype"]),
+    Feature("autocast", "run under torch.autocast", lambda p: bool(p.get("autocast"))),
+    Feature("channels_last", "4-D input in channels_last memory format", lambda p: p["layout"] == "channels_last"),
+    Feature("channels_last_3d", "5-D input in channels_last_3d memory format",
+            lambda p: p["layout"] == "channels_last_3d"),
+    Feature("momentum None", "momentum=None: cumulative moving average of the statistics",
+            lambda p: "momentum" in p and p["momentum"] is None),
+    Feature("momentum 0 or 1", "momentum 0 (running statistics frozen) or 1 (the last batch's)",
+            lambda p: p.get("momentum") is not None and float(p["momentum"]) in (0.0, 1.0)),
+    Feature("affine off", "affine=False: no weight and bias", lambda p: p.get("affine") is False),
+    Feature("no running statistics", "track_running_stats=False",
+            lambda p: _module(p) and p["track_running_stats"] is False),
+    Feature("eval with running statistics", "eval steps normalising with the running statistics",
+            lambda p: _module(p) and p["track_running_stats"] is True and int(p.get("eval_steps") or 0) >= 1),
+    Feature("eval without running statistics", "eval steps without running statistics (batch statistics, local)",
+            lambda p: _module(p) and p["track_running_stats"] is False and int(p.get("eval_steps") or 0) >= 1),
+    Feature("process groups", "SyncBatchNorm over process groups, not the whole world",
+            lambda p: bool(p.get("groups"))),
+    Feature("empty shards", "a rank with no samples", lambda p: 0 in p["shard_sizes"]),
+    Feature("uneven shards", "ranks with different numbers of samples", lambda p: len(set(p["shard_sizes"])) > 1),
+    Feature("ranks with different spatial sizes", "each rank its own spatial size (per-GPU image sizes)",
+            lambda p: bool(p.get("rank_spatial"))),
+    Feature("world size 1", "a single rank", lambda p: _world(p) == 1),
+    Feature("world size >= 3", "three ranks or more", lambda p: (_world(p) or 0) >= 3),
+    Feature("offset data", "data far from zero: |loc| >= 10·scale (cancellation in E[x²] - E[x]²)", _offset),
+    Feature("constant channels", "constant or half-constant channels (zero variance)",
+            lambda p: p.get("data") in ("constant", "halfconst")),
+    Feature("large eps", "eps >= 0.1", lambda p: float(p.get("eps", 0.0)) >= 0.1),
+    Feature("more than 65504 elements per channel", "a group's count above float16's largest finite value",
+            lambda p: _max_group_count(p) > 65504),
+    Feature("TF32", "a model with TF32 convolutions and matmuls allowed", lambda p: bool(p.get("tf32"))),
+    Feature("module level", "one SyncBatchNorm layer against the float64 reference", lambda p: _module(p)),
+    Feature("op level", "one of the five batch-norm kernels alone", lambda p: level_of(p) == "op"),
+    Feature("model level", "a small network under DDP", lambda p: level_of(p) == "model"),
+)
+
+# The table's columns, and which case outcomes count in each. "xpassed" (a known deviation that passed) is a
+# failure of the run, so it counts as failing; skipped cases did not run and count nowhere.
+COLUMNS = ("passing", "failing", "known deviation", "unsupported")
+_COLUMN_OF = {"passed": "passing", "failed": "failing", "error": "failing", "xpassed": "failing",
+              "xfailed": "known deviation", "unsupported": "unsupported"}
+
+
+def column_of(outcome: str) -> str | None:
+    return _COLUMN_OF.get(outcome)
+
+
+def features_of(params: Params) -> list[str]:
+    """The names of every feature a case has."""
+    return [f.name for f in FEATURES if f.has(params)]
+
+
+@dataclass
+class FeatureRow:
+    feature: Feature
+    counts: Counter  # column -> cases
+    failing_cases: list[str]  # ids
+    unsupported_reasons: Counter  # reason -> cases
+
+    @property
+    def cases(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def status(self) -> str:
+        """One word: "failing" if any case fails, else "unsupported" if every case was declared unsupported,
+        "partly unsupported", "known deviation" if a case fails as documented, else "passing"."""
+        c = self.counts
+        if c["failing"]:
+            return "failing"
+        if c["unsupported"] and not (c["passing"] or c["known deviation"]):
+            return "unsupported"
+        if c["unsupported"]:
+            return "partly unsupported"
+        return "known deviation" if c["known deviation"] else "passing"
+
+
+def conformance(cases: Iterable[dict[str, Any]]) -> list[FeatureRow]:
+    """Per feature (in FEATURES order), the cases by column; features no case has are left out."""
+    rows = {f.name: FeatureRow(f, Counter(), [], Counter()) for f in FEATURES}
+    for case in cases:
+        column = column_of(case.get("outcome", ""))
+        if column is None:
+            continue
+        for feature in FEATURES:
+            if feature.has(case.get("params") or {}):
+                row = rows[feature.name]
+                row.counts[column] += 1
+                if column == "failing":
+                    row.failing_cases.append(case["id"])
+                if column == "unsupported":
+                    row.unsupported_reasons[case.get("unsupported") or "no reason given"] += 1
+    return [row for row in rows.values() if row.cases]
