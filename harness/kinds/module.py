@@ -116,10 +116,11 @@ def _compare_group(spec: CaseSpec, phase: ExpectedPhase, p: int, gi: int, member
         if q.scope == "rank":
             for r in compared:
                 add(_compare(q, records[r][q.name], phase.per_rank[q.name][r], phase, gi, dtype, rank=r,
-                             ranks=(r,), sample_offset=offsets[r]))
+                             ranks=(r,), input_dtype=spec.dtype, sample_offset=offsets[r]))
         elif q.scope == "group_sum" and complete:
             total = sum(records[r][q.name] for r in members)
-            add(_compare(q, total, phase.per_group[q.name][gi], phase, gi, dtype, rank=None, ranks=tuple(members)))
+            add(_compare(q, total, phase.per_group[q.name][gi], phase, gi, dtype, rank=None, ranks=tuple(members),
+                         input_dtype=spec.dtype))
         elif q.scope == "pair" and complete and len(members) > 1:
             base = q.name.removesuffix(".agreement")
             for r in members[1:]:
@@ -129,10 +130,10 @@ def _compare_group(spec: CaseSpec, phase: ExpectedPhase, p: int, gi: int, member
 
 
 def _compare(q: Quantity, actual: Any, expected: Any, phase: ExpectedPhase, gi: int, dtype: str, *,
-             rank: int | None, ranks: tuple[int, ...], sample_offset: int = 0) -> Comparison:
+             rank: int | None, ranks: tuple[int, ...], input_dtype: str, sample_offset: int = 0) -> Comparison:
     common = dict(quantity=q.name, phase=phase.name, rank=rank, ranks=ranks, dtype=dtype)
     if q.exact:
         return compare_exact(actual, expected, reason=q.description, **common)
     tolerance = module_tolerance(q.name, dtype=dtype, scale=phase.scales.get((gi, q.name), 1.0),
-                                 yardstick=phase.yardstick.get((gi, q.name)))
+                                 yardstick=phase.yardstick.get((gi, q.name)), input_dtype=input_dtype)
     return compare_arrays(actual, expected, tolerance, sample_offset=sample_offset, **common)
