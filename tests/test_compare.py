@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from harness.compare import Tolerance, compare_agreement, compare_arrays, compare_exact
-from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, YARDSTICK_MULTIPLE, module_tolerance, op_tolerance
+from harness.tolerances import (FLOOR_ULPS, UNIT_ROUNDOFF, YARDSTICK_CAP_REL, YARDSTICK_MULTIPLE, YARDSTICK_TRUST,
+                                module_tolerance, op_tolerance)
 
 COMMON = dict(quantity="output", phase="train0", rank=1, ranks=(1,), dtype="float32")
 
@@ -78,15 +79,30 @@ def test_agreement_says_in_how_many_channels_and_by_how_much():
                                  "to 0.0012 (bit for bit)")
 
 
-def test_module_tolerance_is_floor_or_yardstick_multiple_and_caps_the_yardstick():
+def test_module_tolerance_is_floor_or_a_trusted_yardstick_multiple():
     u = UNIT_ROUNDOFF["float32"]
-    assert module_tolerance("output", dtype="float32", scale=2.0, yardstick=None).atol == FLOOR_ULPS * u * 2.0
-    big = module_tolerance("output", dtype="float32", scale=2.0, yardstick=1e-4)
-    assert big.atol == YARDSTICK_MULTIPLE * 1e-4 and "single-process BatchNorm" in big.reason
-    capped = module_tolerance("output", dtype="float32", scale=1.0, yardstick=10.0)
-    assert capped.atol < 1.0 and "capped" in capped.reason
+    floor = FLOOR_ULPS * u * 2.0
+    assert module_tolerance("output", dtype="float32", scale=2.0, yardstick=None).atol == floor
+    trusted = module_tolerance("output", dtype="float32", scale=2.0, yardstick=4 * floor)
+    assert trusted.atol == YARDSTICK_MULTIPLE * 4 * floor and "single-process BatchNorm" in trusted.reason
+    suspect = module_tolerance("output", dtype="float32", scale=2.0, yardstick=(YARDSTICK_TRUST + 1) * floor)
+    assert suspect.atol == floor and "yardstick suspect" in suspect.reason
+    # bfloat16: the floor (16 u = 6%) is above the cap (3%): a trusted yardstick beyond the cap is capped
+    capped = module_tolerance("output", dtype="bfloat16", scale=1.0, yardstick=0.05)
+    assert capped.atol == YARDSTICK_MULTIPLE * YARDSTICK_CAP_REL["bfloat16"] and "capped" in capped.reason
     with pytest.raises(KeyError, match="quantity='loss'"):
         module_tolerance("loss", dtype="float32", scale=1.0, yardstick=None)
+
+
+def test_float32_quantities_of_half_input_take_no_yardstick():
+    u = UNIT_ROUNDOFF["float32"]
+    plain = module_tolerance("grad_bias", dtype="float32", scale=1.0, yardstick=2 * FLOOR_ULPS * u)
+    assert plain.atol > FLOOR_ULPS * u
+    mixed = module_tolerance("grad_bias", dtype="float32", scale=1.0, yardstick=2 * FLOOR_ULPS * u,
+                             input_dtype="bfloat16")
+    assert mixed.atol == FLOOR_ULPS * u and "no yardstick" in mixed.reason
+    same = module_tolerance("grad_bias", dtype="float16", scale=1.0, yardstick=1e-3, input_dtype="float16")
+    assert same.atol == YARDSTICK_MULTIPLE * 1e-3
 
 
 def test_op_tolerance_grows_with_sqrt_n_and_dtype():
