@@ -5,10 +5,14 @@
 #     PROFILE=quick SHAPES=small SUITE_K='dtypes or ops' ...   a shorter run (SUITE_K: pytest -k for the suite
 #                                                          step; tests/test_gpu_check.py does this on CPU)
 # Steps (each under `timeout`, each one's exit code in the summary at the end):
-#   1. the conformance suite on the device, default profile: catalogue, ops, property and model-level (DDP) tests
-#      -> gpu.json, gpu.html, suite.log
-#   2. harness.launch under torchrun, 2 processes sharing the GPU over gloo, quick profile -> torchrun.json
-#   3. the measured error table per dtype (SyncBN and single-process BatchNorm vs float64) -> error_table.md
+#   1. the conformance suite on the device, default profile (python -m harness run: cases/test_catalogue.py with
+#      module, op and model cases, the TF32 model case on CUDA, and cases/test_property.py) -> gpu.json, gpu.html,
+#      suite.log
+#   2. harness.launch under torchrun, 2 processes sharing the GPU over gloo, quick profile -> torchrun.json/.html
+#   3. the measured error table per dtype (SyncBN and single-process BatchNorm vs float64, and the suite's verdict
+#      on SyncBN's grad_weight / grad_bias) -> error_table.md / .json
+# The summary prints each step's status, the outcomes per level and the TF32 state the runs recorded (the harness
+# switches TF32 off in every process; only the _tf32 model case turns it on for itself, harness/tf32.py).
 # Exit code: 0 when every step passed, else the first failing step's code.
 set -u
 cd "$(dirname "$0")/.."
@@ -42,12 +46,14 @@ step() {  # step NAME TIMEOUT_S LOGFILE COMMAND...
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; } > "$OUT_DIR/env.txt" 2>&1
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), 'gpus', torch.cuda.device_count())" >> "$OUT_DIR/env.txt" 2>&1
+$PY -c "from harness.tf32 import tf32_state; print('tf32 (torch default, before the harness sets it):', tf32_state())" >> "$OUT_DIR/env.txt" 2>&1
+echo "harness $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ' (dirty)')" >> "$OUT_DIR/env.txt"
 cat "$OUT_DIR/env.txt"
 
 step suite 360 suite.log $PY -m harness run --device "$DEVICE" --profile "$PROFILE" --json "$OUT_DIR/gpu.json" \
     --report "$OUT_DIR/gpu.html" -- -rfEsx ${SUITE_K:+-k "$SUITE_K"}
 step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-per-node=2 -m harness.launch \
-    --device "$DEVICE" --profile quick --json "$OUT_DIR/torchrun.json"
+    --device "$DEVICE" --profile quick --json "$OUT_DIR/torchrun.json" --report "$OUT_DIR/torchrun.html"
 step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --shapes "$SHAPES" --out "$OUT_DIR"
 
 echo
@@ -55,15 +61,28 @@ echo "=== summary ($(( $(date +%s) - START ))s, results in $OUT_DIR)"
 cat "$OUT_DIR/env.txt"
 printf '%s\n' "${SUMMARY[@]}"
 grep -E "passed|failed|skipped|xfailed" "$OUT_DIR/suite.log" | tail -n 1 | sed 's/^/suite:    /'
-[ -f "$OUT_DIR/gpu.json" ] && $PY -c '
-import collections, json, sys
-doc = json.load(open(sys.argv[1]))
-by_level = collections.defaultdict(collections.Counter)
-for case in doc["cases"]:
-    by_level[case["level"]][case["outcome"]] += 1
-for level, counts in sorted(by_level.items()):
-    print(f"  {level:7s} " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
-' "$OUT_DIR/gpu.json"
+$PY - "$OUT_DIR" <<'PY'
+import collections, json, os, sys
+for name in ("gpu.json", "torchrun.json"):
+    path = os.path.join(sys.argv[1], name)
+    if not os.path.exists(path):
+        print(f"{name}: not written")
+        continue
+    doc = json.load(open(path))
+    env = doc["environment"]
+    tf32 = env.get("tf32") or {}
+    words = ", ".join(f"{k} {v}" for k, v in tf32.items() if k != "api") or "not recorded"
+    print(f"{name}: TF32 {words} ({tf32.get('api', '?')} API); {env.get('device_name') or 'cpu'}, "
+          f"torch {env.get('torch')}, harness {str(env.get('harness_revision'))[:12]}")
+    by_level = collections.defaultdict(collections.Counter)
+    for case in doc["cases"]:
+        by_level[case["level"]][case["outcome"]] += 1
+    for level, counts in sorted(by_level.items()):
+        print(f"  {level:7s} " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    for case in doc["cases"]:
+        if case["id"].endswith("_tf32"):
+            print(f"  TF32 case {case['id']}: {case['outcome']}")
+PY
 grep -E "^harness.launch:" "$OUT_DIR/torchrun.log" | tail -n 1 | sed 's/^/torchrun: /'
 [ -f "$OUT_DIR/error_table.md" ] && cat "$OUT_DIR/error_table.md"
 exit $FIRST_FAIL

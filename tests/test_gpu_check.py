@@ -17,8 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
 def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
+    scratch = tmp_path / "tmp"  # torchrun's torchelastic_* folders land here, not in the shared TMPDIR
+    scratch.mkdir()
+    out = tmp_path / "out"
     env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "SUITE_K": "dtypes or ops",
-           "OUT": str(tmp_path), "PYTHON": sys.executable}
+           "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(scratch)}
     env.pop("SYNCBN_SUT", None)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
@@ -26,9 +29,16 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     summary = proc.stdout.split("=== summary")[1]
     for step in ("suite", "torchrun", "errortable"):
         assert f"{step:<12} ok" in summary, summary
-    document = json.loads((tmp_path / "gpu.json").read_text())
+    # The TF32 state each run recorded (harness/tf32.py switches it off in every process) and the revision.
+    assert "gpu.json: TF32 matmul ieee, cudnn_conv ieee (fp32_precision API)" in summary, summary
+    assert "torchrun.json: TF32 matmul ieee, cudnn_conv ieee" in summary, summary
+    env_txt = (out / "env.txt").read_text()
+    assert "tf32 (torch default, before the harness sets it):" in env_txt and "harness " in env_txt, env_txt
+    document = json.loads((out / "gpu.json").read_text())
     assert document["summary"]["outcomes"].get("failed", 0) == 0 and document["summary"]["outcomes"]["passed"] > 20
     assert {case["level"] for case in document["cases"]} == {"op", "module"}
-    assert (tmp_path / "gpu.html").read_text().startswith("<!DOCTYPE html>")
-    assert json.loads((tmp_path / "torchrun.json").read_text())["environment"]["world_sizes"] == [2]
-    assert "| float16 / float32 |" in (tmp_path / "error_table.md").read_text()
+    assert (out / "gpu.html").read_text().startswith("<!DOCTYPE html>")
+    assert json.loads((out / "torchrun.json").read_text())["environment"]["world_sizes"] == [2]
+    assert (out / "torchrun.html").read_text().startswith("<!DOCTYPE html>")
+    table = (out / "error_table.md").read_text()
+    assert "| float16 / float32 |" in table and "| grad_weight err / allowed | grad_bias err / allowed |" in table
