@@ -2,7 +2,9 @@
 
 Exit codes everywhere: 0 all passed, 1 a case failed (or a regression), 2 usage error, 3 the run did not complete.
 The options are harness.options' table; the commands live in their own modules (harness.suite for run,
-reports.gate, harness.selftest), this module only wires them.
+reports.gate, harness.selftest), this module only wires them. ``run`` checks what it can before pytest starts
+(harness.suite.preflight): a problem is one line on stderr, ``python -m harness run: <option>=<value>: <rule>``
+(followed by the SUT's own traceback when importing it raised), and exit 2.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Callable
 
 from .errors import CaseError
 from .options import EXIT_USAGE
-from .suite import add_suite_arguments, missing_cuda, pytest_argv, resolve_suite_options, run_suite
+from .suite import add_suite_arguments, preflight, pytest_argv, resolve_suite_options, run_suite
 
 __all__ = ["main", "build_parser"]
 
@@ -20,11 +22,9 @@ __all__ = ["main", "build_parser"]
 def _run(args: argparse.Namespace) -> int:
     try:
         options = resolve_suite_options(args)
-        problem = missing_cuda(options)
+        preflight(options, main_job=True)
     except CaseError as exc:
-        problem = str(exc)
-    if problem:
-        print(f"python -m harness run: {problem}", file=sys.stderr)
+        print(f"python -m harness run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return run_suite(pytest_argv(options, workers=args.workers, extra=args.pytest_args))
 

@@ -29,6 +29,11 @@ DEVICES = ("cpu", "cuda", "auto")
 DEFAULT_SUT = "torch"
 
 
+def _positive_count(name: str, value: int | None) -> None:
+    if value is not None and not (isinstance(value, int) and value >= 1):
+        raise CaseError(f"--{name.replace('_', '-')}={value!r}: must be a whole number >= 1")
+
+
 def _positive_seconds(name: str, value: float) -> None:
     if not (isinstance(value, (int, float)) and value > 0):
         raise CaseError(f"--{name.replace('_', '-')}={value!r}: must be a number of seconds > 0")
@@ -78,6 +83,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("start_timeout", "seconds the rank processes of a pool may take to start and join their process "
            "group; a rank that stalls longer fails the cases that needed it", default=120.0, type=float,
            metavar="S", check=_positive_seconds),
+    Option("property_examples", "examples per property test (hypothesis max_examples; by default the profile's: "
+           "quick 25, default 60, thorough 300); with pytest's --hypothesis-seed N this is the nightly soak",
+           env="SYNCBN_PROPERTY_EXAMPLES", type=int, metavar="N", check=_positive_count),
     Option("strict_features", "count features the SUT declares unsupported (harness.sut.Unsupported) as failures",
            default=False, flag_only=True, rerun=True),
     Option("json", "write the structured results (JSON) here", metavar="PATH", pytest_flag="--json-results"),
@@ -103,6 +111,7 @@ class Options:
     case: str | None = None
     case_timeout: float = 60.0
     start_timeout: float = 120.0
+    property_examples: int | None = None
     strict_features: bool = False
     json: str | None = None
     report: str | None = None

@@ -8,9 +8,11 @@ waits inside a collective, so the controller tells apart:
 - a rank that stalled (no heartbeat for STALL_S: stopped, or stuck in native code holding the interpreter);
 - ranks that are alive but did not finish in time, each with the phase it reached (a deadlock: some rank skipped a
   collective the others wait in).
-Start-up is bounded by ``start_timeout_s`` (the ``--start-timeout`` option); a rank that stalls while starting fails
-the start within STALL_S. A pool with a crashed, stalled or hung rank is torn down and rebuilt on next use, and
-every pool is closed at exit.
+A rank silent for SILENT_S when the time runs out is reported as stopped answering, apart from those waiting.
+Start-up is bounded by ``start_timeout_s`` (the ``--start-timeout`` option): a start fails after that long, or
+after STALL_S if a rank stops answering sooner. A pool with a crashed, stalled or hung rank is torn down and
+rebuilt on next use; every pool is closed at exit (a busy one at once: its ranks are killed), and ranks whose
+controller died remove the pool's directory and exit.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -26,11 +29,13 @@ from typing import Any, Callable
 
 from .errors import HarnessError, RankFailure
 
-__all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend", "HEARTBEAT_S", "STALL_S"]
+__all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend", "HEARTBEAT_S", "STALL_S", "SILENT_S"]
 
 HEARTBEAT_S = 0.5  # how often a rank says where it is
 STALL_S = 30.0  # no heartbeat for this long: the rank stopped answering (generous: a loaded CI box starves threads)
-_ERROR_GRACE_S = 10.0  # after one rank raised, how long the others get to finish or raise too
+SILENT_S = 5.0  # at a timeout, a rank silent this long is reported as stopped answering, not as waiting
+_ERROR_GRACE_S = 10.0  # after one rank raised or crashed, how long the others get to finish or raise too
+_QUICK_GRACE_S = 1.0  # the same after a stall, or while starting: the others cannot finish without that rank
 
 
 def resolve_backend(device: str, world_size: int, backend: str | None = None) -> str:
@@ -53,6 +58,15 @@ def _where(position: tuple[str, str] | None) -> str:
     return f"{phase} ({stage})" if stage else phase
 
 
+def _how_it_ended(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
 class RankPool:
     """W rank processes in one process group, started once and reused for every request."""
 
@@ -69,25 +83,27 @@ class RankPool:
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._positions: dict[int, tuple[str, str]] = {}
         self._heard: dict[int, float] = {}
+        self._busy = True  # a call (or the start) is under way: close() kills rather than asks
         from . import rank_worker
 
-        for rank in range(world_size):
-            parent_end, child_end = context.Pipe()
-            proc = context.Process(
-                target=rank_worker.main,
-                args=(rank, world_size, os.path.join(self._dir, "store"), child_end, device, backend, os.getpid(),
-                      collective_timeout_s, list(sys.path), HEARTBEAT_S),
-                name=f"syncbn-rank{rank}-of-{world_size}",
-                daemon=True,
-            )
-            proc.start()
-            child_end.close()
-            self._conns.append(parent_end)
-            self._procs.append(proc)
-        self.started_at = time.monotonic()
         try:
+            for rank in range(world_size):
+                parent_end, child_end = context.Pipe()
+                proc = context.Process(
+                    target=rank_worker.main,
+                    args=(rank, world_size, os.path.join(self._dir, "store"), child_end, device, backend, os.getpid(),
+                          collective_timeout_s, list(sys.path), HEARTBEAT_S),
+                    name=f"syncbn-rank{rank}-of-{world_size}",
+                    daemon=True,
+                )
+                proc.start()
+                child_end.close()
+                self._conns.append(parent_end)
+                self._procs.append(proc)
+            self.started_at = time.monotonic()
             self._gather("ready", timeout=start_timeout_s, what="start and join the process group", starting=True)
-        except RankFailure:
+        except BaseException:  # a failed or interrupted start: the ranks that did start are killed
+            self._busy = True
             self.close()
             raise
 
@@ -112,6 +128,7 @@ class RankPool:
         for conn, rank_kwargs in zip(self._conns, per_rank):
             conn.send(("call", {"target": target, "kwargs": rank_kwargs}))
         self._submitted_at = time.monotonic()
+        self._busy = True
 
     def collect(self, target: str, *, timeout: float, is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
         """The ranks' return values for the last ``submit``; ``timeout`` counts from the submission."""
@@ -141,6 +158,15 @@ class RankPool:
         first_error: int | None = None
         pending = dict(enumerate(self._conns))
         self._heard = {rank: start for rank in pending}  # a busy rank beats; silence counts from now
+        self._positions = {}  # where each rank got in this call (a rank not heard from has none)
+
+        def failed(rank: int, quick: bool) -> None:
+            nonlocal first_error, deadline
+            if first_error is None:
+                first_error = rank
+                grace = _QUICK_GRACE_S if (quick or starting) else _ERROR_GRACE_S
+                deadline = min(deadline, time.monotonic() + grace)
+
         while pending:
             now = time.monotonic()
             if now >= deadline:
@@ -155,23 +181,20 @@ class RankPool:
                 replies[rank] = event
                 del pending[rank]
                 name, payload = event
-                failed = name != expected or (is_failure is not None and is_failure(payload.get("value")))
-                if failed and first_error is None:
-                    first_error = rank
-                    deadline = min(deadline, time.monotonic() + _ERROR_GRACE_S)
+                if name != expected or (is_failure is not None and is_failure(payload.get("value"))):
+                    failed(rank, quick=False)
             now = time.monotonic()
             for rank in list(pending):
                 if not self._procs[rank].is_alive():  # died without closing its pipe cleanly (killed by a signal)
                     replies[rank] = ("crashed", {})
                     del pending[rank]
+                    failed(rank, quick=False)
                 elif now - self._heard.get(rank, start) > STALL_S:  # alive, but not a word: stopped or stuck
                     replies[rank] = ("stalled", {"silent_s": now - self._heard[rank]})
                     del pending[rank]
-                else:
-                    continue
-                if first_error is None:
-                    first_error = rank
-                    deadline = min(deadline, now + _ERROR_GRACE_S)
+                    failed(rank, quick=True)
+        self._busy = False
+        now = time.monotonic()
         crashed = sorted(r for r, (name, _) in replies.items() if name == "crashed")
         stalled = sorted(r for r, (name, _) in replies.items() if name == "stalled")
         raised = [r for r, (name, _) in replies.items() if name == "error"]
@@ -180,60 +203,83 @@ class RankPool:
             return [replies[r][1].get("value", replies[r][1]) for r in range(self.world_size)]
         for rank in crashed:
             self._procs[rank].join(timeout=2.0)  # reap it, so its exit code is known
-        exit_codes = {r: self._procs[r].exitcode for r in crashed}
-        partial = {r: payload.get("value") for r, (name, payload) in replies.items() if name == expected}
+        codes = {r: _how_it_ended(self._procs[r].exitcode) for r in crashed}
         positions = {r: self._positions.get(r) for r in range(self.world_size)}
+        silent_s = {r: now - self._heard.get(r, start) for r in hung}
+        # At the deadline, a rank silent for SILENT_S stopped answering; the others are alive and waiting.
+        silent = [r for r in hung if silent_s[r] >= SILENT_S]
+        waiting = [r for r in hung if r not in silent]
+        partial = {r: payload.get("value") for r, (name, payload) in replies.items() if name == expected}
         if crashed or stalled or hung:
             self.close()
-        context = dict(partial=partial, stalled=tuple(stalled), waiting=tuple(hung), crashed=tuple(crashed))
-        waiting = (f"; rank(s) {hung} were alive and waiting (at " + ", ".join(
-            f"rank {r}: {_where(positions[r])}" for r in hung) + ")") if hung else ""
+        context = dict(partial=partial, stalled=tuple(stalled or silent), waiting=tuple(waiting),
+                       crashed=tuple(crashed))
+
+        def silence(r: int, seconds: float) -> str:
+            if positions[r] is None:
+                return f"rank {r}: not heard from in {seconds:.0f} s"
+            return f"rank {r}: no heartbeat for {seconds:.0f} s, last at {_where(positions[r])}"
+
+        waiting_text = (f"; rank(s) {waiting} were alive and waiting (at "
+                        + ", ".join(f"rank {r}: {_where(positions[r])}" for r in waiting) + ")") if waiting else ""
+        silent_text = (f"; rank(s) {silent} stopped answering too ("
+                       + ", ".join(silence(r, silent_s[r]) for r in silent) + ")") if silent else ""
         restarted = "; the pool was restarted" if (crashed or stalled or hung) else ""
         if crashed:  # the cause first: a dead process; the others' errors are its consequences
             rank = crashed[0]
+            also = "".join(f"; rank {r} crashed too ({codes[r]})" for r in crashed[1:])
             others = f"; rank(s) {[r for r in raised if r != rank]} raised after it (connection errors)" \
                 if raised else ""
-            raise RankFailure(f"rank {rank} crashed (exit code {exit_codes[rank]}) while trying to {what}, at "
-                              f"{_where(positions[rank])}{others}{waiting}{restarted}", rank=rank, kind="crashed",
-                              **context)
+            raise RankFailure(f"rank {rank} crashed ({codes[rank]}) while trying to {what}, at "
+                              f"{_where(positions[rank])}{also}{others}{silent_text}{waiting_text}{restarted}",
+                              rank=rank, kind="crashed", **context)
         if stalled:
-            rank = stalled[0]
-            silent = replies[rank][1]["silent_s"]
-            raise RankFailure(f"rank(s) {stalled} stopped answering while trying to {what}: no heartbeat for "
-                              f"{silent:.0f} s (process stopped, or stuck in native code), last at "
-                              f"{_where(positions[rank])}{waiting}{restarted}", rank=rank, kind="stalled",
-                              **context)
+            silences = ", ".join(silence(r, replies[r][1]["silent_s"]) for r in stalled)
+            raise RankFailure(f"rank(s) {stalled} stopped answering while trying to {what} (process stopped, or "
+                              f"stuck in native code holding the interpreter): {silences}{silent_text}"
+                              f"{waiting_text}{restarted}", rank=stalled[0], kind="stalled", **context)
         if raised:
             rank = raised[0] if first_error not in raised else first_error
             info = replies[rank][1]
             extra = f"; rank(s) {[r for r in raised if r != rank]} raised too" if len(raised) > 1 else ""
             raise RankFailure(f"rank {rank} raised {info['type']} while trying to {what}: {info['message']}{extra}"
-                              f"{waiting}{restarted}", rank=rank, kind="raised",
+                              f"{silent_text}{waiting_text}{restarted}", rank=rank, kind="raised",
                               traceback=info.get("traceback", ""), **context)
         answered = sorted(replies)
         limit = nominal_timeout or timeout
+        within = f"within the start timeout of {limit:g} s" if starting else f"within {limit:g} s"
+        parts = [f"rank(s) {hung} did not {what} {within}"]
+        if silent:
+            parts.append(f"rank(s) {silent} stopped answering (" + ", ".join(silence(r, silent_s[r]) for r in silent)
+                         + ")")
+        if waiting:
+            parts.append(f"rank(s) {waiting} alive and waiting (at " + ", ".join(
+                f"rank {r}: {_where(positions[r])}" for r in waiting) + ")")
         if starting:
-            message = (f"rank(s) {hung} did not {what} within the start timeout of {limit:g} s (alive; at "
-                       + ", ".join(f"rank {r}: {_where(positions[r])}" for r in hung)
-                       + f"); rank(s) {answered} were ready (set --start-timeout to wait longer)")
-        else:
-            message = (f"rank(s) {hung} did not {what} within {limit:g} s: alive and waiting (at "
-                       + ", ".join(f"rank {r}: {_where(positions[r])}" for r in hung) + ")"
-                       + (f"; rank(s) {answered} had already returned: a rank that skips a collective (e.g. on an "
-                          f"empty shard) leaves the others waiting" if answered else
-                          "; every rank is alive: a deadlock, or too slow for --case-timeout"))
-        raise RankFailure(message + restarted, rank=hung[0] if len(hung) == 1 else None,
+            if answered:
+                parts.append(f"rank(s) {answered} were ready")
+            parts.append("set --start-timeout to wait longer")
+        elif answered:
+            parts.append(f"rank(s) {answered} had already returned" + (
+                "" if silent else ": a rank that skips a collective (e.g. on an empty shard) leaves the others "
+                "waiting"))
+        elif not silent:
+            parts.append("every rank is alive: a deadlock, or too slow for --case-timeout")
+        single = silent if silent else hung
+        raise RankFailure("; ".join(parts) + restarted, rank=single[0] if len(single) == 1 else None,
                           kind="start" if starting else "timeout", **context)
 
     def close(self) -> None:
-        for conn in self._conns:
-            try:
-                conn.send(("exit", {}))
-            except (OSError, ValueError):
-                pass
-        deadline = time.monotonic() + 2.0
-        for proc in self._procs:
-            proc.join(timeout=max(0.0, deadline - time.monotonic()))
+        """End the ranks: asked to exit when idle, killed at once when busy (a call or the start under way)."""
+        if not self._busy:
+            for conn in self._conns:
+                try:
+                    conn.send(("exit", {}))
+                except (OSError, ValueError):
+                    pass
+            deadline = time.monotonic() + 2.0
+            for proc in self._procs:
+                proc.join(timeout=max(0.0, deadline - time.monotonic()))
         for proc in self._procs:
             if proc.is_alive():
                 proc.kill()

@@ -5,9 +5,15 @@ launcher read). ``cases/test_catalogue.py`` runs every case of every registered 
 ``catalogue_case`` parameter: the profile's cases on ``--device``, or exactly ``--case ID``. Each item carries its
 area as a keyword, so ``-k shards`` or ``-k "dtypes or ops"`` select areas. Known deviations
 (harness.deviations) run as strict expected failures.
+
+The controller (the pytest process, or the xdist controller) checks the run before collecting anything
+(harness.suite.preflight: a problem is a pytest usage error) and turns SIGTERM into KeyboardInterrupt, so a
+terminated run ends like a Ctrl-C: pytest's session finish runs and the reports say the run is incomplete.
 """
 from __future__ import annotations
 
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +26,7 @@ from .kinds import case_for_id, catalogue_cases, parse_case_id
 from .kinds import run_case as _run_case
 from .options import OPTIONS, Options, add_pytest_options, resolve
 from .result import CaseResult, RunConfig
-from .sut import check_kernels, check_sut
+from .suite import preflight
 
 __all__ = ["check_case", "SessionState", "session_state", "options", "NEEDS_CUDA", "cuda_available",
            "warn_unmatched_deviations"]
@@ -34,6 +40,9 @@ class SessionState:
 
     options: Options
     results: list[CaseResult] = field(default_factory=list)
+    terminated: bool = False  # the controller received SIGTERM (and ended the run as interrupted)
+    finishing: bool = False  # the session is finishing: a SIGTERM now no longer interrupts it
+    previous_sigterm: Any = None  # the SIGTERM handler to restore at unconfigure
 
 
 _STATE = pytest.StashKey[SessionState]()
@@ -70,14 +79,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "property: hypothesis property test over generated cases")
     try:
         resolved = resolve(_raw_options(config))
-        check_sut(resolved.sut)  # fail fast in the controller, with a usage error, before any rank starts
-        if resolved.kernels:
-            check_kernels(resolved.kernels)
-        if resolved.case:
-            parse_case_id(resolved.case)
+        if _is_worker(config):
+            if resolved.case:
+                parse_case_id(resolved.case)
+        else:  # fail fast in the controller, with a usage error, before any rank starts
+            preflight(resolved)
     except CaseError as exc:
         raise pytest.UsageError(str(exc)) from None
-    config.stash[_STATE] = SessionState(resolved)
+    state = config.stash[_STATE] = SessionState(resolved)
+    if not _is_worker(config) and threading.current_thread() is threading.main_thread():
+        state.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_handler(state))
     from .strategies import load_hypothesis_profile
     from .tf32 import set_tf32
 
@@ -86,6 +97,31 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)  # the controller's tensors are tiny; more threads only contend with the ranks
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _sigterm_handler(state: SessionState):
+    """SIGTERM as Ctrl-C, once: a later SIGTERM, or one while the session finishes, is noted and ignored, so the
+    reports get written."""
+
+    def handle(signum: int, frame: Any) -> None:
+        if state.terminated or state.finishing:
+            state.terminated = True
+            return
+        state.terminated = True
+        raise KeyboardInterrupt("SIGTERM")
+
+    return handle
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    state = config.stash.get(_STATE, None)
+    if state is not None and state.previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, state.previous_sigterm)
+        state.previous_sigterm = None
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -162,7 +198,11 @@ def run_case(run_config: RunConfig, pytestconfig: pytest.Config):
     return run
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = session.config.stash.get(_STATE, None)
+    if state is not None:
+        state.finishing = True
     from .pool import default_manager
 
-    default_manager().close_all()
+    default_manager().close_all()  # a pool busy with an interrupted case: its ranks are killed at once

@@ -6,7 +6,8 @@ and the eval steps, and returns, per phase, every quantity of harness.quantities
 float64 numpy arrays in logical (N, C, ...) order. An exception raised by the implementation under test is
 returned as data (harness.errors.RankError, with its phase and traceback), so an expected error can be checked and
 an unexpected one reported with the rank that raised it; a configuration the SUT declares unsupported
-(harness.sut.Unsupported) is returned as such.
+(harness.sut.Unsupported) is returned as such. A factory result that breaks the contract (not a torch.nn.Module,
+or without the parameters and buffers the case reads) is one TypeError naming the contract.
 
 grad_output is the one the case defines (drawn from the seed, rounded to the case's dtype), whatever dtype the
 SUT's output has: it is converted to the output's dtype exactly (or rounded, if the output is narrower), so a
@@ -24,6 +25,7 @@ from .errors import RankError
 from .quantities import MODULE_QUANTITIES
 from .rank_worker import RankContext
 from .spec import CaseSpec
+from .sut import module_problem
 
 __all__ = ["run_module_case", "run_op", "prepare_sut"]
 
@@ -96,6 +98,9 @@ def run_module_case(ctx: RankContext, *, spec: dict[str, Any], sut: str, kernels
         module = factory(case.channels, eps=case.eps, momentum=case.momentum, affine=case.affine,
                          track_running_stats=case.track_running_stats, process_group=process_group,
                          device=torch.device(device), dtype=torch_dtype(case.effective_param_dtype))
+        problem = module_problem(module, affine=case.affine, track_running_stats=case.track_running_stats)
+        if problem:
+            raise TypeError(problem)
         with torch.no_grad():
             if case.affine:
                 module.weight.copy_(torch.from_numpy(params.weight))

@@ -4,14 +4,18 @@ A rank joins the process group once, then serves ``(name, kwargs)`` events from 
 ``call`` runs ``module:function(ctx, **kwargs)`` and sends its return value back. Exceptions become an ``error``
 event carrying the traceback, so the controller can name the rank that raised. While a rank is busy (starting, or
 running a call) a heartbeat thread sends ``beat`` events with the position the rank reached last
-(``RankContext.progress``), also while the main thread waits inside a collective, so the controller can tell a rank
-that stopped answering from one that waits on the others. A watchdog thread ends the rank if the controller
-disappears, so no rank outlives it.
+(``RankContext.progress``; a new position at once), also while the main thread waits inside a collective (a gloo
+wait releases the interpreter; tests/test_faults.py checks it), so the controller can tell a rank that stopped
+answering from one that waits on the others. A watchdog thread ends the rank if the controller disappears
+(removing the pool's directory), so no rank or file outlives it. Ranks ignore SIGINT: a Ctrl-C reaches the whole
+process group, and the controller, which ends its pools, decides what an interrupt means.
 """
 from __future__ import annotations
 
 import importlib
 import os
+import shutil
+import signal
 import sys
 import threading
 import time
@@ -36,10 +40,13 @@ class RankContext:
     cache: dict[Any, Any] = field(default_factory=dict)
     local_rank: int | None = None  # torchrun: the GPU is chosen by the local rank; None: by the rank
     position: tuple[str, str] = ("idle", "")  # (phase, stage) this rank reached last, for hang reports
+    on_progress: Any = None  # called after each progress (the heartbeat thread then reports it at once)
 
     def progress(self, phase: str, stage: str) -> None:
-        """Record how far this rank got (the heartbeat reports it to the controller)."""
+        """Record how far this rank got (the heartbeat reports it to the controller at once)."""
         self.position = (phase, stage)
+        if self.on_progress is not None:
+            self.on_progress()
 
     def process_group(self, members: tuple[int, ...] | None):
         """The process group of ``members`` (None or all ranks: the default group). Every rank must ask for the
@@ -71,6 +78,7 @@ class _Channel:
         self.busy = True  # starting counts as busy
         self.position: tuple[str, str] = ("start", "import")
         self.context: RankContext | None = None
+        self.moved = threading.Event()  # set on progress: beat now rather than at the next interval
 
     def send(self, name: str, payload: dict[str, Any]) -> None:
         with self.lock:
@@ -78,7 +86,8 @@ class _Channel:
 
     def heartbeat(self, interval: float) -> None:
         while True:
-            time.sleep(interval)
+            self.moved.wait(interval)
+            self.moved.clear()
             if self.busy:
                 position = self.context.position if self.context is not None else self.position
                 try:
@@ -87,9 +96,10 @@ class _Channel:
                     return
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _watch_parent(parent_pid: int, pool_dir: str) -> None:
     while True:
-        if os.getppid() != parent_pid:
+        if os.getppid() != parent_pid:  # the controller died without closing the pool: clean up after it
+            shutil.rmtree(pool_dir, ignore_errors=True)
             os._exit(3)
         time.sleep(0.5)
 
@@ -102,7 +112,8 @@ def _resolve(target: str):
 def main(rank: int, world_size: int, init_file: str, conn, device: str, backend: str, parent_pid: int,
          collective_timeout_s: float, sys_path: list[str], heartbeat_s: float = 0.5) -> None:
     """Entry point of a rank process (started with the spawn method)."""
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_parent, args=(parent_pid, os.path.dirname(init_file)), daemon=True).start()
     channel = _Channel(conn)
     threading.Thread(target=channel.heartbeat, args=(heartbeat_s,), daemon=True).start()
     for entry in reversed(sys_path):
@@ -123,7 +134,8 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
         channel.position = ("start", "init_process_group")
         dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=collective_timeout_s))
-        ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend)
+        ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend,
+                          on_progress=channel.moved.set)
         channel.context = ctx
         channel.busy = False
         channel.send("ready", {"rank": rank, "pid": os.getpid()})
@@ -133,12 +145,13 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
     while True:
         try:
             name, kwargs = conn.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the controller went away without closing the pool: clean up after it
+            shutil.rmtree(os.path.dirname(init_file), ignore_errors=True)
             break
         if name == "exit":
             break
-        ctx.position = ("call", kwargs.get("target", ""))
         channel.busy = True
+        ctx.progress("call", kwargs.get("target", ""))
         try:
             result = _resolve(kwargs["target"])(ctx, **kwargs.get("kwargs", {}))
             channel.busy = False

@@ -1,5 +1,6 @@
-"""Running the conformance suite through pytest for a command (``python -m harness run``, ``gate``): the pytest
-command line of resolved Options, and pytest's exit status in the harness's exit codes."""
+"""Running the conformance suite through pytest for a command (``python -m harness run``, ``gate``): the checks made
+before the first case (``preflight``), the pytest command line of resolved Options, and pytest's exit status in the
+harness's exit codes."""
 from __future__ import annotations
 
 import argparse
@@ -8,11 +9,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .options import (EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options, add_argparse_options,
-                      resolve)
+from .errors import CaseError
+from .options import (DEFAULT_SUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options,
+                      add_argparse_options, resolve)
 
 __all__ = ["ROOT", "add_suite_arguments", "resolve_suite_options", "pytest_argv", "run_suite",
-           "exit_code_from_pytest", "missing_cuda"]
+           "exit_code_from_pytest", "missing_cuda", "preflight", "Unannounced"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,10 +40,22 @@ def pytest_argv(options: Options, *, workers: str | None = None, extra: Sequence
             continue
         if opt.name in ("json", "report"):
             value = os.path.abspath(value)
+        elif opt.name in ("sut", "kernels"):  # a file is relative to where the user is, not to ROOT
+            value = _absolute_spec(value, with_attribute=opt.name == "sut")
         argv += [opt.pytest_name] if opt.flag_only else [opt.pytest_name, str(value)]
     if workers:
         argv += ["-n", str(workers)]
     return argv + list(extra)
+
+
+def _absolute_spec(spec: str, *, with_attribute: bool) -> str:
+    """A SUT or kernels SPEC with its file path (``path/to/file.py[:attr]``) made absolute; a module name as is."""
+    target, sep, attr = spec.rpartition(":") if with_attribute else (spec, "", "")
+    if not sep and with_attribute:
+        return spec
+    if target.endswith(".py") or os.sep in target or "/" in target:
+        return os.path.abspath(target) + sep + attr
+    return spec
 
 
 def exit_code_from_pytest(code: int) -> int:
@@ -50,13 +64,104 @@ def exit_code_from_pytest(code: int) -> int:
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INCOMPLETE}.get(int(code), EXIT_USAGE)
 
 
-def run_suite(argv: list[str]) -> int:
+class Unannounced:
+    """A pytest plugin object naming output files the caller keeps to itself: reports.pytest_reports writes them
+    but does not print their paths (the gate's per-run results, in a directory it deletes)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.syncbn_unannounced = frozenset(os.path.abspath(p) for p in paths)
+
+
+def run_suite(argv: list[str], *, unannounced: Sequence[str] = ()) -> int:
     import pytest
 
     os.chdir(ROOT)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    return exit_code_from_pytest(pytest.main(argv))
+    return exit_code_from_pytest(pytest.main(argv, plugins=[Unannounced(unannounced)] if unannounced else None))
+
+
+def preflight(options: Options, *, main_job: bool = False) -> None:
+    """Everything about a run that can be checked before the first case, in the controller: CUDA for the main job
+    (missing_cuda), the backend, the output paths, the SUT (importable, the factory's signature, and what it
+    returns when called once on CPU without a process group, if it can be) and the kernels, and the --case id.
+    Raises CaseError ("<option>=<value>: <rule>")."""
+    if main_job and (problem := missing_cuda(options)):
+        raise CaseError(problem)
+    if options.case:
+        from .kinds import parse_case_id
+
+        parse_case_id(options.case)
+    _check_backend(options)
+    for name in ("json", "report"):
+        if getattr(options, name):
+            _check_output(f"--{name}", getattr(options, name))
+    from .sut import check_kernels, check_sut
+
+    factory = check_sut(options.sut)
+    if options.sut != DEFAULT_SUT:
+        _check_factory_result(options.sut, factory)
+    if options.kernels:
+        check_kernels(options.kernels)
+
+
+def _check_backend(options: Options) -> None:
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise CaseError(f"--backend={options.backend!r}: torch.distributed.is_available() is False in torch "
+                        f"{torch.__version__}; the harness runs its ranks through torch.distributed")
+    devices = {options.device}
+    if options.case:
+        from .kinds import parse_case_id
+
+        devices = {getattr(parse_case_id(options.case), "device", options.device)}
+    if options.backend == "nccl":
+        if not dist.is_nccl_available():
+            raise CaseError(f"--backend='nccl': torch.distributed.is_nccl_available() is False in torch "
+                            f"{torch.__version__}; use --backend gloo or auto")
+        if "cpu" in devices:
+            raise CaseError("--backend='nccl': NCCL runs CUDA tensors only; use it with --device cuda, or use "
+                            "--backend gloo or auto on CPU")
+    elif (options.backend == "gloo" or "cpu" in devices) and not dist.is_gloo_available():
+        raise CaseError(f"--backend={options.backend!r}: torch.distributed.is_gloo_available() is False in torch "
+                        f"{torch.__version__}; CPU ranks need gloo")
+
+
+def _check_output(flag: str, path: str) -> None:
+    """``path`` can be written at the end of the run: not a directory, and its nearest existing ancestor is a
+    writable directory (the missing ones are created then)."""
+    target = Path(os.path.abspath(path))
+    if target.is_dir():
+        raise CaseError(f"{flag}={path!r}: is a directory; give a file path")
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CaseError(f"{flag}={path!r}: {parent} is a file, not a directory, so {target.name} cannot be written "
+                        f"under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CaseError(f"{flag}={path!r}: directory {parent} is not writable")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise CaseError(f"{flag}={path!r}: the file exists and is not writable")
+
+
+def _check_factory_result(spec: str, factory) -> None:
+    """Call the factory once in the controller (CPU, float32, process_group=None). A factory that raises here may
+    need a process group: that is for the ranks to find out; a result that breaks the contract is a usage error."""
+    import torch
+
+    from .sut import module_problem
+
+    try:
+        module = factory(4, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True, process_group=None,
+                         device=torch.device("cpu"), dtype=torch.float32)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return
+    problem = module_problem(module)
+    if problem:
+        raise CaseError(f"--sut={spec!r}: {problem}")
 
 
 def missing_cuda(options: Options) -> str | None:

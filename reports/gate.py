@@ -1,12 +1,14 @@
 """``python -m harness gate``: run the suite and compare it with a stored known-good baseline.
 
-    python -m harness gate --baseline FILE [--sut SPEC] [--profile P] [--update-baseline [--repeat N]]
+    python -m harness gate --baseline FILE [suite options] [--update-baseline] [--repeat N] [--results-in RESULTS]
 
 Exit 0: no regression. Exit 1: a tolerance failure (any failed case), a case that passed in the baseline and does
 not pass now, a baseline case that did not run (coverage loss), or a quantity whose max |error| grew by more than
 ``--growth-factor`` (default 2) over the baseline while exceeding ``--growth-floor`` (default 1%) of its tolerance.
 Improvements by the same factor are printed as candidates for tightening. Exit 2: usage error (a missing or
-corrupt baseline, another schema version, no baseline for this environment, a different case selection).
+corrupt baseline, another schema version, no baseline for this environment, a different case selection, an
+option the gate would ignore). Exit 3: the run is incomplete (interrupted, terminated, a worker lost): it is
+neither judged nor recorded.
 
 Baseline (``"schema": "syncbn-harness/baseline", "version": 2``): ``environments`` maps an environment key,
 ``<device kind>/<backend>`` (``cpu/gloo``, ``cuda:NVIDIA H100 80GB HBM3/nccl``), to what was recorded there:
@@ -32,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CaseError
-from harness.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from harness.suite import add_suite_arguments, pytest_argv, resolve_suite_options, run_suite
+from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS
+from harness.suite import add_suite_arguments, preflight, pytest_argv, resolve_suite_options, run_suite
 
 from .results import ResultsError, as_float, check_document, jsonable, load_results, read_json
 
@@ -49,18 +51,39 @@ _FAILING = ("failed", "error", "xpassed")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_suite_arguments(parser)
-    parser.add_argument("--baseline", required=True, metavar="FILE", help="the known-good baseline (JSON)")
+    for action in parser._actions:  # the suite's options run the suite: not with --results-in
+        if action.dest in _RUN_ONLY:
+            action.help = (action.help or "") + " (the run's; not with --results-in" + (
+                "; with --repeat, the last run's)" if action.dest == "json" else ")")
+        elif action.dest == "report":
+            action.help = ("write the HTML report here (the gate's run writes syncbn-report.html unless told "
+                           "otherwise; with --repeat, the last run's; with --results-in, that document's, only "
+                           "when given)")
+        elif action.dest == "pytest_args":
+            action.help = ("extra arguments for pytest (after --); part of the selection compared with the "
+                           "baseline's, also with --results-in")
+    parser.add_argument("--baseline", required=True, metavar="FILE",
+                        help="the known-good baseline (JSON); --update-baseline creates it if missing")
     parser.add_argument("--update-baseline", action="store_true",
-                        help="record this run as the baseline of its environment (other environments are kept)")
+                        help="record this run as the baseline of its environment instead of judging it (other "
+                        "environments are kept); an incomplete run is refused (exit 3); a run with failing cases is "
+                        "recorded, then exits 1")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="run the suite N times and keep each quantity's largest error (for GPU baselines)")
+                        help="run the suite N times and use each case's worst outcome and each quantity's largest "
+                        "error (for GPU jitter; not with --results-in)")
     parser.add_argument("--growth-factor", type=float, default=2.0, metavar="F",
-                        help="an error more than F times its baseline is a regression (default 2)")
+                        help="an error more than F times its baseline is a regression when above --growth-floor "
+                        "(default 2; must be > 1)")
     parser.add_argument("--growth-floor", type=float, default=0.01, metavar="FRACTION",
                         help="growth only counts when the new error exceeds this fraction of the tolerance "
                         "(default 0.01), so noise far below the tolerance never trips the gate")
     parser.add_argument("--results-in", default=None, metavar="PATH",
-                        help="judge this results document (from --json) instead of running the suite")
+                        help="judge (or with --update-baseline, record) this results document (from --json) instead "
+                        "of running the suite")
+
+
+# What only a run of the suite uses: given with --results-in, it would be ignored.
+_RUN_ONLY = tuple(o.name for o in OPTIONS if o.name != "report") + ("workers",)
 
 
 # -- summaries: a results document reduced to what the gate compares -------------------------------------------------
@@ -208,26 +231,59 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _run_once(args: argparse.Namespace, json_path: str, *, last: bool) -> tuple[int, dict[str, Any] | None]:
+def _run_once(args: argparse.Namespace, json_path: str, *, last: bool,
+              private: bool) -> tuple[int, dict[str, Any] | None]:
     options = resolve_suite_options(args)
     options = dataclasses.replace(options, json=json_path, report=options.report if last else None)
-    code = run_suite(pytest_argv(options, workers=args.workers, extra=args.pytest_args))
+    code = run_suite(pytest_argv(options, workers=args.workers, extra=args.pytest_args),
+                     unannounced=[json_path] if private else ())
     if code == EXIT_USAGE or not os.path.exists(json_path):
         return code, None
     return code, load_results(json_path)
 
 
+def _incomplete(document: dict[str, Any]) -> str | None:
+    """'N of M selected tests did not run (reason)' for an incomplete results document, else None."""
+    if document.get("status") != "incomplete":
+        return None
+    info = document.get("incomplete") or {}
+    return (f"{len(info.get('not_run') or [])} of {info.get('cases_selected', '?')} selected tests did not run"
+            f" ({info.get('reason') or 'incomplete'})")
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    """A usage problem of the gate's own arguments, or None."""
+    if not args.growth_factor > 1:
+        return f"--growth-factor={args.growth_factor!r}: must be > 1"
+    if not 0 <= args.growth_floor < 1:
+        return f"--growth-floor={args.growth_floor!r}: must be in [0, 1)"
+    if args.repeat < 1:
+        return f"--repeat={args.repeat!r}: must be >= 1"
+    if args.results_in:
+        given = [name for name in _RUN_ONLY if getattr(args, name, None) not in (None, False)]
+        if args.repeat != 1:
+            given.append("repeat")
+        if given:
+            flag = "-n" if given[0] == "workers" else "--" + given[0].replace("_", "-")
+            return (f"{flag}={getattr(args, given[0])!r}: not with --results-in (the gate judges that document as "
+                    f"it is; it runs nothing)")
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
+    if problem := _check_args(args):
+        return _usage(problem)
     try:
-        resolve_suite_options(args)
+        options = resolve_suite_options(args)
+        if not args.results_in:
+            preflight(options, main_job=True)
     except CaseError as exc:
         return _usage(str(exc))
-    if not args.growth_factor > 1:
-        return _usage(f"--growth-factor={args.growth_factor!r}: must be > 1")
-    if not 0 <= args.growth_floor < 1:
-        return _usage(f"--growth-floor={args.growth_floor!r}: must be in [0, 1)")
-    if args.repeat < 1:
-        return _usage(f"--repeat={args.repeat!r}: must be >= 1")
+    if not args.results_in:
+        args.report = options.report  # the main job's default included
+    for name in ("json", "report", "results_in"):  # before a run changes the working directory (harness.suite)
+        if getattr(args, name):
+            setattr(args, name, os.path.abspath(getattr(args, name)))
     baseline_path = Path(args.baseline).resolve()
     baseline: dict[str, Any] | None = None
     if baseline_path.exists() or not args.update_baseline:
@@ -243,15 +299,29 @@ def main(args: argparse.Namespace) -> int:
             documents.append(load_results(args.results_in))
         except ResultsError as exc:
             return _usage(str(exc))
+        if args.report:
+            from .html import write_html
+
+            print(f"gate: HTML report of {args.results_in}: {write_html(documents[0], args.report)}")
     else:
         with tempfile.TemporaryDirectory(prefix="syncbn-gate-") as tmp:
             for i in range(args.repeat):
-                path = os.path.abspath(args.json) if args.json and i == args.repeat - 1 else \
-                    os.path.join(tmp, f"results-{i}.json")
-                code, document = _run_once(args, path, last=i == args.repeat - 1)
+                last = i == args.repeat - 1
+                private = not (args.json and last)
+                path = os.path.join(tmp, f"results-{i}.json") if private else args.json
+                code, document = _run_once(args, path, last=last, private=private)
                 if document is None:
                     return _usage(f"the suite did not run (exit {code}): see the pytest output above")
                 documents.append(document)
+                if _incomplete(document):
+                    break
+    for document in documents:
+        if why := _incomplete(document):
+            if args.update_baseline:
+                print(f"gate: INCOMPLETE: not recording an incomplete run as the baseline: {why}")
+            else:
+                print(f"gate: INCOMPLETE: not judged: {why}")
+            return EXIT_INCOMPLETE
     current = merge_runs([summarize_results(d) for d in documents])
     if not current:
         return _usage("the run selected no cases")

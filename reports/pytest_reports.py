@@ -5,10 +5,19 @@ Worker side (every process that runs tests, xdist worker or not): a hookwrapper 
 the case's CaseResult into a JSON-able record and attaches it to ``report.user_properties`` as
 ``("syncbn_case", record)``; pytest-xdist ships it to the controller with the report. Controller side:
 pytest_runtest_logreport collects the records, pytest_sessionfinish writes the documents once, for all workers.
+
+Incomplete runs. The controller knows what was selected (its own collection, or with xdist the workers'). A run
+that was interrupted (Ctrl-C; SIGTERM, which harness.pytest_plugin turns into Ctrl-C) or that left a selected
+test without a result (a worker lost, -x, --maxfail) is *incomplete*: its documents say so (``"status":
+"incomplete"``, with the reason, how many tests ran and which did not) and pytest's exit status becomes
+INTERRUPTED (2), which ``python -m harness run`` reports as 3. An incomplete run never reads as passed.
+An incomplete run's documents replace whatever was at their paths, a complete run's included: a file at a path
+describes the latest run, and says that it is incomplete.
 """
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import pytest
@@ -17,7 +26,7 @@ from harness.deviations import load_known_deviations, match_deviation
 from harness.options import rerun_command
 from harness.pytest_plugin import options, session_state
 
-from .results import build_document, case_record, environment, save_results
+from .results import build_document, case_record, environment, save_results, write_atomically
 
 __all__ = ["PROPERTY", "PROPERTY_SUMMARY", "property_summary"]
 
@@ -131,15 +140,36 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 class ResultsCollector:
-    """The controller's half: keeps the case records of every worker, writes the documents at session end."""
+    """The controller's half: keeps the case records of every worker, knows what was selected and what reported,
+    writes the documents at session end."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.records: dict[str, dict[str, Any]] = {}  # nodeid -> case record
         self.properties: dict[str, dict[str, Any]] = {}  # nodeid -> property test summary
+        self.selected: dict[str, None] = {}  # node ids collected and selected (an ordered set)
+        self.finished: set[str] = set()  # node ids whose outcome is known
+        self.lost: list[str] = []  # what xdist said about a worker lost while running a test
+        self.document: dict[str, Any] | None = None  # what sessionfinish wrote
+        self.interrupt: str | None = None  # what interrupted the session (KeyboardInterrupt's message), if anything
         self.written: list[tuple[str, Any]] = []
+        self.problems: list[str] = []
+
+    def pytest_keyboard_interrupt(self, excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+        self.interrupt = str(excinfo.value)
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.selected.update(dict.fromkeys(item.nodeid for item in session.items))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.selected.update(dict.fromkeys(ids))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "???":  # pytest-xdist: the worker running this test died
+            self.lost.append(str(report.longrepr))
+        elif report.when == "call" or (report.when == "setup" and not report.passed):
+            self.finished.add(report.nodeid)
         for name, record in getattr(report, "user_properties", ()):
             if name == PROPERTY_SUMMARY:
                 self.properties[record["nodeid"]] = record
@@ -152,23 +182,80 @@ class ResultsCollector:
             else:
                 self.records[record["nodeid"]] = record
 
+    def incomplete(self, session: pytest.Session, exitstatus: int) -> dict[str, Any] | None:
+        """{reason, cases_run, cases_selected, not_run} when the run did not run every selected test, else None.
+        Counts are of selected tests (catalogue cases and property tests); ``not_run`` lists case ids (node ids
+        for tests that are not catalogue cases)."""
+        not_run = [nodeid for nodeid in self.selected if nodeid not in self.finished]
+        interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED)
+        if not (interrupted or not_run):
+            return None
+        reasons = []
+        if session_state(self.config).terminated:
+            reasons.append("terminated (SIGTERM)")
+        elif interrupted:  # Ctrl-C; pytest-xdist's own stops (-x, a worker interrupted) carry a message
+            reasons.append(f"interrupted ({self.interrupt or 'Ctrl-C'})")
+        if isinstance(session.shouldfail, str) and session.shouldfail:
+            reasons.append(f"stopped early: {session.shouldfail}")
+        reasons += self.lost
+        if not reasons:
+            reasons.append(f"{len(not_run)} selected test(s) reported no result")
+        return {"reason": "; ".join(reasons), "cases_run": len(self.selected) - len(not_run),
+                "cases_selected": len(self.selected), "not_run": [_case_id(n) for n in not_run]}
+
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         config = self.config
         opts = options(config)
+        incomplete = self.incomplete(session, exitstatus)
+        if incomplete:
+            session.exitstatus = pytest.ExitCode.INTERRUPTED  # never a pass: python -m harness run exits 3
         cases = list(self.records.values())
         numprocesses = config.getoption("numprocesses", None)
         env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
                           case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0,
                           strict_features=opts.strict_features)
-        document = build_document(cases, env, exit_status=int(exitstatus),
-                                  property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]))
-        if json_path := opts.json:
-            self.written.append(("results", save_results(document, json_path)))
-        if html_path := opts.report:
-            from .html import write_html
-
-            self.written.append(("HTML report", write_html(document, html_path)))
+        document = build_document(cases, env, exit_status=int(session.exitstatus),
+                                  property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]),
+                                  incomplete=incomplete)
+        self.document = document
+        outputs = [("results", opts.json, save_results), ("HTML report", opts.report, _write_report)]
+        for what, path, write in outputs:
+            if not path:
+                continue
+            try:
+                self.written.append((what, write(document, path)))
+            except OSError as exc:
+                self.problems.append(f"could not write the {what} to {path}: {exc.strerror or exc}")
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        hidden = {path for plugin in self.config.pluginmanager.get_plugins()
+                  for path in getattr(plugin, "syncbn_unannounced", ())}
+        document = self.document
+        if document is not None and document["status"] == "incomplete":
+            info = document["incomplete"]
+            terminalreporter.write_line(
+                f"syncbn-harness: INCOMPLETE: {info['cases_run']} of {info['cases_selected']} selected tests ran, "
+                f"{len(info['not_run'])} did not ({info['reason']})", red=True, bold=True)
         for what, path in self.written:
-            terminalreporter.write_line(f"syncbn-harness {what}: {os.fspath(path)}")
+            if os.path.abspath(path) not in hidden:
+                terminalreporter.write_line(f"syncbn-harness {what}: {os.fspath(path)}")
+        for line in self.problems:
+            terminalreporter.write_line(f"syncbn-harness: {line}", red=True)
+
+
+_CATALOGUE_NODE = re.compile(r"::test_case\[(.+)\]$")
+
+
+def _case_id(nodeid: str) -> str:
+    """The case id of a catalogue test's node id (the id ``--case`` takes); other node ids as they are."""
+    match = _CATALOGUE_NODE.search(nodeid)
+    return match.group(1) if match else nodeid
+
+
+def _write_report(document: dict[str, Any], path: str) -> Any:
+    """The HTML report, written atomically (a run killed while writing leaves the previous file)."""
+    from .html import render_html
+
+    return write_atomically(path, render_html(document))

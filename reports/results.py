@@ -3,7 +3,8 @@
 Document (``"schema": "syncbn-harness/results", "version": 2``)::
 
     {"schema", "version", "created", "exit_status", "status" ("complete" | "incomplete"),
-     "incomplete": null | {"reason", "cases_run", "cases_selected", "not_run": [ids]},
+     "incomplete": null | {"reason", "cases_run", "cases_selected", "not_run": [ids]},  # counts: selected tests
+                                                        # (cases and property tests); ids: case ids, else node ids
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,
                      devices, sut, sut_description, kernels, profile, case, strict_features, tf32,
                      cpu_kernel_behaviours, harness_revision, harness_dirty, seed_policy, workers, argv},

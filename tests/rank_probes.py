@@ -47,3 +47,38 @@ def pid(ctx) -> int:
 def sleep(ctx, seconds: float) -> int:
     time.sleep(seconds)
     return ctx.rank
+
+
+def _mark(marker: str | None, rank: int) -> None:
+    """Tell the test this rank got here: creates ``<marker>.rank<r>``."""
+    if marker:
+        open(f"{marker}.rank{rank}", "w").close()
+
+
+def sleep_then_all_reduce(ctx, sleepers: list[int], seconds: float, marker: str | None = None) -> float:
+    """The ranks in ``sleepers`` sleep (collective-free), then every rank enters one all_reduce."""
+    if ctx.rank in sleepers:
+        ctx.progress("probe", "sleep")
+        time.sleep(0.2)  # the heartbeat thread reports the new position meanwhile
+        _mark(marker, ctx.rank)
+        time.sleep(seconds)
+    ctx.progress("probe", "all_reduce")
+    return all_reduce_rank(ctx)
+
+
+def wait_in_collective(ctx, skipper: int) -> int:
+    """Every rank but ``skipper`` waits in an all_reduce that never completes (a deadlock)."""
+    if ctx.rank != skipper:
+        ctx.progress("probe", "all_reduce")
+        dist.all_reduce(torch.zeros(1))
+    return ctx.rank
+
+
+def slow_start_main(*args):
+    """harness.rank_worker.main, after sleeping SYNCBN_TEST_SLOW_S seconds on rank SYNCBN_TEST_SLOW_RANK (a rank
+    slow to start: silent, since it has not reached the code that sends heartbeats)."""
+    from harness import rank_worker
+
+    if args[0] == int(os.environ.get("SYNCBN_TEST_SLOW_RANK", "-1")):
+        time.sleep(float(os.environ.get("SYNCBN_TEST_SLOW_S", "60")))
+    return rank_worker.main(*args)

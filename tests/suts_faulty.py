@@ -1,4 +1,5 @@
-"""SUT factories that misbehave in ways a harness must survive: hang, raise on one rank, crash a rank."""
+"""SUT factories that misbehave in ways a harness must survive: hang, raise on one rank, crash a rank, sleep on one
+rank (for a test to kill or stop it), break the factory contract, kill the process that started the ranks."""
 from __future__ import annotations
 
 import os
@@ -51,3 +52,45 @@ def crash_rank0(num_features, **kwargs):
 
     inner.forward = patched
     return inner
+
+
+def sleep_on_rank1(num_features, **kwargs):
+    """Rank 1 sleeps in forward before any collective (creating ``$SYNCBN_TEST_MARKER.rank1`` first), while rank 0
+    goes on into the layer's collectives and waits there: a test can kill or stop rank 1 meanwhile."""
+    import time
+
+    inner = torch_factory(num_features, **kwargs)
+
+    def patched(x):
+        if dist.get_rank() == 1:
+            marker = os.environ.get("SYNCBN_TEST_MARKER")
+            if marker:
+                open(f"{marker}.rank1", "w").close()
+            time.sleep(60)
+        return inner.__class__.forward(inner, x)
+
+    inner.forward = patched
+    return inner
+
+
+def returns_int(num_features, **kwargs):
+    """Breaks the contract: returns a number, not a module."""
+    return 5
+
+
+def raises_without_process_group(num_features, *, process_group=None, **kwargs):
+    """Raises when called without a process group (as the controller's check calls it), returns an int otherwise."""
+    if process_group is None and not dist.is_initialized():
+        raise RuntimeError("needs a process group")
+    return 5
+
+
+def kill_parent(num_features, **kwargs):
+    """Kills the process that started the ranks (under pytest-xdist: the worker running the case). Outside a rank
+    (the controller's check calls factories without a process group) it only raises."""
+    import signal
+
+    if not dist.is_initialized():
+        raise RuntimeError("needs a process group")
+    os.kill(os.getppid(), signal.SIGKILL)
+    return torch_factory(num_features, **kwargs)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +28,16 @@ def factory(num_features, **kwargs):
 
 
 def gate(*args: str) -> subprocess.CompletedProcess[str]:
+    """The gate on CASE (or on the document of --results-in, which says which cases it ran)."""
     # "-m 'not property'": --case does not deselect the hypothesis test (cases/test_property.py), whose random
     # examples would make the selection differ from run to run.
-    return subprocess.run([sys.executable, "-m", "harness", "gate", "--case", CASE, *args, "--", "-m",
-                           "not property"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    case = [] if "--results-in" in args else ["--case", CASE]
+    return subprocess.run([sys.executable, "-m", "harness", "gate", *case, *args, "--", "-m", "not property"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env())
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SYNCBN_")}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +63,37 @@ def test_same_implementation_passes(baseline):
     done = gate("--baseline", str(baseline))
     assert done.returncode == 0, done.stdout[-3000:]
     assert "gate: PASSED" in done.stdout
+    assert "syncbn-gate-" not in done.stdout  # no path into the temporary directory the gate deletes
+
+
+def test_results_in_runs_nothing_so_run_options_are_refused(recorded, tmp_path):
+    baseline, results = recorded
+    for option in (["--sut", "x.py:f"], ["--profile", "quick"], ["--json", "x.json"], ["-n", "2"],
+                   ["--repeat", "2"]):
+        done = gate("--baseline", str(baseline), "--results-in", str(results), *option)
+        assert done.returncode == 2, done.stdout[-3000:]
+        assert done.stdout.strip().splitlines() == [
+            f"gate: usage error: {option[0]}={option[1] if option[0] == '--repeat' else repr(option[1])}"
+            f": not with --results-in (the gate judges that document as it is; it runs nothing)"], done.stdout
+    report = tmp_path / "judged.html"
+    done = gate("--baseline", str(baseline), "--results-in", str(results), "--report", str(report))
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert f"gate: HTML report of {results}: {report}" in done.stdout and "<html" in report.read_text()
+
+
+def test_help_says_what_results_in_ignores():
+    """Every option of the run is refused with --results-in (test above), and its help says so."""
+    import argparse
+
+    from harness.cli import build_parser
+    from harness.options import OPTIONS
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in subparsers.choices["gate"]._actions}
+    for name in [o.name for o in OPTIONS if o.name != "report"] + ["workers", "repeat"]:
+        assert "not with --results-in" in helps[name], (name, helps[name])
+    assert "with --results-in, that document's, only when given" in helps["report"]
+    assert "an incomplete run is refused (exit 3)" in helps["update_baseline"]
 
 
 def test_larger_error_within_tolerance_fails(baseline, tmp_path):
@@ -119,3 +158,40 @@ def test_growth_factor_and_floor(old, new, problems, candidates):
     report = GateReport()
     judge(_entry(*new), _entry(*old), growth_factor=2.0, growth_floor=0.01, report=report)
     assert (len(report.problems), len(report.candidates)) == (problems, candidates), report.problems
+
+
+# -- counts: pytest's collection, the results summary and the gate agree ---------------------------------------------
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory) -> tuple[Path, int, str]:
+    """One run of the quick profile (results document, pytest's collected count, the run's output)."""
+    tmp = tmp_path_factory.mktemp("quick")
+    results = tmp / "results.json"
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--profile", "quick", "--json", str(results),
+                           "--report", str(tmp / "report.html")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env=_env())
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    collected = subprocess.run([sys.executable, "-m", "pytest", "cases", "--profile", "quick", "--collect-only",
+                                "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=300, env=_env())
+    count = int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1))
+    return results, count, done.stdout
+
+
+def test_collected_summary_and_gate_counts_agree(quick_run, tmp_path):
+    results, collected, output = quick_run
+    document = json.loads(results.read_text())
+    summary = document["summary"]
+    assert document["status"] == "complete" and document["incomplete"] is None
+    assert collected == summary["cases"] + summary["property_tests"]
+    final = output.strip().splitlines()[-1]  # pytest's own count: "117 passed, 9 xfailed in 21.0s"
+    assert sum(int(n) for n in re.findall(r"(\d+) (?:passed|failed|skipped|xfailed|xpassed|error)", final)) \
+        == collected, final
+    baseline = tmp_path / "baseline.json"
+    done = subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--update-baseline",
+                           "--results-in", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=_env())
+    assert done.returncode == 0 and f": {summary['cases']} cases, 1 run(s)" in done.stdout, done.stdout
+    done = subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--results-in",
+                           str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env())
+    assert done.returncode == 0, done.stdout
+    assert f"gate: cpu/gloo: {summary['cases']} cases against baseline" in done.stdout

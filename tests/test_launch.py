@@ -27,10 +27,11 @@ def factory(num_features, *, eps, momentum, affine, track_running_stats, process
 '''
 
 
-def _torchrun(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+def _torchrun(tmp: Path, *args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+    """torchrun with TMPDIR in ``tmp``: its torchelastic_* directories stay out of the shared temporary directory."""
     if not TORCHRUN.exists():
         pytest.skip(f"no torchrun next to {sys.executable}")
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     env.pop("SYNCBN_SUT", None)
     return subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node=2", "-m", "harness.launch", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -39,7 +40,7 @@ def _torchrun(*args: str, timeout: float = 240.0) -> subprocess.CompletedProcess
 @pytest.mark.slow
 def test_torch_sut_passes(tmp_path: Path) -> None:
     out, report = tmp_path / "launch.json", tmp_path / "launch.html"
-    proc = _torchrun("--profile", "quick", "--json", str(out), "--report", str(report))
+    proc = _torchrun(tmp_path, "--profile", "quick", "--json", str(out), "--report", str(report))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     results = load_results(out)  # the same versioned document as a pytest run: the gate can read it
     assert results["environment"]["backends"] == ["gloo"] and results["environment"]["world_sizes"] == [2]
@@ -54,14 +55,14 @@ def test_torch_sut_passes(tmp_path: Path) -> None:
 def test_unsynchronised_sut_fails(tmp_path: Path) -> None:
     sut = tmp_path / "local_bn.py"
     sut.write_text(BROKEN_SUT)
-    proc = _torchrun("--profile", "quick", "--sut", f"{sut}:factory")
+    proc = _torchrun(tmp_path, "--profile", "quick", "--sut", f"{sut}:factory")
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "[FAILED ]" in proc.stdout and "rerun: torchrun" in proc.stdout
 
 
-def test_case_of_another_world_size_is_a_usage_error() -> None:
-    proc = _torchrun("--case", "w3_n3.3.3_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu",
-                     timeout=120.0)
+def test_case_of_another_world_size_is_a_usage_error(tmp_path: Path) -> None:
+    case = "w3_n3.3.3_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
+    proc = _torchrun(tmp_path, "--case", case, timeout=120.0)
     assert proc.returncode != 0
     assert "world size 3" in proc.stderr
 
@@ -71,7 +72,7 @@ def test_process_killing_deviation_is_skipped_not_run(tmp_path: Path) -> None:
     # that would end the job, so the launcher skips it and says so.
     case = "w2_n0.4_c3_nchw3x2_f16pf32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu"
     out = tmp_path / "launch.json"
-    proc = _torchrun("--case", case, "--json", str(out), timeout=120.0)
+    proc = _torchrun(tmp_path, "--case", case, "--json", str(out), timeout=120.0)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert f"[SKIPPED] {case}: known deviation that kills a rank's process" in proc.stdout
     assert "1 process-killing known deviations skipped" in proc.stdout and "[ RUN   ]" not in proc.stdout

@@ -16,6 +16,7 @@ from harness.kinds import run_case
 from harness.result import RunConfig
 from harness.spec import CaseSpec
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTY = os.path.join(os.path.dirname(__file__), "suts_faulty.py")
 
 
@@ -110,7 +111,10 @@ def test_ranks_exit_when_the_controller_is_killed(tmp_path):
             print(*pool.run("rank_probes:pid", {{}}, timeout=60), flush=True)
             time.sleep(60)
     """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(tmp)})
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2
@@ -120,6 +124,7 @@ def test_ranks_exit_when_the_controller_is_killed(tmp_path):
         while any(_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not any(_alive(p) for p in pids), "rank processes outlived their controller"
+        assert not list(tmp.iterdir()), "the pool's directory outlived its ranks"
     finally:
         proc.kill()
 
@@ -132,7 +137,7 @@ def test_sut_deadlocking_on_empty_shard_fails_the_case_after_the_timeout(manager
     result = run_case(spec, config)
     assert not result.passed and time.monotonic() - start < 20
     report = result.report()
-    assert "did not finish" in report and "[0]" in report and "--case" in report
+    assert "did not finish" in report and "[0]" in report and "--case" in report, report
     healthy = run_case(CaseSpec(shard_sizes=(3, 2), channels=2, steps=1), RunConfig.of(manager=manager))
     assert healthy.passed, healthy.report()
 
@@ -152,3 +157,31 @@ def test_sut_crashing_a_rank_reports_that_rank(manager):
     assert not result.passed
     assert "rank 0 crashed (exit code 139)" in result.report()
     assert run_case(spec, RunConfig.of(manager=manager)).passed
+
+
+def test_closing_a_busy_pool_kills_its_ranks_at_once():
+    """What an interrupted run does with the pool of the case it was running: no waiting for the call to end."""
+    pool = RankPool(2)
+    pids = pool.run("rank_probes:pid", {}, timeout=30)
+    pool.submit("rank_probes:sleep", {"seconds": 60.0})
+    start = time.monotonic()
+    pool.close()
+    assert time.monotonic() - start < 2.0
+    assert not any(_alive(p) for p in pids)
+
+
+@pytest.mark.slow
+def test_a_pytest_session_leaves_nothing_in_tmpdir(tmp_path):
+    """`pytest -n 2` over cases (pools in each worker), torchrun (torchelastic_* directories) and a killed
+    controller: no syncbn-* or torchelastic_* entry is left in TMPDIR."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q", "--profile", "quick", "-k",
+         "eps or test_case_of_another_world_size or test_ranks_exit_when_the_controller_is_killed",
+         "cases/test_catalogue.py", "tests/test_launch.py", "tests/test_pool.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "TMPDIR": str(tmp)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout.splitlines()[-1]
+    left = sorted(p.name for p in tmp.iterdir() if p.name.startswith(("syncbn-", "torchelastic_")))
+    assert not left, left

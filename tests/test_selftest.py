@@ -11,7 +11,7 @@ from harness.expected import expected_module_case
 from harness.mutants import CORRECT, MUTANTS
 from harness.selftest import ordered_cases, run_mutant
 from harness.spec import CaseSpec
-from harness.tolerances import module_tolerance
+from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
 
 
 def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys):
@@ -60,10 +60,13 @@ def test_quick_profile_has_the_dimensions_third_party_syncbns_slipped_through():
 
 def test_constant_channel_grad_input_tolerance_is_tight():
     """A constant channel's grad_input is (g - mean g)·w/sqrt(eps) (~1e3): its tolerance must stay far below the
-    1-2% by which a wrong invstd moves it (harness.mutants' variance_floor: 1.5%); it was ~22 absolute once."""
+    1-2% by which a wrong invstd moves it (harness.mutants' variance_floor: 1.5%); it was ~22 absolute once. Only
+    where the dtype resolves the channel: FLOOR_ULPS·u·kappa <= 0.1, kappa = |value|/sqrt(eps) (the float32 channel
+    at ~1000, kappa 3e5, has x̂ itself off by up to 0.3 and its tolerance rightly follows)."""
     checked = 0
     for case in module_cases("quick", "data"):
-        if case.data not in ("constant", "halfconst"):
+        kappa = (abs(case.loc) + case.scale) / case.eps**0.5
+        if case.data not in ("constant", "halfconst") or FLOOR_ULPS * UNIT_ROUNDOFF[case.dtype] * kappa > 0.1:
             continue
         for phase in expected_module_case(case).phases:
             if not phase.training:
