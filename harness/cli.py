@@ -1,4 +1,5 @@
-"""``python -m harness COMMAND``: run (the conformance suite), gate (regression gate), selftest (bug-catching rate).
+"""``python -m harness COMMAND``: run (the conformance suite), gate (regression gate), selftest (bug-catching rate),
+report (the summary of a results document).
 
 Exit codes everywhere: 0 all passed, 1 a case failed (or a regression), 2 usage error, 3 the run did not complete.
 The options are harness.options' table; the commands live in their own modules (harness.suite for run,
@@ -30,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reports import gate
+    from reports import gate, summary
 
     from . import selftest
 
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     for name, module, help_text in (
             ("gate", gate, "compare a run with a stored known-good baseline (kernel changes)"),
-            ("selftest", selftest, "run the suite against deliberately broken SyncBNs; print the catch rate")):
+            ("selftest", selftest, "run the suite against deliberately broken SyncBNs; print the catch rate"),
+            ("report", summary, "summarise a results document (--json of any run, a GPU run's too) and write its "
+                                "HTML report")):
         sub = commands.add_parser(name, help=help_text, description=module.__doc__.splitlines()[0])
         module.add_arguments(sub)
         sub.set_defaults(handler=module.main)

@@ -138,15 +138,21 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     sut = options.sut
     records: list[dict[str, Any]] = []
     counts = {"passed": 0, "failed": 0, "xfailed": 0, "xpassed": 0, "unsupported": 0, "aborting": 0}
+    skipped_here: set[str] = set()  # process-killing known deviations, skipped on purpose
     start_all = time.monotonic()
 
     def write_results(exit_status: int | None) -> None:
         """Rank 0, after every case (exit_status None: in progress) and at the end: a job that dies keeps what
-        it had."""
+        it had, marked incomplete (it never reads as passed), with the cases that did not run."""
         env = environment(sut=sut, kernels=options.kernels, profile=options.profile, backend=ctx.backend,
                           case=options.case, cases=records, workers=ctx.world_size,
                           strict_features=options.strict_features)
-        document = build_document(records, env, exit_status=exit_status)
+        done = {record["id"] for record in records} | skipped_here
+        not_run = [spec.id for spec in cases if spec.id not in done]
+        incomplete = None if exit_status is not None else {
+            "reason": "in progress, or the torchrun job died before its last case", "cases_run": len(done),
+            "cases_selected": len(cases), "not_run": not_run}
+        document = build_document(records, env, exit_status=exit_status, incomplete=incomplete)
         if options.json:
             path = save_results(document, options.json)
             if exit_status is not None:
@@ -158,6 +164,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         known = match_deviation(deviations, sut, spec.id)
         if known is not None and known.aborts:  # every rank decides alike: same file, same id
             counts["aborting"] += 1
+            skipped_here.add(spec.id)
             if ctx.rank == 0:
                 print(f"[SKIPPED] {spec.id}: known deviation that kills a rank's process ({known.link}); under "
                       f"torchrun that ends the job, run it through the pool: {rerun_command(spec.id, options)}",

@@ -92,7 +92,7 @@ def pytest_configure(config: pytest.Config) -> None:
     from .strategies import load_hypothesis_profile
     from .tf32 import set_tf32
 
-    load_hypothesis_profile(resolved.profile)
+    load_hypothesis_profile(resolved.profile, resolved.property_examples)
     set_tf32(False)  # float32 yardsticks and references: full precision (harness.tf32)
     import torch
 

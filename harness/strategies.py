@@ -40,6 +40,8 @@ HYPOTHESIS_PROFILE wins, e.g. ``HYPOTHESIS_PROFILE=dev`` while developing):
 - ``ci-quick`` / ``ci``: derandomized, 25 / 60 examples, no deadline, no example database (reproducible CI);
 - ``dev``: random, 60 examples, the local example database (``.hypothesis/``) keeps and replays failures;
 - ``thorough``: random, 300 examples, nightly.
+``--property-examples N`` (env SYNCBN_PROPERTY_EXAMPLES) sets the number of examples of whichever profile; with
+pytest's ``--hypothesis-seed S`` and ``--profile thorough`` it is the nightly soak (``tox -e soak``).
 """
 from __future__ import annotations
 
@@ -172,9 +174,13 @@ def register_hypothesis_profiles() -> None:
     settings.register_profile("thorough", max_examples=300, **common)
 
 
-def load_hypothesis_profile(harness_profile: str) -> str:
-    """Load the hypothesis profile for the harness's --profile (HYPOTHESIS_PROFILE wins); returns its name."""
+def load_hypothesis_profile(harness_profile: str, examples: int | None = None) -> str:
+    """Load the hypothesis profile for the harness's --profile (HYPOTHESIS_PROFILE wins); ``examples`` (the
+    --property-examples option) overrides its number of examples per property test. Returns its name."""
     register_hypothesis_profiles()
     name = os.environ.get("HYPOTHESIS_PROFILE") or HARNESS_TO_HYPOTHESIS.get(harness_profile, "ci")
+    if examples is not None:
+        settings.register_profile(f"{name}-{examples}", settings.get_profile(name), max_examples=examples)
+        name = f"{name}-{examples}"
     settings.load_profile(name)
     return name

@@ -423,13 +423,14 @@ def verdict_of(document: dict[str, Any]) -> str:
 
 
 def incomplete_text(document: dict[str, Any]) -> str:
-    """'12 of 119 cases ran (interrupted)' for an incomplete document, else ''."""
+    """'12 of 121 selected tests ran (interrupted)' for an incomplete document, else ''. Selected tests are the cases
+    and the property tests."""
     if document.get("status") != "incomplete":
         return ""
     info = document.get("incomplete") or {}
     ran = info.get("cases_run", len(document.get("cases") or []))
     selected = info.get("cases_selected", "?")
-    return f"{ran} of {selected} cases ran" + (f" ({info['reason']})" if info.get("reason") else "")
+    return f"{ran} of {selected} selected tests ran" + (f" ({info['reason']})" if info.get("reason") else "")
 
 
 def deviation_summary(reason: str) -> str:

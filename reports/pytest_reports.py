@@ -233,6 +233,12 @@ class ResultsCollector:
         hidden = {path for plugin in self.config.pluginmanager.get_plugins()
                   for path in getattr(plugin, "syncbn_unannounced", ())}
         document = self.document
+        if document is not None:  # the verdict, the diagnosis, the conformance table, the failures by severity
+            from harness.verdict import run_summary_lines
+
+            terminalreporter.write_sep("=", "syncbn-harness summary")
+            for line in run_summary_lines(document):
+                terminalreporter.write_line(line)
         if document is not None and document["status"] == "incomplete":
             info = document["incomplete"]
             terminalreporter.write_line(

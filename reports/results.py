@@ -8,7 +8,8 @@ Document (``"schema": "syncbn-harness/results", "version": 2``)::
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,
                      devices, sut, sut_description, kernels, profile, case, strict_features, tf32,
                      cpu_kernel_behaviours, harness_revision, harness_dirty, seed_policy, workers, argv},
-     "summary": {"cases", "property_tests", "outcomes": {outcome: count}, "areas": {area: {outcome: count}},
+     "summary": {"cases" (catalogue cases), "property_tests", "failing_property_examples" (recorded as case records,
+                 tagged "property"), "outcomes": {outcome: count}, "areas": {area: {outcome: count}},
                  "comparisons", "failed_comparisons" (outside known deviations),
                  "deviation_failed_comparisons" (inside them)},
      "cases": [case record, ...],                       # sorted by case id
@@ -194,7 +195,9 @@ def summarize(cases: list[dict[str, Any]], property_tests: list[dict[str, Any]] 
     for case in cases:
         areas.setdefault(case["area"], Counter())[case["outcome"]] += 1
     comparisons = [c for case in cases for c in case["comparisons"]]
-    return {"cases": len(cases), "property_tests": len(property_tests or []),
+    examples = [case for case in cases if case.get("area") == "property"]  # a property test's failing example
+    return {"cases": len(cases) - len(examples), "property_tests": len(property_tests or []),
+            "failing_property_examples": len(examples),
             "outcomes": dict(Counter(case["outcome"] for case in cases)),
             "areas": {area: dict(counts) for area, counts in sorted(areas.items())},
             "comparisons": len(comparisons),

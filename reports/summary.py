@@ -5,8 +5,9 @@
 Prints the verdict line, the diagnosis (what the failed cases share that the passing ones do not), the conformance
 table by feature, the failed cases by severity with their root cause in a line each and their rerun commands
 (harness.verdict.run_summary_lines); ``--report`` also writes the HTML report (reports.html). Reads version 1 and 2
-documents. Exit 0: the document passed; 1: a case failed (or no case ran); 2: usage error (an unreadable
-document); 3: the run was incomplete.
+documents. Exit codes as the main job's: 0 the document passed (or no case ran: every case skipped or declared
+unsupported, which the verdict line says), 1 a case failed, 2 usage error (an unreadable document), 3 the run was
+incomplete.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .results import READABLE_VERSIONS, ResultsError, load_results
 
 __all__ = ["add_arguments", "main", "exit_code"]
 
-_EXIT = {"PASSED": EXIT_OK, "FAILED": EXIT_FAILED, "INCOMPLETE": EXIT_INCOMPLETE, "NO CASES RAN": EXIT_FAILED}
+_EXIT = {"PASSED": EXIT_OK, "FAILED": EXIT_FAILED, "INCOMPLETE": EXIT_INCOMPLETE, "NO CASES RAN": EXIT_OK}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def exit_code(document: dict) -> int:
-    """0 passed, 1 failed (or no case ran), 3 incomplete."""
+    """0 passed (or no case ran), 1 failed, 3 incomplete."""
     return _EXIT[verdict_of(document)]
 
 

@@ -168,7 +168,7 @@ def test_incomplete_never_reads_as_passed():
     incomplete = {"reason": "interrupted", "cases_run": 1, "cases_selected": 5, "not_run": ["case-a", "case-b"]}
     text = render_html(_document([passed], incomplete=incomplete))
     title = outline(text).headings[0]
-    assert title == ("h1", "SyncBN conformance: INCOMPLETE: 1 of 5 cases ran (interrupted)")
+    assert title == ("h1", "SyncBN conformance: INCOMPLETE: 1 of 5 selected tests ran (interrupted)")
     assert "PASSED" not in text
     assert '<div class="verdict incomplete">' in text and "<code>case-b</code>" in text
     assert text.index("cases did not run") < text.index("<h2>Diagnosis")

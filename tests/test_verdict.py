@@ -293,7 +293,7 @@ def test_report_command_exit_codes(tmp_path, capsys):
     assert "  Numeric failures (by scaled error, largest first): 1" in out and "      rerun: python -m harness" in out
     incomplete = {"reason": "interrupted", "cases_run": 1, "cases_selected": 5, "not_run": ["a", "b"]}
     code, out = _report(tmp_path, _document([passed], incomplete=incomplete), capsys)
-    assert code == 3 and out.startswith("SyncBN conformance: INCOMPLETE, 1 of 5 cases ran (interrupted)")
+    assert code == 3 and out.startswith("SyncBN conformance: INCOMPLETE, 1 of 5 selected tests ran (interrupted)")
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     parser = argparse.ArgumentParser()
