@@ -4,6 +4,7 @@
 #     DEVICE=cpu OUT=/tmp/rehearsal scripts/gpu_check.sh   rehearses every step on CPU (plumbing, reports, table)
 #     PROFILE=quick SHAPES=small SUITE_K='dtypes or ops' ...   a shorter run (SUITE_K: pytest -k for the suite
 #                                                          step; tests/test_gpu_check.py does this on CPU)
+#     WORKERS=8 STEPS=suite,torchrun ...                   pytest-xdist workers for the suite; which steps run
 # Steps (each under `timeout`, each one's exit code in the summary at the end):
 #   1. the conformance suite on the device, default profile (python -m harness run: cases/test_catalogue.py with
 #      module, op and model cases, the TF32 model case on CUDA, and cases/test_property.py) -> gpu.json, gpu.html,
@@ -21,6 +22,8 @@ DEVICE=${DEVICE:-cuda}
 PROFILE=${PROFILE:-default}
 SHAPES=${SHAPES:-small,big}
 SUITE_K=${SUITE_K:-}
+WORKERS=${WORKERS:-}
+STEPS=${STEPS:-suite,torchrun,errortable}
 OUT_DIR=${OUT:-out}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -33,6 +36,7 @@ START=$(date +%s)
 step() {  # step NAME TIMEOUT_S LOGFILE COMMAND...
     local name=$1 limit=$2 log=$3
     shift 3
+    case ",$STEPS," in *",$name,"*) ;; *) echo "=== $name: skipped (STEPS=$STEPS)"; return ;; esac
     local t0=$(date +%s)
     echo "=== $name (timeout ${limit}s): $*"
     timeout --kill-after=10 "$limit" "$@" > "$OUT_DIR/$log" 2>&1
@@ -51,7 +55,7 @@ echo "harness $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git status --po
 cat "$OUT_DIR/env.txt"
 
 step suite 360 suite.log $PY -m harness run --device "$DEVICE" --profile "$PROFILE" --json "$OUT_DIR/gpu.json" \
-    --report "$OUT_DIR/gpu.html" -- -rfEsx ${SUITE_K:+-k "$SUITE_K"}
+    --report "$OUT_DIR/gpu.html" ${WORKERS:+-n "$WORKERS"} -- -rfEsx ${SUITE_K:+-k "$SUITE_K"}
 step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-per-node=2 -m harness.launch \
     --device "$DEVICE" --profile quick --json "$OUT_DIR/torchrun.json" --report "$OUT_DIR/torchrun.html"
 step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --shapes "$SHAPES" --out "$OUT_DIR"
