@@ -16,6 +16,7 @@ from typing import Callable, Iterable
 
 from .errors import CaseError
 from .kinds import parse_case_id
+from .quantities import is_known
 from .spec import CaseSpec
 
 __all__ = ["KnownDeviation", "KNOWN_DEVIATIONS", "CONDITIONS", "load_known_deviations", "unmatched_deviations",
@@ -96,6 +97,21 @@ class KnownDeviation:
     device: str | None = None
     aborts: bool = False  # the deviation kills a rank's process: pools contain that, torchrun cannot (launch skips)
     summary: str = ""  # one line for listings; the reason is the full story
+    quantities: tuple[str, ...] | None = None  # only these may fail; every other comparison of the case is judged
+
+    def __post_init__(self) -> None:
+        if self.quantities is not None:
+            object.__setattr__(self, "quantities", tuple(self.quantities))
+
+    def outcome(self, result) -> str:
+        """How a matching case's result reads: "xfailed" (it departs as documented), "xpassed" (it no longer does:
+        update the entry) or "failed" (something else failed too, which a quantity-scoped entry does not excuse)."""
+        if self.quantities is None:
+            return "xpassed" if result.passed else "xfailed"
+        failed = {c.quantity for c in result.comparisons if not c.passed}
+        if result.failures or result.unsupported or not failed <= set(self.quantities):
+            return "failed"
+        return "xfailed" if failed else "xpassed"
 
     def matches(self, sut: str, case_id: str) -> bool:
         if self.sut != sut:
@@ -120,7 +136,7 @@ class KnownDeviation:
         return (text if len(text) <= 110 else text[:107] + "...") + f" ({self.link})"
 
 
-_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary"}
+_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary", "quantities"}
 
 
 def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]:
@@ -150,6 +166,10 @@ def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]
             raise CaseError(f"{where}.aborts={entry['aborts']!r}: must be true or false")
         if entry.get("device") not in (None, "cpu", "cuda"):
             raise CaseError(f"{where}.device={entry['device']!r}: must be 'cpu' or 'cuda' (or absent)")
+        unknown_quantities = [q for q in entry.get("quantities") or [] if not is_known(q)]
+        if unknown_quantities or "quantities" in entry and not entry["quantities"]:
+            raise CaseError(f"{where}.quantities={entry.get('quantities')!r}: must name quantities of "
+                            f"harness.quantities (unknown: {unknown_quantities})")
         entries.append(KnownDeviation(**entry))
     return entries
 

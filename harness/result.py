@@ -82,6 +82,7 @@ class CaseResult:
     duration_s: float = 0.0
     rerun: str = ""
     unsupported: str = ""  # the SUT's reason, when it declared the case unsupported (harness.sut.Unsupported)
+    deviation: Any = None  # a quantity-scoped known deviation covering this case (harness.deviations), if any
 
     @property
     def passed(self) -> bool:

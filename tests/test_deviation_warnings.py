@@ -96,3 +96,41 @@ def test_bad_entries_name_the_field(tmp_path, body, message):
     path.write_text("[[deviation]]\n" + body)
     with pytest.raises(CaseError, match=r"known_deviations.toml: deviation\[0\]" + r"[\s\S]*" + message):
         load_known_deviations(path)
+
+
+def _result(failed_quantities=(), passed_quantities=("output",), failures=()):
+    from harness.compare import compare_exact
+    from harness.result import CaseResult, Failure
+    from harness.spec import CaseSpec
+
+    result = CaseResult(CaseSpec(shard_sizes=(3, 2), channels=2))
+    for q in failed_quantities:
+        result.comparisons.append(compare_exact(1, 2, quantity=q, phase="train0", rank=0, ranks=(0,), dtype="-",
+                                                reason="r"))
+    for q in passed_quantities:
+        result.comparisons.append(compare_exact(1, 1, quantity=q, phase="train0", rank=0, ranks=(0,), dtype="-",
+                                                reason="r"))
+    result.failures.extend(Failure("raised", "boom", rank=0) for _ in failures)
+    return result
+
+
+@pytest.mark.parametrize(("failed", "failures", "expected"), [
+    (("grad_bias",), (), "xfailed"),                     # only what the entry names departs
+    (("grad_weight", "grad_bias"), (), "xfailed"),
+    ((), (), "xpassed"),                                 # fixed upstream: strict, the entry must go
+    (("grad_bias", "output"), (), "failed"),             # something else failed too: not excused
+    (("grad_bias",), ("raised",), "failed"),             # a rank raised: not excused
+])
+def test_a_quantity_scoped_deviation_excuses_only_its_quantities(failed, failures, expected):
+    scoped = KnownDeviation(sut="torch", case="x", reason="r", link="l", quantities=["grad_weight", "grad_bias"])
+    assert scoped.outcome(_result(failed, failures=failures)) == expected
+    whole = KnownDeviation(sut="torch", case="x", reason="r", link="l")
+    assert whole.outcome(_result(failed, failures=failures)) == ("xpassed" if not failed and not failures
+                                                                  else "xfailed")
+
+
+def test_quantities_must_be_known(tmp_path):
+    path = tmp_path / "known_deviations.toml"
+    path.write_text('[[deviation]]\nsut = "torch"\ncase = "x"\nreason = "r"\nlink = "l"\nquantities = ["grad_bais"]\n')
+    with pytest.raises(CaseError, match=r"quantities=\['grad_bais'\]: must name quantities"):
+        load_known_deviations(path)
