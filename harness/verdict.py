@@ -160,15 +160,21 @@ def label(comparison: dict[str, Any]) -> str:
 
 
 def _compact(comparisons: Iterable[dict[str, Any]]) -> str:
-    """'train0 (ranks 0,1,2), train1 (rank 0)' for a list of comparisons of one quantity."""
+    """'train0 (ranks 0,1,2), train1 (rank 0)' for a list of comparisons of one quantity; a group sum reads
+    'train0 (sum over ranks 0,1,2)'."""
     by_phase: dict[str, list[str]] = defaultdict(list)
+    sums: dict[str, list[str]] = defaultdict(list)
     for c in comparisons:
-        who = str(c["rank"]) if c.get("rank") is not None else "Σ" + ".".join(map(str, c.get("ranks") or []))
-        by_phase[c["phase"]].append(who)
+        if c.get("rank") is not None:
+            by_phase[c["phase"]].append(str(c["rank"]))
+        else:
+            sums[c["phase"]].append(",".join(map(str, c.get("ranks") or [])))
     parts = []
-    for phase in sorted(by_phase, key=phase_order):
-        ranks = by_phase[phase]
-        parts.append(f"{phase} ({'rank' if len(ranks) == 1 else 'ranks'} {','.join(ranks)})")
+    for phase in sorted(set(by_phase) | set(sums), key=phase_order):
+        ranks = by_phase.get(phase, [])
+        who = [f"{'rank' if len(ranks) == 1 else 'ranks'} {','.join(ranks)}"] if ranks else []
+        who += [f"sum over ranks {group}" for group in sums.get(phase, [])]
+        parts.append(f"{phase} ({'; '.join(who)})")
     return ", ".join(parts)
 
 
