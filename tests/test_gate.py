@@ -161,19 +161,23 @@ def test_growth_factor_and_floor(old, new, problems, candidates):
 
 
 # -- counts: pytest's collection, the results summary and the gate agree ---------------------------------------------
+# A selection of the quick profile: one area of each kind and both property tests (a few examples each).
+_SELECTION = ["-k", "eps or ops and stats or models and w2_n4.4 or property"]
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory) -> tuple[Path, int, str]:
-    """One run of the quick profile (results document, pytest's collected count, the run's output)."""
+    """One run of a quick selection (results document, pytest's collected count, the run's output)."""
     tmp = tmp_path_factory.mktemp("quick")
     results = tmp / "results.json"
-    done = subprocess.run([sys.executable, "-m", "harness", "run", "--profile", "quick", "--json", str(results),
-                           "--report", str(tmp / "report.html")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env=_env())
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--profile", "quick", "--property-examples", "3",
+                           "--json", str(results), "--report", str(tmp / "report.html"), "--", *_SELECTION],
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env=_env())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     collected = subprocess.run([sys.executable, "-m", "pytest", "cases", "--profile", "quick", "--collect-only",
-                                "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=300, env=_env())
-    count = int(re.search(r"^(\d+) tests? collected", collected.stdout, re.M).group(1))
+                                "-q", "-p", "no:cacheprovider", *_SELECTION], cwd=ROOT, capture_output=True,
+                               text=True, timeout=300, env=_env())
+    count = int(re.search(r"^(\d+)(?:/\d+)? tests? collected", collected.stdout, re.M).group(1))
     return results, count, done.stdout
 
 
