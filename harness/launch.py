@@ -3,10 +3,11 @@
     torchrun --nproc-per-node=N [--nnodes=M ...] -m harness.launch [the options of python -m harness run]
 
 Which cases run: the module cases of the profile (on ``--device``, as with ``pytest --device``) whose world size
-equals torchrun's world size W; every other case is counted as skipped. Shards are never remapped onto another
-world size: a case's shard sizes are part of what it tests (empty ranks, one rank holding everything), so a
-remapped case would be a different case under the same id. A ``--case`` whose world size is not W is a usage
-error (exit 2). Process groups of a case (``g...``) are created from the torchrun group, collectively.
+equals torchrun's world size W; every other case is counted as skipped. ``--case ID`` runs any case whose world
+size is W: a module case, a model case (DDP over the torchrun processes) or an op case (W = 1). Shards are never
+remapped onto another world size: a case's shard sizes are part of what it tests (empty ranks, one rank holding
+everything), so a remapped case would be a different case under the same id. A ``--case`` whose world size is not
+W is a usage error (exit 2). Process groups of a case (``g...``) are created from the torchrun group, collectively.
 
 A known deviation marked ``aborts`` (it kills a rank's process) is skipped and counted: under torchrun one dead
 process ends the job, where the pytest pools restart the rank and report the case. Rank 0 prints ``[ RUN   ] id``
@@ -50,17 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def select_cases(profile: str, device: str, world_size: int, case_id: str | None):
-    """(cases to run, number skipped): the profile's module cases of world size ``world_size``, or ``case_id``."""
+    """(cases to run, number skipped): the profile's module cases of world size ``world_size``, or ``case_id`` (a
+    module, model or op case: an op case runs on one process)."""
     from .catalogue import module_cases
     from .errors import CaseError
-    from .kinds import parse_case_id
-    from .spec import CaseSpec
+    from .kinds import case_for_id
 
     if case_id:
-        spec = parse_case_id(case_id)
-        if not isinstance(spec, CaseSpec):
-            raise CaseError(f"--case {case_id!r}: harness.launch runs module cases; run op and model cases with "
-                            f"python -m harness run --case")
+        spec = case_for_id(case_id)
         if spec.world_size != world_size:
             raise CaseError(f"--case {case_id!r} has world size {spec.world_size}, but torchrun started "
                             f"{world_size} processes: use --nproc-per-node/--nnodes for {spec.world_size}")
@@ -70,14 +68,46 @@ def select_cases(profile: str, device: str, world_size: int, case_id: str | None
     return chosen, len(cases) - len(chosen)
 
 
-def _run_rank(ctx: RankContext, spec, sut: str, kernels: str | None) -> dict[str, Any]:
+def _run_rank(ctx: RankContext, spec, sut: str, kernels: str | None) -> Any:
+    """This rank's part of ``spec`` (the code the pools run), an error in it returned as data."""
     from .errors import RankError
-    from .rank_case import run_module_case
+    from .models import run_model_case
+    from .rank_case import run_module_case, run_op
+    from .spec import CaseSpec, ModelSpec
 
     try:
-        return run_module_case(ctx, spec=spec.to_dict(), sut=sut, kernels=kernels)
+        if isinstance(spec, CaseSpec):
+            return run_module_case(ctx, spec=spec.to_dict(), sut=sut, kernels=kernels)
+        if isinstance(spec, ModelSpec):
+            return run_model_case(ctx, case=spec.to_dict(), sut=sut, kernels=kernels)
+        from .kinds.op import build_op_call
+
+        args, _ = build_op_call(spec)
+        return run_op(ctx, op=spec.op, args=args, device=spec.device, kernels=kernels)
     except Exception as exc:  # noqa: BLE001 - a harness-side error in this rank, reported by rank 0
         return {"phases": [], "error": RankError.from_exception("setup", "harness", exc), "unsupported": None}
+
+
+def _judge(spec, gathered: list[Any]):
+    """Rank 0: the CaseResult of ``spec`` from every rank's _run_rank result."""
+    from .errors import RankError
+    from .expected import expected_module_case
+    from .kinds import model, module, op
+    from .result import CaseResult, Failure
+    from .spec import CaseSpec, ModelSpec
+
+    result = CaseResult(spec)
+    errors = [(r, v["error"]) for r, v in enumerate(gathered) if isinstance(v, dict)
+              and isinstance(v.get("error"), RankError)]
+    if isinstance(spec, CaseSpec):
+        return module.compare_case(spec, expected_module_case(spec), gathered, result)
+    if errors:  # the model and op runners return no error records: anything caught here is a failure
+        result.failures.extend(Failure("raised", e.describe(r), rank=r, phase=e.phase, traceback=e.traceback)
+                               for r, e in errors)
+        return result
+    if isinstance(spec, ModelSpec):
+        return model.judge(spec, gathered, result)
+    return op.compare_op(spec, op.build_op_call(spec)[1], gathered[0], result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,10 +159,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     from reports.results import build_document, case_record, environment, save_results
 
     from .deviations import load_known_deviations, match_deviation
-    from .expected import expected_module_case
-    from .kinds.module import compare_case
     from .options import EXIT_FAILED, EXIT_OK, rerun_command
-    from .result import CaseResult
 
     deviations = load_known_deviations()
     sut = options.sut
@@ -178,7 +205,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         dist.gather_object(actual, gathered, dst=0)
         if ctx.rank != 0:
             continue
-        result = compare_case(spec, expected_module_case(spec), gathered, CaseResult(spec))
+        result = _judge(spec, gathered)
         result.rerun = rerun_command(spec.id, options, torchrun_world_size=ctx.world_size)
         result.duration_s = time.monotonic() - start
         if result.unsupported and not options.strict_features:

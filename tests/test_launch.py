@@ -27,13 +27,13 @@ def factory(num_features, *, eps, momentum, affine, track_running_stats, process
 '''
 
 
-def _torchrun(tmp: Path, *args: str, timeout: float = 240.0) -> subprocess.CompletedProcess:
+def _torchrun(tmp: Path, *args: str, timeout: float = 240.0, nproc: int = 2) -> subprocess.CompletedProcess:
     """torchrun with TMPDIR in ``tmp``: its torchelastic_* directories stay out of the shared temporary directory."""
     if not TORCHRUN.exists():
         pytest.skip(f"no torchrun next to {sys.executable}")
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     env.pop("SYNCBN_SUT", None)
-    return subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node=2", "-m", "harness.launch", *args],
+    return subprocess.run([str(TORCHRUN), "--standalone", f"--nproc-per-node={nproc}", "-m", "harness.launch", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -77,3 +77,16 @@ def test_process_killing_deviation_is_skipped_not_run(tmp_path: Path) -> None:
     assert f"[SKIPPED] {case}: known deviation that kills a rank's process" in proc.stdout
     assert "1 process-killing known deviations skipped" in proc.stdout and "[ RUN   ]" not in proc.stdout
     assert load_results(out)["cases"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("case", "processes"), [("model_w2_n4.4_k3_float32_m0.1_s0_cpu", 2),
+                                                 ("op-batch-norm-stats_n3.2_c4_ncl5_f32_contig_aff_e1e-05_m0.1_loc0_"
+                                                  "sd1_s0_cpu", 1)])
+def test_every_kind_of_id_runs_under_torchrun(tmp_path, case, processes):
+    """A model id (DDP over the torchrun processes) and an op id (one process) run with --case too."""
+    out = tmp_path / "launch.json"
+    proc = _torchrun(tmp_path, "--case", case, "--json", str(out), timeout=180.0, nproc=processes)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (record,) = load_results(out)["cases"]
+    assert record["id"] == case and record["outcome"] == "passed" and record["comparisons"]

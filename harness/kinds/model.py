@@ -18,7 +18,7 @@ from ..spec import ModelSpec
 from ..tolerances import model_tolerance
 from .rank_failures import failures_from_rank_failure
 
-__all__ = ["run", "compare_model_run", "MODEL_TIMEOUT_FACTOR"]
+__all__ = ["run", "judge", "compare_model_run", "MODEL_TIMEOUT_FACTOR"]
 
 MODEL_TIMEOUT_FACTOR = 3.0  # a model case trains a network: it gets three case timeouts
 
@@ -27,8 +27,6 @@ def run(spec: ModelSpec, config: RunConfig) -> CaseResult:
     start = time.monotonic()
     options = config.options
     result = CaseResult(spec, rerun=config.rerun(spec.id))
-    expected = expected_model_run(spec, "float64")
-    yardstick = expected_model_run(spec, spec.dtype, "cuda" if spec.device == "cuda" else "cpu")
     try:
         pool = config.pools.get(spec.world_size, spec.device, options.backend_choice,
                                 start_timeout=options.start_timeout)
@@ -44,14 +42,20 @@ def run(spec: ModelSpec, config: RunConfig) -> CaseResult:
             result.failures.extend(failures_from_rank_failure(failure, expected_errors={}))
         result.duration_s = time.monotonic() - start
         return result
+    judge(spec, actual, result)
+    result.duration_s = time.monotonic() - start
+    return result
+
+
+def judge(spec: ModelSpec, actual: list[dict[str, Any]], result: CaseResult) -> CaseResult:
+    """The ranks' harness.models.run_model_case results against the float64 run (and the yardstick)."""
     reasons = {v["unsupported"] for v in actual if v.get("unsupported")}
     if reasons:
         result.unsupported = "; ".join(sorted(reasons))
-        result.duration_s = time.monotonic() - start
         return result
-    compare_model_run(spec, actual, expected, yardstick, result)
-    result.duration_s = time.monotonic() - start
-    return result
+    expected = expected_model_run(spec, "float64")
+    yardstick = expected_model_run(spec, spec.dtype, "cuda" if spec.device == "cuda" else "cpu")
+    return compare_model_run(spec, actual, expected, yardstick, result)
 
 
 def compare_model_run(spec: ModelSpec, actual: list[dict[str, Any]], expected: dict[str, Any],

@@ -21,7 +21,7 @@ from ..spec import OpSpec
 from ..tolerances import op_tolerance
 from .rank_failures import failures_from_rank_failure
 
-__all__ = ["run", "build_op_call"]
+__all__ = ["run", "build_op_call", "compare_op"]
 
 
 def _acc(dtype: str) -> str:
@@ -129,6 +129,13 @@ def run(spec: OpSpec, config: RunConfig) -> CaseResult:
         result.failures.extend(failures_from_rank_failure(failure, expected_errors={}))
         result.duration_s = time.monotonic() - start
         return result
+    compare_op(spec, outputs, actual, result)
+    result.duration_s = time.monotonic() - start
+    return result
+
+
+def compare_op(spec: OpSpec, outputs, actual: list[Any], result: CaseResult) -> CaseResult:
+    """Compare what harness.rank_case.run_op returned (``actual``) with build_op_call's ``outputs``."""
     if len(actual) != len(outputs):
         result.failures.append(Failure("raised", f"{spec.op} returned {len(actual)} values, expected "
                                        f"{len(outputs)} ({', '.join(o[0] for o in outputs)})", rank=0))
@@ -144,5 +151,4 @@ def run(spec: OpSpec, config: RunConfig) -> CaseResult:
                                                 reason="the CUDA kernel's output dtype", **common))
         tolerance = op_tolerance(dtype=dtype, count=count, scale=magnitude)
         result.comparisons.append(compare_arrays(array, expected, tolerance, quantity=name, **common))
-    result.duration_s = time.monotonic() - start
     return result
