@@ -234,7 +234,7 @@ class ResultsCollector:
                   for path in getattr(plugin, "syncbn_unannounced", ())}
         document = self.document
         if document is not None:  # the verdict, the diagnosis, the conformance table, the failures by severity
-            from harness.verdict import run_summary_lines
+            from harness.diagnosis import run_summary_lines
 
             terminalreporter.write_sep("=", "syncbn-harness summary")
             for line in run_summary_lines(document):

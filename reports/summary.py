@@ -4,7 +4,7 @@
 
 Prints the verdict line, the diagnosis (what the failed cases share that the passing ones do not), the conformance
 table by feature, the failed cases by severity with their root cause in a line each and their rerun commands
-(harness.verdict.run_summary_lines); ``--report`` also writes the HTML report (reports.html). Reads version 1 and 2
+(harness.diagnosis.run_summary_lines); ``--report`` also writes the HTML report (reports.html). Reads version 1 and 2
 documents. Exit codes as the main job's: 0 the document passed (or no case ran: every case skipped or declared
 unsupported, which the verdict line says), 1 a case failed, 2 usage error (an unreadable document), 3 the run was
 incomplete.
@@ -15,7 +15,8 @@ import argparse
 import sys
 
 from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
-from harness.verdict import run_summary_lines, verdict_of
+from harness.diagnosis import run_summary_lines
+from harness.verdict import verdict_of
 
 from .results import READABLE_VERSIONS, ResultsError, load_results
 

@@ -15,8 +15,9 @@ from harness.compare import Tolerance, compare_arrays, compare_exact
 from harness.features import FEATURES, conformance, features_of, level_of
 from harness.result import CaseResult, Failure
 from harness.spec import CaseSpec, ModelSpec, OpSpec
-from harness.verdict import (CLASS_TITLES, case_class, case_headline, conformance_lines, diagnose, exact_statement,
-                             failed_cases_by_class, roots_and_knock_ons, run_summary_lines, scaled_text, verdict_of)
+from harness.diagnosis import conformance_lines, diagnose, run_summary_lines
+from harness.verdict import (CLASS_TITLES, case_class, case_headline, exact_statement, failed_cases_by_class,
+                             roots_and_knock_ons, scaled_text, verdict_of)
 from reports import summary
 from reports.results import build_document, case_record, save_results
 

@@ -1,0 +1,334 @@
+"""What the failures of a run have in common, and how the implementation conforms, feature by feature.
+
+Works on a results document (records only, version 1 or 2). ``diagnose`` states what the failed cases share that
+the passing ones do not (case parameters, the failing root quantities and phases), in counts taken from the
+document and never beyond them, like hypothesis's explain phase; ``conformance_lines`` is the table of
+harness.features (per feature: passing, failing, known deviation, declared unsupported); ``run_summary_lines`` is
+the console summary of a run (the verdict of harness.verdict, the diagnosis, the table, the failed cases by
+severity with their root cause and rerun line).
+"""
+from __future__ import annotations
+
+import math
+import textwrap
+from collections import Counter, defaultdict
+from itertools import combinations
+from typing import Any
+
+from .features import FEATURES, conformance, level_of
+from .verdict import (CLASS_TITLES, FAILING, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
+                      incomplete_text, is_yardstick_suspect, number, phase_kind, phase_order, plural,
+                      roots_and_knock_ons, run_counts, verdict_of)
+
+__all__ = ["diagnose", "conformance_lines", "run_summary_lines", "CLUSTER_CHANCE"]
+
+_LEVELS = ("module", "op", "model")
+CLUSTER_CHANCE = 1e-3  # the most a cluster of failed cases may owe to chance (see _pattern_lines)
+# Values most cases have: they describe no pattern unless no passing case has them.
+_DEFAULTS = frozenset({"no empty shard", "no process groups", "data not offset", "no eval steps", "even shards",
+                       "affine", "running statistics", "normal data", "layout contiguous", "training steps",
+                       "equal element counts per rank"})
+
+
+def _have(n: int) -> str:
+    return "has" if n == 1 else "have"
+
+
+# -- diagnosis --------------------------------------------------------------------------------------------------------
+def _attributes(case: dict[str, Any]) -> list[str]:
+    """A case's parameters as readable values ("dtype float16 with float32 parameters", "uneven shards", "world size
+    3", feature names of harness.features) that failed and passing cases can be compared on."""
+    p = case.get("params") or {}
+    level = case.get("level") or level_of(p)
+    dtype = p.get("dtype")
+    values: list[str] = []
+    if level == "op":
+        values.append(f"op {p.get('op')}")
+    if level == "module":
+        param = p.get("param_dtype") or dtype
+        values += [f"dtype {dtype}" + (f" with {param} parameters" if param != dtype else ""), f"{dtype} input",
+                   f"{param} parameters"]
+    else:
+        values.append(f"dtype {dtype}")
+    if level != "model":
+        values += [f"{2 + len(p.get('spatial') or ())}-D input", f"layout {p.get('layout')}",
+                   "affine" if p.get("affine", True) else "affine off"]
+    if level == "module":
+        values += ["running statistics" if p.get("track_running_stats") else "no running statistics",
+                   "training steps" if p.get("steps") else "no training step",
+                   "eval steps" if p.get("eval_steps") else "no eval steps",
+                   "process groups" if p.get("groups") else "no process groups", f"{p.get('data')} data"]
+    if "momentum" in p and level != "op":
+        values.append("momentum None" if p["momentum"] is None else f"momentum {number(p['momentum']):g}")
+    sizes = list(p.get("shard_sizes") or ())
+    values += ["uneven shards" if len(set(sizes)) > 1 else "even shards",
+               "an empty shard" if 0 in sizes else "no empty shard"]
+    if level == "module" and sizes:
+        spatials = p.get("rank_spatial") or [p.get("spatial") or ()] * len(sizes)
+        counts = {n * math.prod(s) for n, s in zip(sizes, spatials)}
+        values.append("unequal element counts per rank" if len(counts) > 1 else "equal element counts per rank")
+    if "loc" in p:
+        offset = abs(number(p["loc"])) >= 10 * number(p.get("scale", 1.0))
+        values.append("offset data (|loc| >= 10·scale)" if offset else "data not offset")
+    if level != "op":
+        values.append(f"world size {len(sizes)}")
+    values += [f"device {case.get('device') or p.get('device')}", f"area {case.get('area')}"]
+    values += [f.name for f in FEATURES if not f.name.endswith(" level") and f.has(p)]
+    return list(dict.fromkeys(values))
+
+
+
+
+def _pattern_lines(level: str, failed: list[dict[str, Any]], passed: list[dict[str, Any]]) -> list[str]:
+    """What every failed case of a level shares and no passing one has (or the most that can be said)."""
+    n_f, n_p = len(failed), len(passed)
+    f_name, p_name = f"failed {level} case" + ("s" if n_f != 1 else ""), f"passing {level} cases"
+    if not n_p:
+        return [f"no {level} case passed: nothing to compare the failures with"]
+    has_f: dict[str, set[int]] = defaultdict(set)
+    has_p: dict[str, set[int]] = defaultdict(set)
+    for i, case in enumerate(failed):
+        for value in _attributes(case):
+            has_f[value].add(i)
+    for i, case in enumerate(passed):
+        for value in _attributes(case):
+            has_p[value].add(i)
+    # One value per distinct set of cases (the first spelling): "float16 input" and a feature of the same cases.
+    seen: set[tuple[frozenset[int], frozenset[int]]] = set()
+    values = []
+    for value in has_f:
+        key = (frozenset(has_f[value]), frozenset(has_p[value]))
+        if key not in seen:
+            seen.add(key)
+            values.append(value)
+    shared = [v for v in values if len(has_f[v]) == n_f and len(has_p[v]) < n_p]
+    clean = [v for v in shared if not has_p[v]]
+    if clean:
+        return [f"{n_f} of {n_f} {f_name} {_have(n_f)} {v}; 0 of {n_p} {p_name} do"
+                for v in clean[:3]]
+    pairs = [(a, b) for a, b in combinations(shared, 2) if not has_p[a] & has_p[b]]
+    if pairs:
+        a, b = min(pairs, key=lambda ab: len(has_p[ab[0]]) + len(has_p[ab[1]]))
+        return [f"{n_f} of {n_f} {f_name} {_have(n_f)} {a} and {b}; 0 of {n_p} {p_name} have both "
+                f"({len(has_p[a])} {_have(len(has_p[a]))} {a}, {len(has_p[b])} {_have(len(has_p[b]))} {b})"]
+    # Clusters: a value no passing case has, on enough failed cases that chance does not explain it: were each
+    # case to fail at the level's failure rate, all k cases with the value failing has probability rate**k.
+    rate = n_f / (n_f + n_p)
+    lines, left = [], set(range(n_f))
+    while len(lines) < 3:
+        best = max((v for v in values if not has_p[v] and len(has_f[v] & left) >= 2
+                    and rate ** len(has_f[v]) < CLUSTER_CHANCE), key=lambda v: len(has_f[v] & left), default=None)
+        if best is None:
+            break
+        lines.append(f"{len(has_f[best])} of {n_f} {f_name} have {best}; 0 of {n_p} {p_name} do")
+        left -= has_f[best]
+    if lines:
+        if left:
+            lines.append(f"the other {plural(len(left), f'failed {level} case')} share no parameter that every "
+                         f"passing {level} case lacks")
+        return lines
+    telling = [v for v in shared if v not in _DEFAULTS]
+    if telling:
+        fewest = min(len(has_p[v]) for v in telling)
+        best = [v for v in telling if len(has_p[v]) == fewest][:2]
+        return [f"{n_f} of {n_f} {f_name} have {v}; so do {len(has_p[v])} of {n_p} {p_name}" for v in best] + \
+            [f"no case parameter separates failed from passing {level} cases"]
+    return [f"the failed {level} cases share no case parameter that passing ones lack"]
+
+
+def _quantity_lines(level: str, failed: list[dict[str, Any]]) -> list[str]:
+    """Which quantities failed first (roots, by the cases they failed in), where, and which never failed."""
+    root_cases: Counter = Counter()
+    items: dict[str, list[str]] = defaultdict(list)
+    phases: set[str] = set()
+    compared: dict[str, None] = {}
+    failed_names: set[str] = set()
+    knock = 0
+    kinds: Counter = Counter()
+    eval_ran = eval_knock = 0
+    for case in failed:
+        groups, knock_ons = roots_and_knock_ons(case)
+        knock += sum(len(v) for v in knock_ons.values())
+        for name in dict.fromkeys(g[0]["quantity"] for g in groups):
+            root_cases[name] += 1
+        for g in groups:
+            phases.update(c["phase"] for c in g)
+            if g[0].get("item") and g[0]["item"] not in items[g[0]["quantity"]]:
+                items[g[0]["quantity"]].append(g[0]["item"])
+        for c in case.get("comparisons") or []:
+            compared.setdefault(c["quantity"])
+            if not c["passed"]:
+                failed_names.add(c["quantity"])
+        kinds.update(failure_kind(f) for f in case.get("failures") or [])
+        evals = [c for c in case.get("comparisons") or [] if phase_kind(c["phase"]) == "eval"]
+        eval_ran += bool(evals)
+        eval_knock += any(not c["passed"] for c in evals)
+    lines = []
+    if kinds:
+        with_failures = sum(bool(c.get("failures")) for c in failed)
+        lines.append(f"{with_failures} of {len(failed)} failed {level} cases had a failure that is not a comparison: "
+                     + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
+    if root_cases:
+        named = []
+        for name, n in root_cases.most_common(8):
+            shown = items.get(name, [])
+            detail = f" ({', '.join(shown[:4])}{', ...' if len(shown) > 4 else ''})" if shown else ""
+            named.append(f"{name}{detail} in {n} of {plural(len(failed), 'case')}")
+        more = f" and {len(root_cases) - 8} more" if len(root_cases) > 8 else ""
+        where = ""
+        if level != "op":
+            ordered = sorted(phases, key=phase_order)
+            phase_kinds = {phase_kind(p) for p in ordered}
+            where = "; at " + ", ".join(ordered)
+            if phase_kinds == {"train"}:
+                where += " (training phases only"
+                if eval_ran:
+                    where += f"; {eval_ran} of these cases also ran eval phases, " + (
+                        f"where {eval_knock} failed only as knock-ons" if eval_knock else "which passed")
+                where += ")"
+            elif phase_kinds == {"eval"}:
+                where += " (eval phases only)"
+        if knock:
+            lines.append(f"root causes: {'; '.join(named)}{more}{where}; plus {plural(knock, 'knock-on failure')} "
+                         "computed from them")
+        else:
+            lines.append(f"failed quantities (all roots, no knock-ons): {'; '.join(named)}{more}{where}")
+    never = [q for q in compared if q not in failed_names]
+    if never and failed_names:
+        lines.append(f"never failed in these cases: {', '.join(never[:12])}"
+                     + (f" and {len(never) - 12} more" if len(never) > 12 else ""))
+    return lines
+
+
+def diagnose(document: dict[str, Any]) -> list[str]:
+    """What the failed cases share and the passing ones do not, in a few lines, from the document's evidence only:
+    per case level, the case parameters every failed case has and no passing case has (counted), the quantities
+    that failed first (roots) and those that never failed, the phases; then the known deviations, the cases
+    declared unsupported and the comparisons whose yardstick was suspect, one line each."""
+    cases = document.get("cases") or []
+    lines = []
+    if document.get("status") == "incomplete":
+        lines.append(f"incomplete run: {incomplete_text(document)}; the evidence below covers only those")
+    failed = [c for c in cases if c.get("outcome") in FAILING]
+    by_level: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for case in failed:
+        by_level[case.get("level") or level_of(case.get("params") or {})].append(case)
+    levels = [lv for lv in _LEVELS if lv in by_level] + sorted(set(by_level) - set(_LEVELS))
+    if not failed:
+        lines.append("no case failed")
+    else:
+        lines.append(f"{plural(len(failed), 'failed case')}: "
+                     + ", ".join(f"{len(by_level[lv])} {lv}" for lv in levels)
+                     + " (known deviations and cases declared unsupported are not counted as failed)")
+    for level in levels:
+        passed = [c for c in cases if c.get("outcome") == "passed"
+                  and (c.get("level") or level_of(c.get("params") or {})) == level]
+        lines.append(f"{level} cases: {len(by_level[level])} failed, {len(passed)} passed")
+        lines += ["  " + line for line in _pattern_lines(level, by_level[level], passed)]
+        lines += ["  " + line for line in _quantity_lines(level, by_level[level])]
+    deviations = [c for c in cases if c.get("outcome") == "xfailed"]
+    gone = [c for c in cases if c.get("outcome") == "xpassed"]
+    reasons = Counter(deviation_summary(c.get("xfail_reason") or "") for c in deviations + gone)
+    line = (f"known deviations: {plural(len(deviations), 'case')} failed as documented"
+            + (f", under {plural(len(reasons), 'reason')}" if reasons else ""))
+    if gone:
+        line += f"; {len(gone)} no longer fail{'s' if len(gone) == 1 else ''} (update harness/known_deviations.toml)"
+    lines.append(line)
+    unsupported = Counter(c.get("unsupported") or "no reason given" for c in cases if c.get("outcome") == "unsupported")
+    lines.append("declared unsupported: " + (f"{plural(sum(unsupported.values()), 'case')} ("
+                                             + "; ".join(f"{r}: {n}" for r, n in unsupported.most_common(4))
+                                             + ("; ..." if len(unsupported) > 4 else "") + ")"
+                                             if unsupported else "none"))
+    suspect = [(case, c) for case in cases for c in case.get("comparisons") or [] if is_yardstick_suspect(c)]
+    if suspect:
+        n_failed = sum(not c["passed"] for _, c in suspect)
+        lines.append(f"yardstick suspect in {plural(len(suspect), 'comparison')} "
+                     f"({n_failed} failed, in {plural(len({case['id'] for case, _ in suspect}), 'case')}): the "
+                     f"single-process BatchNorm shares the error, so those tolerances are the analytic bound alone")
+    return lines
+
+
+# -- conformance and the console summary ------------------------------------------------------------------------------
+def conformance_lines(document: dict[str, Any], *, width: int = 116) -> list[str]:
+    """The conformance table in text: a line per feature with a failing, known-deviation or unsupported case,
+    then the features that passed throughout, with their case counts."""
+    rows = conformance(document.get("cases") or [])
+    if not rows:
+        return ["no case ran"]
+    lines = []
+    clean = []
+    name_width = max(len(r.feature.name) for r in rows)
+    for row in rows:
+        c = row.counts
+        if row.status == "passing":
+            clean.append(f"{row.feature.name} ({c['passing']})")
+            continue
+        parts = [f"{c['passing']} pass"]
+        if c["failing"]:
+            parts.append(f"{c['failing']} FAIL")
+        if c["known deviation"]:
+            parts.append(f"{c['known deviation']} known deviation")
+        if c["unsupported"]:
+            reason, _ = row.unsupported_reasons.most_common(1)[0]
+            others = len(row.unsupported_reasons) - 1
+            parts.append(f"{c['unsupported']} unsupported ({reason}"
+                         + (f"; and {plural(others, 'other reason')})" if others else ")"))
+        lines.append(f"{row.feature.name:<{name_width}}  {row.cases:>4} cases: " + ", ".join(parts))
+    if clean:
+        lines += textwrap.wrap("passing throughout: " + ", ".join(clean), width, subsequent_indent="  ")
+    return lines
+
+
+def _header(document: dict[str, Any]) -> str:
+    word = verdict_of(document)
+    counts = run_counts(document)
+    env = document.get("environment") or {}
+    names = [("passed", "passed"), ("failed", "failed"), ("error", "errors"), ("xfailed", "known deviations"),
+             ("xpassed", "known deviations passed"), ("unsupported", "unsupported"), ("skipped", "skipped")]
+    text = f"SyncBN conformance: {word}"
+    if word == "INCOMPLETE":
+        text += f", {incomplete_text(document)}"
+    text += f": {plural(sum(counts.values()), 'case')}"
+    details = [f"{counts[key]} {name}" for key, name in names if counts[key]]
+    if details:
+        text += " (" + ", ".join(details) + ")"
+    where = [f"sut {env.get('sut', '?')}", f"profile {env.get('profile', '?')}", f"torch {env.get('torch', '?')}"]
+    if env.get("device_name"):
+        where.append(str(env["device_name"]))
+    return text + " · " + " · ".join(where)
+
+
+def run_summary_lines(document: dict[str, Any], *, shown_cases: int = 15) -> list[str]:
+    """The console summary of a results document: the verdict, the diagnosis, the conformance table, the failed
+    cases by severity (each with its root cause in a line and its rerun command), the known deviations that passed."""
+    lines = [_header(document), "", "Diagnosis:"]
+    lines += ["  " + line for line in diagnose(document)]
+    lines += ["", "Conformance by feature (cases: pass, FAIL, known deviation, unsupported):"]
+    lines += ["  " + line for line in conformance_lines(document)]
+    groups = failed_cases_by_class(document)
+    total = sum(len(members) for _, members in groups)
+    if total:
+        lines += ["", f"Failed cases by severity ({total}):"]
+    shown = 0
+    for cls, members in groups:
+        lines.append(f"  {CLASS_TITLES[cls]}: {len(members)}")
+        for case in members:
+            if shown >= shown_cases:
+                break
+            shown += 1
+            lines.append(f"    {case['id']}: {case_headline(case)}")
+            if case.get("rerun"):
+                lines.append(f"      rerun: {case['rerun']}")
+    if total > shown:
+        lines.append(f"  ... and {total - shown} more failed cases (all of them are in the results document)")
+    gone = [c for c in document.get("cases") or [] if c.get("outcome") == "xpassed"]
+    if gone:
+        lines += ["", f"Known deviations that passed ({len(gone)}): the deviation is gone, update "
+                  "harness/known_deviations.toml"]
+        lines += [f"    {c['id']}" for c in gone]
+    if document.get("status") == "incomplete":
+        not_run = (document.get("incomplete") or {}).get("not_run") or []
+        if not_run:
+            lines += ["", f"Not run ({len(not_run)}): " + ", ".join(not_run[:5]) + (" ..." if len(not_run) > 5
+                                                                                   else "")]
+    return lines
