@@ -165,6 +165,10 @@ def _data(profile: str) -> Iterator[CaseSpec]:
     # squared, through the combine (harness.tolerances); a hypothesis example found the tolerance lacked it.
     yield _case("data", "constant", shard_sizes=(1, 2, 1), spatial=(1, 1, 1), channels=1, data="constant",
                 scale=1e3, momentum=None, affine=False, steps=1)
+    # Spread far below eps (var 1e-4, eps 0.1) at an offset of 1e4: var's rounding is u·|mean|·std, not u·|mean|·
+    # invstd; the soak (hypothesis, 10,000 examples) found a tolerance that counted the latter (harness.expected).
+    yield _case("data", "offset", shard_sizes=(0, 0, 3), spatial=(1, 1, 1), channels=1, loc=1e4, scale=0.01, eps=0.1,
+                dtype="float64", affine=False, momentum=None, steps=1)
     yield _case("data", "outliers", shard_sizes=(6, 5), spatial=(4, 4), data="outliers", eval_steps=1)
     yield _case("data", "scale", shard_sizes=(3, 2), scale=1e-3, eval_steps=1)
     yield _case("data", "scale", shard_sizes=(3, 2), scale=1e3, eval_steps=1)
