@@ -21,11 +21,12 @@ Module level, per case, quantity and phase, the allowed absolute error is
   magnitude that bounds any summation's rounding error); grad_input the same terms through its formula; running_mean
   max |expected|; running_var max |expected|·(1 + kappa) (the shards' means enter its combine) plus, in training,
   (var + eps)·n/(n-1): PyTorch's protocol exchanges invstd = 1/sqrt(var + eps) and recovers var = 1/invstd² - eps,
-  which costs u·(var + eps) when var is far below eps (found by the hypothesis cases), plus u(T)·mean²·n/(n-1):
-  the shards' means, off by u(T)·|mean|, enter the combine squared, which is all the error a constant channel far
-  from 0 has (var 0; also found by the hypothesis cases). Buffers carry their errors
-  into later phases, so their scales are the largest seen so far in the case. The SEMANTICS.md
-  H100 figures agree: offset 1e4 in float32 gave an output error of 7.3e-4 ≈ 6 u·kappa, inside 16 u·kappa.
+  which costs u·(var + eps) when var is far below eps (found by the hypothesis cases), plus (n·u·mean)²·n/(n-1):
+  the shards' means, off by up to n·u·|mean| (gamma_n, recursive summation's bound over n values), enter the
+  variance squared, which is all the error a constant channel far from 0 has (var 0; also found by the hypothesis
+  cases). The same (n·u·kappa)² reaches grad_input through invstd (found by the soak; harness.expected._scales).
+  Buffers carry their errors into later phases, so their scales are the largest seen so far in the case. The
+  SEMANTICS.md H100 figures agree: offset 1e4 in float32 gave an output error of 7.3e-4 ≈ 6 u·kappa, inside 16 u·kappa.
 - the yardstick's share is capped (YARDSTICK_CAP_REL · scale): data the dtype cannot resolve should not be a case
   for that dtype, and a cap makes such a case fail loudly instead of passing with a meaningless tolerance.
 num_batches_tracked, output dtypes and the cross-rank agreement of running statistics are compared exactly.
