@@ -19,8 +19,9 @@ Module level, per case, quantity and phase, the allowed absolute error is
   offset 1e4 and std 1, |mean|/sqrt(eps) for a constant channel). So each scale counts |x̂| + kappa wherever x̂
   enters: output max|weight|·(|x̂| + kappa); grad_weight max_c Σ|g|·(|x̂| + kappa); grad_bias max_c Σ|g| (the
   magnitude that bounds any summation's rounding error); grad_input the same terms through its formula; running_mean
-  max |expected|; running_var max |expected|·(1 + kappa) (the shards' means enter its combine) plus, in training,
-  (var + eps)·n/(n-1): PyTorch's protocol exchanges invstd = 1/sqrt(var + eps) and recovers var = 1/invstd² - eps,
+  max |expected| + mean|x| in training (a sum's error bound is Σ|x|: centred data's mean is far below it);
+  running_var max |expected|·(1 + kappa) (the shards' means enter its combine) plus, in training, (var + eps)·n/(n-1):
+  PyTorch's protocol exchanges invstd = 1/sqrt(var + eps) and recovers var = 1/invstd² - eps,
   which costs u·(var + eps) when var is far below eps (found by the hypothesis cases), plus (n·u·mean)²·n/(n-1):
   the shards' means, off by up to n·u·|mean| (gamma_n, recursive summation's bound over n values), enter the
   variance squared, which is all the error a constant channel far from 0 has (var 0; also found by the hypothesis
