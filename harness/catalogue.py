@@ -178,6 +178,11 @@ def _data(profile: str) -> Iterator[CaseSpec]:
     # with them (u·mean|x|; found by the soak, seed 7334 puts the initial running_mean near 0).
     yield _case("data", "scale", shard_sizes=(0, 2, 1, 6), spatial=(1, 4), channels=1, scale=0.01, affine=False,
                 momentum=None, steps=1, seed=7334, groups=((0, 1, 2, 3),))
+    # Eval with running statistics off centre: the buffers' permitted errors (running_var's Chan combine, u·|mean|·
+    # std) reach the eval output through invstd, times |x̂| = 50 for an outlier (found by the soak at 0.96x).
+    yield _case("data", "outliers", shard_sizes=(4, 3, 1), spatial=(1, 3), channels=1, data="outliers", loc=1e5,
+                scale=10.0, dtype="float64", affine=False, momentum=1.0, eps=1.0, steps=1, eval_steps=2, seed=65536,
+                groups=((0, 1, 2),))
     yield _case("data", "outliers", shard_sizes=(6, 5), spatial=(4, 4), data="outliers", eval_steps=1)
     yield _case("data", "scale", shard_sizes=(3, 2), scale=1e-3, eval_steps=1)
     yield _case("data", "scale", shard_sizes=(3, 2), scale=1e3, eval_steps=1)
