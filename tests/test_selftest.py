@@ -59,10 +59,12 @@ def test_quick_profile_has_the_dimensions_third_party_syncbns_slipped_through():
 
 
 def test_constant_channel_grad_input_tolerance_is_tight():
-    """A constant channel's grad_input is (g - mean g)·w/sqrt(eps) (~1e3): its tolerance must stay far below the
-    1-2% by which a wrong invstd moves it (harness.mutants' variance_floor: 1.5%); it was ~22 absolute once. Only
-    where the dtype resolves the channel: FLOOR_ULPS·u·kappa <= 0.1, kappa = |value|/sqrt(eps) (the float32 channel
-    at ~1000, kappa 3e5, has x̂ itself off by up to 0.3 and its tolerance rightly follows)."""
+    """A constant channel's grad_input is (g - mean g)·w/sqrt(eps) (~1e3): its tolerance must stay below the 1.5% by
+    which a wrong invstd moves it (harness.mutants' variance_floor), with a margin of 1.5x; it was ~22 absolute once.
+    Only where the dtype resolves the channel: FLOOR_ULPS·u·kappa <= 0.1, kappa = |value|/sqrt(eps) (the float32
+    channel at ~1000, kappa 3e5, has x̂ itself off by up to 0.3 and its tolerance rightly follows). At that limit
+    the mean's F roundings reach grad_input squared through invstd, (F·u·kappa)²·(max|g| + 3 mean|g|)/2: the float32
+    channel at 300 (F·u·kappa = 0.09) is allowed 0.8%, the centred ones 1.3e-6."""
     checked = 0
     for case in module_cases("quick", "data"):
         kappa = (abs(case.loc) + case.scale) / case.eps**0.5
@@ -74,6 +76,8 @@ def test_constant_channel_grad_input_tolerance_is_tight():
             scale, yardstick = phase.scales[(0, "grad_input")], phase.yardstick.get((0, "grad_input"))
             atol = module_tolerance("grad_input", dtype=case.dtype, scale=scale, yardstick=yardstick).atol
             magnitude = max(float(np.abs(v).max()) for v in phase.per_rank["grad_input"].values() if v.size)
-            assert atol <= 5e-3 * magnitude, (case.id, phase.name, atol, magnitude)
+            assert atol <= 0.015 / 1.5 * magnitude, (case.id, phase.name, atol, magnitude)
+            if FLOOR_ULPS * UNIT_ROUNDOFF[case.dtype] * kappa <= 1e-3:
+                assert atol <= 1e-5 * magnitude, (case.id, phase.name, atol, magnitude)
             checked += 1
     assert checked >= 4
