@@ -180,6 +180,10 @@ def _data(profile: str) -> Iterator[CaseSpec]:
                 momentum=None, steps=1, seed=7334, groups=((0, 1, 2, 3),))
     # Eval with running statistics off centre: the buffers' permitted errors (running_var's Chan combine, u·|mean|·
     # std) reach the eval output through invstd, times |x̂| = 50 for an outlier (found by the soak at 0.96x).
+    # Constant float32 channels up to 1000, channels-last, 162 values: torch's mean is off by 15 u, so the variance
+    # about it, running_var's only content, is (15·u·mean)² (found by the soak; harness.expected).
+    yield _case("data", "constant", shard_sizes=(9,), spatial=(2, 3, 3), channels=4, data="constant", scale=1e3,
+                layout="channels_last_3d", affine=False, momentum=None, steps=1)
     yield _case("data", "outliers", shard_sizes=(4, 3, 1), spatial=(1, 3), channels=1, data="outliers", loc=1e5,
                 scale=10.0, dtype="float64", affine=False, momentum=1.0, eps=1.0, steps=1, eval_steps=2, seed=65536,
                 groups=((0, 1, 2),))

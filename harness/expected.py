@@ -202,10 +202,12 @@ def _scales(gi, shards, grads, forward, backward, buffers, weight, mean_unit: fl
             # The shards' means are off by u·|mean|; the combine's Chan term n_r·(mean_r - mean)² turns that into
             # 2·u·|mean|·sqrt(var) in var, to first order (relative error u·|mean|/std, whatever eps is: the
             # soak's case with eps = 0.1 against var = 4.5e-5 failed while this counted |mean|·invstd), and into
-            # u²·mean² to second order, all that is left of a constant channel far from 0 (var 0, found by the
-            # hypothesis cases); both enter running_var scaled by n/(n-1).
+            # (F·u·mean)² to second order (F roundings of the mean, as for grad_input: the variance about a rounded
+            # mean), all that is left of a constant channel far from 0 (var 0, found by the hypothesis cases; the
+            # soak found torch's float32 channels-last mean of 162 equal values off by 15 u, 16.6x a floor that
+            # allowed 4 u); both enter running_var scaled by n/(n-1). Scale units: the floor multiplies by F·u.
             running_var_scale += unbias * float(np.max(var + 2.0 * np.abs(mean) * np.sqrt(var)
-                                                       + mean_unit * np.max(means**2, axis=0)))
+                                                       + FLOOR_ULPS * mean_unit * np.max(means**2, axis=0)))
             # PyTorch's protocol exchanges invstd = 1/sqrt(var + eps), not var: recovering var = 1/invstd² - eps
             # costs u·(var + eps), which dominates when var is far below eps.
             running_var_scale += unbias * float(np.max(1.0 / np.stack(live) ** 2))

@@ -22,8 +22,8 @@ Module level, per case, quantity and phase, the allowed absolute error is
   max |expected| + mean|x| in training (a sum's error bound is Σ|x|: centred data's mean is far below it);
   running_var max |expected|·(1 + kappa) (the shards' means enter its combine) plus, in training, (var + eps)·n/(n-1):
   PyTorch's protocol exchanges invstd = 1/sqrt(var + eps) and recovers var = 1/invstd² - eps,
-  which costs u·(var + eps) when var is far below eps (found by the hypothesis cases), plus u(T)·mean²·n/(n-1):
-  the shards' means, off by u(T)·|mean|, enter the combine squared, which is all the error a constant channel far
+  which costs u·(var + eps) when var is far below eps (found by the hypothesis cases), plus (F·u(T)·mean)²·n/(n-1):
+  the shards' means, off by F roundings, enter the variance squared, which is all the error a constant channel far
   from 0 has (var 0; also found by the hypothesis cases). The mean's rounding also reaches all of grad_input squared
   through invstd, (F·u·kappa)²·|g| (found by the soak; harness.expected._scales).
   Buffers carry their errors into later phases, so their scales are the largest seen so far in the case. The
