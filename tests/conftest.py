@@ -1,7 +1,10 @@
 """Fixtures of the harness's own tests."""
 from __future__ import annotations
 
+import gzip
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import torch.distributed as dist
@@ -26,3 +29,12 @@ def world_of_one(tmp_path):
         yield dist.group.WORLD
     finally:
         dist.destroy_process_group()
+
+
+H100_RESULTS = Path(__file__).with_name("data") / "h100-2026-11-27.json.gz"
+
+
+@pytest.fixture(scope="session")
+def h100_document() -> dict:
+    """The first GPU run's results (H100, results document v1; tests/data/README.md says how it was trimmed)."""
+    return json.loads(gzip.decompress(H100_RESULTS.read_bytes()))

@@ -9,7 +9,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from harness.compare import Tolerance, compare_arrays, compare_exact
 from harness.result import CaseResult, Failure
@@ -18,7 +17,6 @@ from reports.html import render_html
 from reports.results import build_document, case_record
 
 ROOT = Path(__file__).resolve().parent.parent
-GPU_RESULTS = ROOT.parent / "shared" / "gpu-runs" / "2026-11-27-h100" / "gpu.json"
 INJECTED = "<script>alert('x')</script>"
 
 
@@ -221,10 +219,8 @@ def test_version_1_document_renders():
         ["Rank failures (exceptions, crashes, hangs)"]
 
 
-def test_h100_run_first_screen():
-    if not GPU_RESULTS.exists():
-        pytest.skip(f"{GPU_RESULTS} is not here (the H100 run's results live outside the repository)")
-    text = render_html(json.loads(GPU_RESULTS.read_text()))
+def test_h100_run_first_screen(h100_document):
+    text = render_html(h100_document)
     assert outline(text).headings[0] == ("h1", "SyncBN conformance: FAILED")
     first = text[text.index("<h2>Diagnosis"):text.index("<h2>Conformance by feature")]
     assert "8 of 8 failed module cases have dtype float16 with float32 parameters; 0 of 145 passing" in first

@@ -22,7 +22,6 @@ from reports import summary
 from reports.results import build_document, case_record, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
-GPU_RESULTS = ROOT.parent / "shared" / "gpu-runs" / "2026-11-27-h100" / "gpu.json"
 
 
 def _cmp(quantity: str, phase: str, rank: int | None, err: float, *, scale: float = 1.0, atol: float = 1e-3,
@@ -187,10 +186,8 @@ def test_diagnosis_counts_deviations_unsupported_and_suspect_yardsticks():
 
 
 @pytest.fixture(scope="module")
-def gpu_document():
-    if not GPU_RESULTS.exists():
-        pytest.skip(f"{GPU_RESULTS} is not here (the H100 run's results live outside the repository)")
-    return json.loads(GPU_RESULTS.read_text())
+def gpu_document(h100_document):
+    return h100_document
 
 
 def test_diagnosis_of_the_h100_run(gpu_document):
