@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 
 from .errors import CaseError
 from .options import PROFILES
-from .spec import OP_NAMES, CaseSpec, ModelSpec, OpSpec
+from .spec import OP_NAMES, ModuleSpec, ModelSpec, OpSpec
 
 __all__ = ["PROFILES", "AREAS", "Area", "module_cases", "op_cases", "model_cases", "all_cases", "check_profile"]
 
@@ -29,14 +29,14 @@ def check_profile(profile: str) -> str:
     return profile
 
 
-def _case(*tags: str, **fields) -> CaseSpec:
+def _case(*tags: str, **fields) -> ModuleSpec:
     fields.setdefault("spatial", () if "rank_spatial" in fields else (3, 2))
     fields.setdefault("channels", 3)
     fields.setdefault("steps", 2)
-    return CaseSpec(tags=tags, **fields)
+    return ModuleSpec(tags=tags, **fields)
 
 
-def _world(profile: str) -> Iterator[CaseSpec]:
+def _world(profile: str) -> Iterator[ModuleSpec]:
     sizes = (1, 2, 3, 4) + ((8,) if profile == "thorough" else ())
     seeds = (0,) if profile == "quick" else (0, 1)
     for world, seed in itertools.product(sizes, seeds):
@@ -48,7 +48,7 @@ def _world(profile: str) -> Iterator[CaseSpec]:
                     rank_spatial=((4, 5), (3, 3), (2, 3), (6, 2), (1, 1), (3, 4), (5, 5), (2, 2)))
 
 
-def _shards(profile: str) -> Iterator[CaseSpec]:
+def _shards(profile: str) -> Iterator[ModuleSpec]:
     patterns = {
         "even": (4, 4), "uneven": (5, 2, 1), "empty_one": (3, 0, 2), "empty_two": (0, 4, 0, 3),
         "single_sample": (1, 1, 1), "single_and_empty": (1, 0, 2), "one_holds_all": (0, 0, 6, 0),
@@ -73,7 +73,7 @@ def _shards(profile: str) -> Iterator[CaseSpec]:
         yield _case("shards", "uneven", shard_sizes=(17, 3, 0, 11), spatial=(5, 4), channels=7, steps=3)
 
 
-def _shapes(profile: str) -> Iterator[CaseSpec]:
+def _shapes(profile: str) -> Iterator[ModuleSpec]:
     spatials = [(), (5,), (3, 4), (2, 3, 2)]
     channel_counts = (1, 2, 5) if profile == "quick" else (1, 2, 3, 5, 7)
     for spatial, channels in itertools.product(spatials, channel_counts):
@@ -91,7 +91,7 @@ def _shapes(profile: str) -> Iterator[CaseSpec]:
         yield _case("shapes", shard_sizes=(4, 5), spatial=(4, 6, 5), channels=8, steps=2)
 
 
-def _layouts(profile: str) -> Iterator[CaseSpec]:
+def _layouts(profile: str) -> Iterator[ModuleSpec]:
     seeds = (0,) if profile == "quick" else (0, 1, 2)
     for seed in seeds:
         for sizes in ((3, 2), (4, 0, 1)):
@@ -109,7 +109,7 @@ def _layouts(profile: str) -> Iterator[CaseSpec]:
                     dtype=dtype, param_dtype=param_dtype, eval_steps=1)
 
 
-def _affine(profile: str) -> Iterator[CaseSpec]:
+def _affine(profile: str) -> Iterator[ModuleSpec]:
     for affine, trs in itertools.product((True, False), (True, False)):
         yield _case("affine", shard_sizes=(3, 0, 2), affine=affine, track_running_stats=trs, eval_steps=1)
         if profile != "quick":
@@ -117,14 +117,14 @@ def _affine(profile: str) -> Iterator[CaseSpec]:
                         seed=1, eval_steps=1)
 
 
-def _running_stats(profile: str) -> Iterator[CaseSpec]:
+def _running_stats(profile: str) -> Iterator[ModuleSpec]:
     for trs, sizes in itertools.product((True, False), ((3, 2), (2, 0, 3))):
         yield _case("running_stats", shard_sizes=sizes, track_running_stats=trs, steps=3, eval_steps=1)
     if profile != "quick":
         yield _case("running_stats", shard_sizes=(2, 3, 1), steps=6, eval_steps=2, momentum=None)
 
 
-def _eval(profile: str) -> Iterator[CaseSpec]:
+def _eval(profile: str) -> Iterator[ModuleSpec]:
     # Eval straight from the loaded buffers, and eval after training; local statistics when not tracking.
     for trs in (True, False):
         yield _case("eval", shard_sizes=(3, 2), track_running_stats=trs, steps=0, eval_steps=2)
@@ -133,7 +133,7 @@ def _eval(profile: str) -> Iterator[CaseSpec]:
     yield _case("eval", shard_sizes=(2, 2, 2, 2), spatial=(4,), steps=3, eval_steps=3, seed=3)
 
 
-def _momentum(profile: str) -> Iterator[CaseSpec]:
+def _momentum(profile: str) -> Iterator[ModuleSpec]:
     momenta = (None, 0.0, 0.1, 0.5, 1.0) if profile == "quick" else (None, 0.0, 0.01, 0.1, 0.5, 0.9, 1.0)
     for momentum in momenta:
         yield _case("momentum", shard_sizes=(3, 1, 2), momentum=momentum, steps=3, eval_steps=1)
@@ -141,7 +141,7 @@ def _momentum(profile: str) -> Iterator[CaseSpec]:
         yield _case("momentum", shard_sizes=(2, 0, 3), momentum=None, steps=8)
 
 
-def _eps(profile: str) -> Iterator[CaseSpec]:
+def _eps(profile: str) -> Iterator[ModuleSpec]:
     for eps in (1e-5, 1e-3, 0.1, 1.0):
         yield _case("eps", shard_sizes=(3, 2), eps=eps, eval_steps=1)
     # Variance near eps: spread sqrt(eps), so var + eps is about 2·eps.
@@ -149,7 +149,7 @@ def _eps(profile: str) -> Iterator[CaseSpec]:
         yield _case("eps", "near_eps", shard_sizes=(3, 2), eps=eps, scale=eps**0.5, eval_steps=1)
 
 
-def _data(profile: str) -> Iterator[CaseSpec]:
+def _data(profile: str) -> Iterator[ModuleSpec]:
     # An offset with EVEN shards first: E[x²] - E[x]² cancellation is caught on its own, not only together with
     # uneven shards.
     yield _case("data", "offset", shard_sizes=(4, 4), loc=100.0, eval_steps=1)
@@ -197,7 +197,7 @@ def _data(profile: str) -> Iterator[CaseSpec]:
         yield _case("data", "constant", shard_sizes=(2, 2), data="constant", dtype="float64", eps=1e-3)
 
 
-def _dtypes(profile: str) -> Iterator[CaseSpec]:
+def _dtypes(profile: str) -> Iterator[ModuleSpec]:
     seeds = (0,) if profile == "quick" else (0, 1)
     for dtype, seed in itertools.product(("float64", "float32"), seeds):
         yield _case("dtypes", shard_sizes=(3, 0, 2), dtype=dtype, seed=seed, steps=3, eval_steps=1)
@@ -206,7 +206,7 @@ def _dtypes(profile: str) -> Iterator[CaseSpec]:
     yield from _half(profile)
 
 
-def _half(profile: str) -> Iterator[CaseSpec]:
+def _half(profile: str) -> Iterator[ModuleSpec]:
     """float16 / bfloat16: half input with float32 parameters ("mixed", what AMP-converted nets feed SyncBN) and
     modules entirely in half precision (``model.half()``). On CPU they run through the harness's CPU kernels, which
     keep the CUDA kernels' accumulation types (float for half input) and dtype rules; on CUDA through the real
@@ -242,7 +242,7 @@ def _half(profile: str) -> Iterator[CaseSpec]:
                     layout="channels_last", loc=-300.0, scale=100.0, momentum=None, steps=3, eval_steps=1)
 
 
-def _groups(profile: str) -> Iterator[CaseSpec]:
+def _groups(profile: str) -> Iterator[ModuleSpec]:
     yield _case("groups", shard_sizes=(3, 2, 1, 4), groups=((0, 1), (2, 3)), steps=3, eval_steps=1)
     yield _case("groups", shard_sizes=(3, 0, 0, 2), groups=((0, 2), (1, 3)), steps=2)
     yield _case("groups", shard_sizes=(2, 2, 2, 2), groups=((0,), (1, 2, 3)), steps=2, momentum=None)
@@ -261,7 +261,7 @@ def _groups(profile: str) -> Iterator[CaseSpec]:
         yield _case("groups", shard_sizes=(1, 2, 3, 4, 0, 1, 2, 3), groups=((0, 1, 2, 3), (4, 5, 6, 7)), steps=3)
 
 
-def _errors(profile: str) -> Iterator[CaseSpec]:
+def _errors(profile: str) -> Iterator[ModuleSpec]:
     # SEMANTICS.md edge rules: a global count of 1 must raise; every shard empty leaves the statistics unchanged.
     yield _case("errors", "global_count_1", shard_sizes=(1, 0), spatial=(), steps=1)
     yield _case("errors", "global_count_1", shard_sizes=(0, 0, 1), spatial=(), steps=1)
@@ -277,7 +277,7 @@ class Area:
     offset data, the edge errors)."""
 
     name: str
-    generate: Callable[[str], Iterator[CaseSpec]]
+    generate: Callable[[str], Iterator[ModuleSpec]]
     covers: str
     selftest_order: int
 
@@ -301,7 +301,7 @@ AREAS: dict[str, Area] = {a.name: a for a in (
 )}
 
 
-def module_cases(profile: str, area: str | None = None, device: str = "cpu") -> list[CaseSpec]:
+def module_cases(profile: str, area: str | None = None, device: str = "cpu") -> list[ModuleSpec]:
     """The profile's module-level cases (of one area, if given), each id once (a case two areas generate belongs
     to the first), on ``device`` (cuda: every case on the GPU plus the CUDA-only cases)."""
     check_profile(profile)
@@ -342,7 +342,7 @@ def op_cases(profile: str, device: str = "cpu") -> list[OpSpec]:
     return [OpSpec(op=op, channels=4, device=device, **variant) for op in OP_NAMES for variant in variants]
 
 
-def _cuda_only(profile: str) -> list[CaseSpec]:
+def _cuda_only(profile: str) -> list[ModuleSpec]:
     """Module cases that only exist on CUDA: autocast (CPU autocast is a different feature, bfloat16 with its own op
     lists) and shapes too large for the CPU run. Half precision itself runs on both devices (_half)."""
     cuda = dict(device="cuda")
@@ -374,6 +374,6 @@ def model_cases(profile: str, device: str = "cpu") -> list[ModelSpec]:
     return cases
 
 
-def all_cases(profile: str, device: str = "cpu") -> list[CaseSpec | OpSpec | ModelSpec]:
+def all_cases(profile: str, device: str = "cpu") -> list[ModuleSpec | OpSpec | ModelSpec]:
     """Every case of the profile, op, module and model level."""
     return [*op_cases(profile, device), *module_cases(profile, device=device), *model_cases(profile, device)]

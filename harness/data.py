@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import CaseSpec, OpSpec
+from .spec import ModuleSpec, OpSpec
 
 __all__ = ["Params", "make_params", "make_input", "make_grad_output", "quantize", "torch_dtype", "dtype_name",
            "to_tensor", "to_numpy"]
@@ -33,7 +33,7 @@ class Params:
     channel_shift: np.ndarray  # per-channel offset of the data, in units of ``scale``
 
 
-def make_params(spec: CaseSpec | OpSpec) -> Params:
+def make_params(spec: ModuleSpec | OpSpec) -> Params:
     """weight ~ N(1, 0.5²), bias ~ N(0, 0.5²), running_mean ~ loc + scale·N(0, 0.5²), running_var ~ scale²·U(0.5, 2)."""
     rng = _rng(spec.seed, _PARAMS)
     channels = spec.channels
@@ -46,7 +46,7 @@ def make_params(spec: CaseSpec | OpSpec) -> Params:
     return Params(weight, bias, running_mean, running_var, num_batches_tracked, channel_shift)
 
 
-def make_input(spec: CaseSpec | OpSpec, step: int, rank: int, params: Params | None = None) -> np.ndarray:
+def make_input(spec: ModuleSpec | OpSpec, step: int, rank: int, params: Params | None = None) -> np.ndarray:
     """Rank ``rank``'s input at ``step`` (float64, logical NC... order), by ``spec.data``:
 
     normal: loc + scale·(shift_c + N(0,1)); constant: loc + scale·shift_c (zero variance per channel);
@@ -68,7 +68,7 @@ def make_input(spec: CaseSpec | OpSpec, step: int, rank: int, params: Params | N
     return spec.loc + spec.scale * (shift + noise)
 
 
-def make_grad_output(spec: CaseSpec | OpSpec, step: int, rank: int) -> np.ndarray:
+def make_grad_output(spec: ModuleSpec | OpSpec, step: int, rank: int) -> np.ndarray:
     """dL/dy for rank ``rank`` at ``step``: N(0, 1) of the output's shape."""
     return _rng(spec.seed, _GRAD, step, rank).standard_normal(spec.input_shape(rank))
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterable
 from .errors import CaseError
 from .kinds import parse_case_id
 from .quantities import is_known
-from .spec import CaseSpec
+from .spec import ModuleSpec
 
 __all__ = ["KnownDeviation", "KNOWN_DEVIATIONS", "CONDITIONS", "load_known_deviations", "unmatched_deviations",
            "match_deviation", "all_profile_case_ids"]
@@ -26,17 +26,17 @@ KNOWN_DEVIATIONS = Path(__file__).resolve().parent / "known_deviations.toml"
 _HALF = ("float16", "bfloat16")
 
 
-def _synced_groups(spec: CaseSpec) -> list[tuple[int, ...]]:
+def _synced_groups(spec: ModuleSpec) -> list[tuple[int, ...]]:
     """The process groups that communicate: 2 ranks or more, and at least one training step (SyncBatchNorm only
     synchronises in training; eval, with or without running statistics, stays local)."""
     return [g for g in spec.rank_groups if len(g) >= 2] if spec.steps >= 1 else []
 
 
-def _group_count(spec: CaseSpec, group: tuple[int, ...]) -> int:
+def _group_count(spec: ModuleSpec, group: tuple[int, ...]) -> int:
     return sum(spec.rank_count(r) for r in group)
 
 
-def _cuda_half_reduction(s: CaseSpec) -> bool:
+def _cuda_half_reduction(s: ModuleSpec) -> bool:
     """CUDA, float16/bfloat16 input, float32 parameters, affine, and a phase whose backward runs a half-rounding
     reduction: SyncBatchNorm's batch_norm_backward_reduce in a synchronised training step (the harness feeds a
     contiguous grad_output, so channels-last input takes the contiguous kernel too), the native BatchNorm backward
@@ -47,7 +47,7 @@ def _cuda_half_reduction(s: CaseSpec) -> bool:
     return bool(_synced_groups(s)) or s.eval_steps >= 1 or (s.dtype == "bfloat16" and unsynced_training)
 
 
-def _cpu_bf16_channels_last(s: CaseSpec) -> bool:
+def _cpu_bf16_channels_last(s: ModuleSpec) -> bool:
     """CPU, bfloat16 channels-last input, float32 parameters, affine, and a phase that runs torch's native CPU
     BatchNorm backward (eval, or a training step of a one-rank group): with the contiguous grad_output the harness
     feeds, its grad_bias is rounded to bfloat16. SyncBatchNorm's synchronised training runs the harness's kernels."""
@@ -61,7 +61,7 @@ def _cpu_bf16_channels_last(s: CaseSpec) -> bool:
 # Named conditions a known deviation can require of a case (``condition = "..."``), for the rules a regular
 # expression over the id cannot state, such as "within some process group". Module cases only (any other kind of
 # case never matches a condition).
-CONDITIONS: dict[str, Callable[[CaseSpec], bool]] = {
+CONDITIONS: dict[str, Callable[[ModuleSpec], bool]] = {
     "empty_group": lambda s: any(all(s.shard_sizes[r] == 0 for r in g) for g in _synced_groups(s)),
     "group_count_one": lambda s: any(_group_count(s, g) == 1 for g in _synced_groups(s)),
     "half_input_empty_shard": lambda s: s.dtype in _HALF and any(
@@ -76,12 +76,12 @@ CONDITIONS: dict[str, Callable[[CaseSpec], bool]] = {
 
 
 @functools.lru_cache(maxsize=4096)
-def _module_spec(case_id: str) -> CaseSpec | None:
+def _module_spec(case_id: str) -> ModuleSpec | None:
     try:
         spec = parse_case_id(case_id)
     except CaseError:
         return None
-    return spec if isinstance(spec, CaseSpec) else None
+    return spec if isinstance(spec, ModuleSpec) else None
 
 
 @dataclass(frozen=True)

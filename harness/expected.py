@@ -16,7 +16,7 @@ import numpy as np
 from reference.syncbn import TOO_FEW_VALUES, Buffers, syncbn_backward, syncbn_forward
 
 from .data import make_grad_output, make_input, make_params, quantize
-from .spec import CaseSpec
+from .spec import ModuleSpec
 from .tolerances import FLOOR_ULPS, UNIT_ROUNDOFF
 from .yardstick import Yardstick
 
@@ -42,7 +42,7 @@ class ExpectedPhase:
 
 @dataclass
 class ExpectedCase:
-    spec: CaseSpec
+    spec: ModuleSpec
     phases: list[ExpectedPhase]
     errors: dict[int, dict[str, Any]]  # by rank: the error the spec requires, {"phase", "type", "message"}
 
@@ -52,7 +52,7 @@ def _max_abs(arrays) -> float:
     return max(values) if values else 0.0
 
 
-def expected_module_case(spec: CaseSpec, *, yardstick: bool = True) -> ExpectedCase:
+def expected_module_case(spec: ModuleSpec, *, yardstick: bool = True) -> ExpectedCase:
     """Run the reference over every group and phase; an error the spec requires ends the phases of the ranks that
     raise it (the whole group in training, a lone rank in eval without running statistics)."""
     params = make_params(spec)

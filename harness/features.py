@@ -1,7 +1,7 @@
 """The features of SyncBatchNorm a run covers, defined once, as predicates over a case record's ``params``.
 
 Each feature is (name, description, predicate); the predicate reads the params dict of a results document's case
-record (``CaseSpec`` / ``OpSpec`` / ``ModelSpec`` ``to_dict()``, also from a version-1 document), so the
+record (``ModuleSpec`` / ``OpSpec`` / ``ModelSpec`` ``to_dict()``, also from a version-1 document), so the
 conformance table works from records, for a run of this harness or an older one. A case counts in every feature
 it has. ``conformance(cases)`` counts, per feature, the cases that passed, failed, failed as a documented known
 deviation, or were declared unsupported by the implementation (harness.sut.Unsupported).

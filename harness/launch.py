@@ -17,9 +17,9 @@ that dies anyway names the case and keeps the results so far.
 The options are the table of harness.options, the same as ``python -m harness run`` and pytest; ``--case-timeout``
 is the collective timeout of the torchrun process group here.
 
-Lockstep: for each case every rank runs harness.rank_case.run_module_case (the same code the pools run), the
-results are gathered on rank 0 (dist.gather_object), rank 0 computes the expected values
-(harness.expected.expected_module_case) and compares them with harness.kinds.module.compare_case. Known deviations
+Lockstep: for each case every rank runs its kind's rank entry (harness.kinds: the same code the pools run), the
+results are gathered on rank 0 (dist.gather_object), and rank 0 computes the expected values and judges them the
+way the pools' runner does (harness.kinds.settle). Known deviations
 (harness.deviations) for the SUT count as expected failures; one that passes counts as a failure (strict, like
 the pytest suite). Rank 0 prints one line per case and a summary, writes the results document and the HTML
 report if asked (the same formats as the pytest run, so the gate reads them too), and every rank exits
@@ -37,7 +37,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from .rank_worker import RankContext
+from .rank.worker import RankContext
 
 __all__ = ["main", "select_cases", "build_parser"]
 
@@ -68,46 +68,37 @@ def select_cases(profile: str, device: str, world_size: int, case_id: str | None
     return chosen, len(cases) - len(chosen)
 
 
-def _run_rank(ctx: RankContext, spec, sut: str, kernels: str | None) -> Any:
-    """This rank's part of ``spec`` (the code the pools run), an error in it returned as data."""
+def _run_rank(ctx: RankContext, kind, spec, plan, options) -> Any:
+    """This rank's part of ``spec``: its kind's rank entry (the code the pools run). An exception is returned as
+    data (rank 0 reports it, naming this rank) rather than raised: the other ranks are waiting in gather_object."""
     from .errors import RankError
-    from .models import run_model_case
-    from .rank_case import run_module_case, run_op
-    from .spec import CaseSpec, ModelSpec
+    from .kinds import rank_payload
 
     try:
-        if isinstance(spec, CaseSpec):
-            return run_module_case(ctx, spec=spec.to_dict(), sut=sut, kernels=kernels)
-        if isinstance(spec, ModelSpec):
-            return run_model_case(ctx, case=spec.to_dict(), sut=sut, kernels=kernels)
-        from .kinds.op import build_op_call
-
-        args, _ = build_op_call(spec)
-        return run_op(ctx, op=spec.op, args=args, device=spec.device, kernels=kernels)
-    except Exception as exc:  # noqa: BLE001 - a harness-side error in this rank, reported by rank 0
-        return {"phases": [], "error": RankError.from_exception("setup", "harness", exc), "unsupported": None}
+        return kind.rank_entry(ctx, **rank_payload(spec, options, plan))
+    except Exception as exc:  # noqa: BLE001 - reported by rank 0 as this rank's failure
+        return _Raised(RankError.from_exception("setup", "harness", exc))
 
 
-def _judge(spec, gathered: list[Any]):
-    """Rank 0: the CaseResult of ``spec`` from every rank's _run_rank result."""
-    from .errors import RankError
-    from .expected import expected_module_case
-    from .kinds import model, module, op
-    from .result import CaseResult, Failure
-    from .spec import CaseSpec, ModelSpec
+class _Raised:
+    """A rank entry that raised, as gathered on rank 0 (the pools report the same as a rank's ``error`` event)."""
+
+    def __init__(self, error) -> None:
+        self.error = error
+
+
+def _judge(kind, spec, plan, gathered: list[Any]):
+    """Rank 0: the CaseResult of ``spec`` from every rank's _run_rank value, judged by its kind as the pools'
+    runner does (harness.kinds.settle)."""
+    from .kinds import failures_of_raised, settle
+    from .result import CaseResult
 
     result = CaseResult(spec)
-    errors = [(r, v["error"]) for r, v in enumerate(gathered) if isinstance(v, dict)
-              and isinstance(v.get("error"), RankError)]
-    if isinstance(spec, CaseSpec):
-        return module.compare_case(spec, expected_module_case(spec), gathered, result)
-    if errors:  # the model and op runners return no error records: anything caught here is a failure
-        result.failures.extend(Failure("raised", e.describe(r), rank=r, phase=e.phase, traceback=e.traceback)
-                               for r, e in errors)
+    raised = {r: v.error for r, v in enumerate(gathered) if isinstance(v, _Raised)}
+    if raised:
+        result.failures.extend(failures_of_raised(raised))
         return result
-    if isinstance(spec, ModelSpec):
-        return model.judge(spec, gathered, result)
-    return op.compare_op(spec, op.build_op_call(spec)[1], gathered[0], result)
+    return settle(kind, spec, plan.expected(), gathered, result)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +150,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     from reports.results import build_document, case_record, environment, save_results
 
     from .deviations import load_known_deviations, match_deviation
+    from .kinds import kind_of
     from .options import EXIT_FAILED, EXIT_OK, rerun_command
 
     deviations = load_known_deviations()
@@ -200,12 +192,14 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         if ctx.rank == 0:
             print(f"[ RUN   ] {spec.id}", flush=True)  # names the case if a rank takes the job down
         start = time.monotonic()
-        actual = _run_rank(ctx, spec, sut, options.kernels)
+        kind = kind_of(spec)
+        plan = kind.plan(spec)
+        actual = _run_rank(ctx, kind, spec, plan, options)
         gathered: list[Any] | None = [None] * ctx.world_size if ctx.rank == 0 else None
         dist.gather_object(actual, gathered, dst=0)
         if ctx.rank != 0:
             continue
-        result = _judge(spec, gathered)
+        result = _judge(kind, spec, plan, gathered)
         result.rerun = rerun_command(spec.id, options, torchrun_world_size=ctx.world_size)
         result.duration_s = time.monotonic() - start
         if result.unsupported and not options.strict_features:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 import shlex
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import CaseError
 
-__all__ = ["Option", "OPTIONS", "Options", "resolve", "add_argparse_options", "add_pytest_options",
+__all__ = ["Option", "OPTIONS", "Options", "RankOptions", "resolve", "add_argparse_options", "add_pytest_options",
            "rerun_command", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INCOMPLETE", "PROFILES", "DEVICES",
            "DEFAULT_SUT", "option"]
 
@@ -55,6 +55,7 @@ class Option:
     flag_only: bool = False  # a switch (store_true)
     check: Callable[[str, Any], None] | None = None
     main_job_default: Any = None  # what the main job (python -m harness run / gate) uses when not given
+    rank: bool = False  # travels to the rank processes (harness.rank) in RankOptions: it changes what a rank runs
 
     @property
     def flag(self) -> str:
@@ -67,9 +68,9 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("sut", "implementation under test: 'torch', 'package.module:factory' or 'path/to/file.py:factory'",
-           default=DEFAULT_SUT, env="SYNCBN_SUT", metavar="SPEC", rerun=True),
+           default=DEFAULT_SUT, env="SYNCBN_SUT", metavar="SPEC", rerun=True, rank=True),
     Option("kernels", "a module ('package.module' or 'file.py') defining any of the five batch_norm ops; they "
-           "replace PyTorch's", env="SYNCBN_KERNELS", metavar="SPEC", rerun=True),
+           "replace PyTorch's", env="SYNCBN_KERNELS", metavar="SPEC", rerun=True, rank=True),
     Option("profile", "case profile: quick (every item once), default (CI) or thorough (nightly)",
            default="default", env="SYNCBN_PROFILE", choices=PROFILES),
     Option("device", "cpu, cuda (the CUDA variant of every case plus the CUDA-only cases) or auto (cuda when "
@@ -99,31 +100,34 @@ def option(name: str) -> Option:
     return _BY_NAME[name]
 
 
-@dataclass(frozen=True)
-class Options:
-    """The resolved options of a run (after environment variables and defaults)."""
-
-    sut: str = DEFAULT_SUT
-    kernels: str | None = None
-    profile: str = "default"
-    device: str = "cpu"  # resolved: never "auto"
-    backend: str = "auto"
-    case: str | None = None
-    case_timeout: float = 60.0
-    start_timeout: float = 120.0
-    property_examples: int | None = None
-    strict_features: bool = False
-    json: str | None = None
-    report: str | None = None
-
-    @property
-    def backend_choice(self) -> str | None:
-        """The backend as harness.pool.resolve_backend takes it (None: the automatic rule)."""
-        return None if self.backend == "auto" else self.backend
+def _record_class(name: str, options: tuple[Option, ...], doc: str, namespace: dict[str, Any] | None = None) -> type:
+    """A frozen dataclass with one field per option (its default the option's): Options and RankOptions are made
+    from the table, so an option is written once."""
+    cls = make_dataclass(name, [(o.name, Any, field(default=o.default)) for o in options], frozen=True,
+                         namespace=namespace or {})
+    cls.__module__, cls.__doc__ = __name__, doc  # picklable as harness.options.<name> (RankOptions travels)
+    return cls
 
 
-assert [f.name for f in fields(Options)] == [o.name for o in OPTIONS], "Options and OPTIONS must list the same"
-assert all(getattr(Options(), o.name) == o.default for o in OPTIONS), "one default per option: OPTIONS"
+# What a rank process needs to know of the run (the options marked ``rank=True``), sent to every rank with every
+# case as one value: harness.rank reads it, nothing else of the controller.
+RankOptions = _record_class("RankOptions", tuple(o for o in OPTIONS if o.rank),
+                            "The options that reach the rank processes (``Option(rank=True)``), as one frozen value.")
+
+
+def _backend_choice(self) -> str | None:
+    """The backend as harness.pool.resolve_backend takes it (None: the automatic rule)."""
+    return None if self.backend == "auto" else self.backend
+
+
+def _rank_options(self) -> Any:
+    """The RankOptions of these options: what every rank gets with every case."""
+    return RankOptions(**{o.name: getattr(self, o.name) for o in OPTIONS if o.rank})
+
+
+Options = _record_class("Options", OPTIONS, "The resolved options of a run (after environment variables and "
+                        "defaults); ``device`` is never 'auto'.",
+                        {"backend_choice": property(_backend_choice), "rank": property(_rank_options)})
 
 
 def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,

@@ -2,7 +2,7 @@
 
 A pool starts W processes (spawn) once; they join one process group through a FileStore in a private temporary
 directory (no ports to clash, so pytest-xdist workers each own their pools safely) and then serve every case of that
-world size. Every rank sends a heartbeat each HEARTBEAT_S with how far it got (harness.rank_worker), also while it
+world size. Every rank sends a heartbeat each HEARTBEAT_S with how far it got (harness.rank.worker), also while it
 waits inside a collective, so the controller tells apart:
 - a rank that crashed (its process died: exit code), reported first, its peers' "connection closed" errors after it;
 - a rank that stalled (no heartbeat for STALL_S: stopped, or stuck in native code holding the interpreter);
@@ -84,7 +84,7 @@ class RankPool:
         self._positions: dict[int, tuple[str, str]] = {}
         self._heard: dict[int, float] = {}
         self._busy = True  # a call (or the start) is under way: close() kills rather than asks
-        from . import rank_worker
+        from .rank import worker as rank_worker
 
         try:
             for rank in range(world_size):
@@ -111,30 +111,34 @@ class RankPool:
     def alive(self) -> bool:
         return bool(self._procs) and all(p.is_alive() for p in self._procs)
 
-    def run(self, target: str, kwargs: dict[str, Any] | list[dict[str, Any]], *, timeout: float,
-            is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
-        """Call ``target`` ("module:function") in every rank with ``kwargs`` (one dict, or one per rank) and return
-        the ranks' return values. Raises RankFailure (the pool is then closed unless every rank answered).
-        ``is_failure(value)`` marks a returned value as a failure that may leave the other ranks hanging: they then
-        get only a short grace period instead of the full timeout."""
+    def run(self, target: str | Callable[..., Any], kwargs: dict[str, Any] | list[dict[str, Any]], *,
+            timeout: float, is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
+        """Call ``target`` (a function of a module the ranks can import, or its "module:function" name) in every
+        rank with ``kwargs`` (one dict, or one per rank) and return the ranks' return values. Raises RankFailure
+        (the pool is then closed unless every rank answered). ``is_failure(value)`` marks a returned value as a
+        failure that may leave the other ranks hanging: they then get only a short grace period instead of the
+        full timeout."""
         self.submit(target, kwargs)
-        return self.collect(target, timeout=timeout, is_failure=is_failure)
+        return self.collect(timeout=timeout, is_failure=is_failure)
 
-    def submit(self, target: str, kwargs: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def submit(self, target: str | Callable[..., Any], kwargs: dict[str, Any] | list[dict[str, Any]]) -> None:
         """Start ``target`` on every rank without waiting (the controller can work meanwhile); then ``collect``."""
         if not self.alive:
             raise HarnessError("this pool is closed")
+        name = target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
         per_rank = kwargs if isinstance(kwargs, list) else [kwargs] * self.world_size
         for conn, rank_kwargs in zip(self._conns, per_rank):
-            conn.send(("call", {"target": target, "kwargs": rank_kwargs}))
-        self._submitted_at = time.monotonic()
+            conn.send(("call", {"target": name, "kwargs": rank_kwargs}))
+        self._submitted = (name, time.monotonic())
         self._busy = True
 
-    def collect(self, target: str, *, timeout: float, is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
+    def collect(self, target: str | None = None, *, timeout: float,
+                is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
         """The ranks' return values for the last ``submit``; ``timeout`` counts from the submission."""
-        remaining = timeout - (time.monotonic() - self._submitted_at)
-        return self._gather("result", timeout=max(remaining, 0.0), what=f"finish {target}", is_failure=is_failure,
-                            nominal_timeout=timeout)
+        name, submitted_at = self._submitted
+        remaining = timeout - (time.monotonic() - submitted_at)
+        return self._gather("result", timeout=max(remaining, 0.0), what=f"finish {target or name}",
+                            is_failure=is_failure, nominal_timeout=timeout)
 
     def _receive(self, rank: int, conn) -> tuple[str, dict] | None:
         """The next event of ``rank`` that is not a heartbeat (heartbeats update its position), or None."""

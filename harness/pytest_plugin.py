@@ -24,9 +24,10 @@ from .deviations import (KNOWN_DEVIATIONS, all_profile_case_ids, load_known_devi
                          unmatched_deviations)
 from .errors import CaseError
 from .kinds import case_for_id, catalogue_cases, parse_case_id
+from .kinds import RunConfig
 from .kinds import run_case as _run_case
 from .options import OPTIONS, Options, add_pytest_options, resolve
-from .result import CaseResult, RunConfig
+from .result import CaseResult
 from .suite import preflight
 
 __all__ = ["check_case", "SessionState", "session_state", "options", "NEEDS_CUDA", "cuda_available",

@@ -41,7 +41,7 @@ class Quantity:
     computed_from: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def applies(self, case) -> bool:
-        """Whether ``case`` (a CaseSpec) has this quantity."""
+        """Whether ``case`` (a ModuleSpec) has this quantity."""
         return self.needs is None or bool(getattr(case, self.needs))
 
 

@@ -1,8 +1,7 @@
 """What running a case produced: every comparison, every failure that is not a comparison, and how to rerun it.
 
-``RunConfig`` says how cases run (the resolved options and the rank pools); ``CaseResult`` is one case's outcome;
-``Failure`` is a problem that is not a numeric comparison (a rank raised, crashed or hung; a required error was not
-raised; the SUT declared the case unsupported), with the rank it concerns.
+``CaseResult`` is one case's outcome; ``Failure`` is a problem that is not a numeric comparison (a rank raised,
+crashed or hung; a required error was not raised; the SUT declared the case unsupported), with the rank it concerns.
 """
 from __future__ import annotations
 
@@ -10,10 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .compare import Comparison
-from .options import Options, rerun_command
-from .pool import PoolManager, default_manager
 
-__all__ = ["RunConfig", "CaseResult", "Failure", "FAILURE_KINDS"]
+__all__ = ["CaseResult", "Failure", "FAILURE_KINDS"]
 
 # Failure kinds, in the order a reader needs them: the cause before its consequences.
 FAILURE_KINDS = ("crashed", "stalled", "raised", "wrong_error", "missing_error", "hung", "missing_result",
@@ -47,29 +44,6 @@ class Failure:
     def record(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "rank": self.rank, "phase": self.phase,
                 "traceback": self.traceback}
-
-
-@dataclass
-class RunConfig:
-    """How to run cases: the resolved options (implementation, kernels, backend, time limits) and the pools."""
-
-    options: Options = field(default_factory=Options)
-    manager: PoolManager | None = None
-
-    @classmethod
-    def of(cls, manager: PoolManager | None = None, **values: Any) -> RunConfig:
-        """A config from option values (harness.options names), ignoring the environment: for programs and
-        tests that say exactly what they want."""
-        from .options import resolve
-
-        return cls(resolve(values, environ={}), manager)
-
-    @property
-    def pools(self) -> PoolManager:
-        return self.manager or default_manager()
-
-    def rerun(self, case_id: str) -> str:
-        return rerun_command(case_id, self.options)
 
 
 @dataclass

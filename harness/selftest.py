@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass
 
 from .catalogue import AREAS, module_cases
-from .kinds import run_case
+from .kinds import RunConfig, run_case
 from .options import resolve
-from .result import CaseResult, RunConfig
-from .spec import CaseSpec
+from .result import CaseResult
+from .spec import ModuleSpec
 from .verdict import label, roots_and_knock_ons
 
 __all__ = ["add_arguments", "main", "ordered_cases", "first_failure", "MutantOutcome", "run_mutant"]
@@ -22,7 +22,7 @@ __all__ = ["add_arguments", "main", "ordered_cases", "first_failure", "MutantOut
 _SUT_PREFIX = "harness.mutants:"
 
 
-def ordered_cases(profile: str) -> list[CaseSpec]:
+def ordered_cases(profile: str) -> list[ModuleSpec]:
     """The profile's module cases, areas in their ``selftest_order`` (harness.catalogue.AREAS), stable within."""
     order = {name: area.selftest_order for name, area in AREAS.items()}
     return sorted(module_cases(profile), key=lambda c: order.get(c.tags[0] if c.tags else "", len(order)))
@@ -55,7 +55,7 @@ class MutantOutcome:
         return not self.failed if self.correct else bool(self.failed)
 
 
-def run_mutant(name: str, cases: list[CaseSpec], *, correct: bool, case_timeout: float,
+def run_mutant(name: str, cases: list[ModuleSpec], *, correct: bool, case_timeout: float,
                description: str = "") -> MutantOutcome:
     """Run ``cases`` against ``harness.mutants:<name>``: a mutant stops at its first failing case."""
     config = RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout)

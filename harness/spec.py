@@ -3,7 +3,7 @@
 Three kinds (harness.kinds registers each with its catalogue and runner), each id a complete encoding of its spec
 (``Spec.from_id(spec.id) == spec``), so any failing case can be rerun from its id alone:
 
-- module (``CaseSpec``): one SyncBatchNorm layer on W ranks, K training steps then E eval steps::
+- module (``ModuleSpec``): one SyncBatchNorm layer on W ranks, K training steps then E eval steps::
 
       w3_n4.0.2_c5_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k3_ev1_normal_loc0_sd1_s7_cpu
 
@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from reference.ops import OP_NAMES
 
 from .errors import CaseError
 
-__all__ = ["CaseSpec", "OpSpec", "ModelSpec", "DTYPES", "LAYOUTS", "DATA_KINDS", "DEVICES", "OP_NAMES",
+__all__ = ["ModuleSpec", "OpSpec", "ModelSpec", "Token", "DTYPES", "LAYOUTS", "DATA_KINDS", "DEVICES", "OP_NAMES",
            "check_field"]
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -91,14 +92,93 @@ def _bool_token(token: str, yes: str, no: str) -> bool:
     return token == yes
 
 
-def _parse(kind: str, case_id: str, build) -> Any:
-    """Run ``build`` (which parses tokens), turning any low-level parse error into a CaseError naming the id."""
+@dataclass(frozen=True)
+class Token:
+    """One '_'-separated part of a case id, written once: how it is printed from a spec (``write``: None leaves an
+    optional token out) and which fields it sets when read back (``read``: a dict of field values; a key starting
+    with '_' is a cross-check the spec's ``_check_tokens`` makes). A required token stands at its position; an
+    optional one (``optional``: a regular expression it matches in full) may follow the required ones."""
+
+    name: str  # what it encodes, for messages
+    write: Callable[[Any], str | None]
+    read: Callable[[str], dict[str, Any]]
+    optional: str | None = None
+
+
+def _field(name: str, prefix: str, field_name: str | None = None, *, show: Callable[[Any], str] = str,
+           parse: Callable[[str], Any] = int) -> Token:
+    """``<prefix><value>`` for one field (``k3``, ``s7``, ``e1e-05``)."""
+    attr = field_name or name
+    return Token(name, lambda spec: prefix + show(getattr(spec, attr)),
+                 lambda token: {attr: _read_number(parse, _strip(token, prefix), token, name)})
+
+
+def _read_number(parse: Callable[[str], Any], text: str, token: str, name: str) -> Any:
     try:
-        return build()
+        return parse(text)
+    except ValueError:
+        kind = "a whole number" if parse is int else "a number"
+        raise CaseError(f"case id token {token!r}: {name} must be {kind}, got {text!r}") from None
+
+
+def _flag(name: str, attr: str, yes: str, no: str) -> Token:
+    return Token(name, lambda spec: yes if getattr(spec, attr) else no,
+                 lambda token: {attr: _bool_token(token, yes, no)})
+
+
+def _choice(name: str, attr: str, table: dict[str, str]) -> Token:
+    return Token(name, lambda spec: table[getattr(spec, attr)], lambda token: {attr: _reverse(table, token, name)})
+
+
+def _sizes(text: str, token: str) -> tuple[int, ...]:
+    return tuple(_read_number(int, part, token, "a shard size") for part in text.split("."))
+
+
+def _momentum_token(spec: Any) -> str:
+    return "mNone" if spec.momentum is None else "m" + _fmt_float(spec.momentum)
+
+
+def _read_momentum(token: str) -> dict[str, Any]:
+    text = _strip(token, "m")
+    return {"momentum": None if text == "None" else _read_number(float, text, token, "momentum")}
+
+
+def _read_id(cls: type, kind: str, case_id: str, tokens_table: tuple[Token, ...], fixed: dict[str, Any] | None = None
+             ) -> Any:
+    """A spec of ``cls`` from ``case_id`` through its token table: the required tokens in order, then optional ones
+    (each at most once); CaseError naming the id and the bad token."""
+    parts = case_id.split("_")
+    required = [t for t in tokens_table if t.optional is None]
+    optional = [t for t in tokens_table if t.optional is not None]
+    shape = "_".join(t.name.replace(" ", "-") for t in required)
+    try:
+        if len(parts) < len(required):
+            raise CaseError(f"expected {len(required)} '_'-separated tokens ({shape}"
+                            + (", then optional " + ", ".join(t.name for t in optional) if optional else "")
+                            + f"), got {len(parts)}")
+        fields: dict[str, Any] = dict(fixed or {})
+        for token, part in zip(required, parts):
+            fields.update(token.read(part))
+        seen: set[str] = set()
+        for part in parts[len(required):]:
+            match = next((t for t in optional if re.fullmatch(t.optional, part)), None)
+            if match is None or match.name in seen:
+                expected = ", ".join(f"{t.name} ({t.optional})" for t in optional) or "nothing"
+                raise CaseError(f"case id token {part!r}: unknown or repeated (after the {len(required)} required "
+                                f"tokens the id may have: {expected})")
+            seen.add(match.name)
+            fields.update(match.read(part))
+        checks = {k: fields.pop(k) for k in list(fields) if k.startswith("_")}
+        cls._check_tokens(fields, checks)
+        return cls(**fields)
     except CaseError as exc:
         raise CaseError(f"{kind} case id {case_id!r}: {exc}") from None
-    except (ValueError, KeyError, IndexError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise CaseError(f"{kind} case id {case_id!r}: cannot parse ({exc})") from None
+
+
+def _write_id(spec: Any, tokens_table: tuple[Token, ...]) -> str:
+    return "_".join(text for text in (t.write(spec) for t in tokens_table) if text is not None)
 
 
 class _Spec:
@@ -112,9 +192,25 @@ class _Spec:
     def replace(self, **changes: Any):
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
+    @classmethod
+    def _check_tokens(cls, fields: dict[str, Any], checks: dict[str, Any]) -> None:
+        """Cross-checks between tokens of an id being read (e.g. the world size against the shard sizes)."""
+        world = checks.get("_world")
+        if world is not None and len(fields["shard_sizes"]) != world:
+            raise CaseError(f"w{world} disagrees with {len(fields['shard_sizes'])} shard sizes")
+
+    @property
+    def id(self) -> str:
+        return _write_id(self, self.TOKENS)  # type: ignore[attr-defined]
+
+    @classmethod
+    def from_id(cls, case_id: str):
+        """Parse an id written by ``id``; a malformed id raises CaseError naming the bad token."""
+        return _read_id(cls, cls.KIND, case_id, cls.TOKENS)  # type: ignore[attr-defined]
+
 
 @dataclass(frozen=True)
-class CaseSpec(_Spec):
+class ModuleSpec(_Spec):
     """One module-level case: W ranks, each with its own shard, running K training steps then E eval steps.
 
     ``shard_sizes[r]`` is rank r's batch size N_r; the input of rank r at step k is (N_r, channels, *spatial_r),
@@ -163,6 +259,13 @@ class CaseSpec(_Spec):
             same = all(s == rank_spatial[0] for s in rank_spatial)
             object.__setattr__(self, "rank_spatial", None if same else rank_spatial)
         self.validate()
+
+    @classmethod
+    def _check_tokens(cls, fields: dict[str, Any], checks: dict[str, Any]) -> None:
+        super()._check_tokens(fields, checks)
+        world, count = len(fields["shard_sizes"]), checks.get("_spatial_count", 1)
+        if count not in (1, world):
+            raise CaseError(f"shape token: one spatial shape, or one per rank ({world}), got {count}")
 
     def validate(self) -> None:
         check_field(len(self.shard_sizes) >= 1, "shard_sizes", self.shard_sizes, "needs at least one rank")
@@ -235,64 +338,60 @@ class CaseSpec(_Spec):
         """Rank ``rank``'s elements per channel: N_r·prod(spatial_r)."""
         return self.shard_sizes[rank] * math.prod(self.spatial_of(rank))
 
-    # -- id -----------------------------------------------------------------------------------------------
-    @property
-    def id(self) -> str:
-        dtype = _DTYPE_TOKENS[self.dtype] + (f"p{_DTYPE_TOKENS[self.param_dtype]}" if self.param_dtype else "")
-        tokens = [
-            f"w{self.world_size}", "n" + ".".join(map(str, self.shard_sizes)), f"c{self.channels}",
-            _shape_token(self.rank_spatial or (self.spatial,)), dtype, _LAYOUT_TOKENS[self.layout],
-            "aff" if self.affine else "noaff", "trs" if self.track_running_stats else "notrs",
-            "mNone" if self.momentum is None else "m" + _fmt_float(self.momentum), "e" + _fmt_float(self.eps),
-            f"k{self.steps}", f"ev{self.eval_steps}", self.data, "loc" + _fmt_float(self.loc),
-            "sd" + _fmt_float(self.scale), f"s{self.seed}", self.device,
-        ]
-        if self.groups is not None:
-            tokens.append("g" + "+".join(".".join(map(str, g)) for g in self.groups))
-        if self.autocast:
-            tokens.append("ac")
-        return "_".join(tokens)
 
-    @classmethod
-    def from_id(cls, case_id: str) -> CaseSpec:
-        """Parse an id written by ``CaseSpec.id``; a malformed id raises CaseError naming the bad token."""
-        tokens = case_id.split("_")
-        if len(tokens) < 17:
-            raise CaseError(f"module case id {case_id!r}: expected at least 17 '_'-separated tokens, "
-                            f"got {len(tokens)}")
-        return _parse("module", case_id, lambda: cls._from_tokens(tokens))
+def _world_token() -> Token:
+    return Token("world size", lambda spec: f"w{spec.world_size}",
+                 lambda token: {"_world": _read_number(int, _strip(token, "w"), token, "world size")})
 
-    @classmethod
-    def _from_tokens(cls, tokens: list[str]) -> CaseSpec:
-        world_size = int(_strip(tokens[0], "w"))
-        shard_sizes = tuple(int(s) for s in _strip(tokens[1], "n").split("."))
-        if len(shard_sizes) != world_size:
-            raise CaseError(f"w{world_size} disagrees with {len(shard_sizes)} shard sizes in {tokens[1]!r}")
-        spatials = _parse_shape(tokens[3])
-        if len(spatials) not in (1, world_size):
-            raise CaseError(f"shape token {tokens[3]!r}: one spatial shape, or one per rank ({world_size})")
-        dtype_token, _, param_token = tokens[4].partition("p")
-        momentum = _strip(tokens[8], "m")
-        kwargs: dict[str, Any] = dict(
-            shard_sizes=shard_sizes, channels=int(_strip(tokens[2], "c")), spatial=spatials[0],
-            rank_spatial=spatials if len(spatials) > 1 else None,
-            dtype=_reverse(_DTYPE_TOKENS, dtype_token, "dtype"),
-            param_dtype=_reverse(_DTYPE_TOKENS, param_token, "dtype") if param_token else None,
-            layout=_reverse(_LAYOUT_TOKENS, tokens[5], "layout"), affine=_bool_token(tokens[6], "aff", "noaff"),
-            track_running_stats=_bool_token(tokens[7], "trs", "notrs"),
-            momentum=None if momentum == "None" else float(momentum), eps=float(_strip(tokens[9], "e")),
-            steps=int(_strip(tokens[10], "k")), eval_steps=int(_strip(tokens[11], "ev")), data=tokens[12],
-            loc=float(_strip(tokens[13], "loc")), scale=float(_strip(tokens[14], "sd")),
-            seed=int(_strip(tokens[15], "s")), device=tokens[16],
-        )
-        for token in tokens[17:]:
-            if token == "ac":
-                kwargs["autocast"] = True
-            elif token.startswith("g"):
-                kwargs["groups"] = tuple(tuple(int(r) for r in g.split(".")) for g in token[1:].split("+"))
-            else:
-                raise CaseError(f"case id token {token!r}: unknown (expected g<ranks> or ac)")
-        return cls(**kwargs)
+
+def _shard_token() -> Token:
+    return Token("shard sizes", lambda spec: "n" + ".".join(map(str, spec.shard_sizes)),
+                 lambda token: {"shard_sizes": _sizes(_strip(token, "n"), token)})
+
+
+def _read_spatials(token: str) -> dict[str, Any]:
+    spatials = _parse_shape(token)
+    return {"spatial": spatials[0], "rank_spatial": spatials if len(spatials) > 1 else None,
+            "_spatial_count": len(spatials)}
+
+
+def _dtype_token(spec: Any) -> str:
+    return _DTYPE_TOKENS[spec.dtype] + (f"p{_DTYPE_TOKENS[spec.param_dtype]}" if spec.param_dtype else "")
+
+
+def _read_dtype(token: str) -> dict[str, Any]:
+    dtype, _, param = token.partition("p")
+    return {"dtype": _reverse(_DTYPE_TOKENS, dtype, "dtype"),
+            "param_dtype": _reverse(_DTYPE_TOKENS, param, "parameter dtype") if param else None}
+
+
+def _groups_token(spec: Any) -> str | None:
+    return None if spec.groups is None else "g" + "+".join(".".join(map(str, g)) for g in spec.groups)
+
+
+def _read_groups(token: str) -> dict[str, Any]:
+    return {"groups": tuple(tuple(int(r) for r in g.split(".")) for g in token[1:].split("+"))}
+
+
+_TEXT = lambda attr: (lambda spec: getattr(spec, attr), lambda token: {attr: token})  # noqa: E731
+
+# The module id, token by token: w3_n4.0.2_c5_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k3_ev1_normal_loc0_sd1_s7_cpu,
+# then the optional tokens.
+ModuleSpec.KIND = "module"
+ModuleSpec.TOKENS = (
+    _world_token(), _shard_token(), _field("channels", "c"),
+    Token("shape", lambda spec: _shape_token(spec.rank_spatial or (spec.spatial,)), _read_spatials),
+    Token("dtype", _dtype_token, _read_dtype), _choice("layout", "layout", _LAYOUT_TOKENS),
+    _flag("affine", "affine", "aff", "noaff"), _flag("running statistics", "track_running_stats", "trs", "notrs"),
+    Token("momentum", _momentum_token, _read_momentum), _field("eps", "e", show=_fmt_float, parse=float),
+    _field("training steps", "k", "steps"), _field("eval steps", "ev", "eval_steps"), Token("data", *_TEXT("data")),
+    _field("offset", "loc", "loc", show=_fmt_float, parse=float),
+    _field("spread", "sd", "scale", show=_fmt_float, parse=float), _field("seed", "s"),
+    Token("device", *_TEXT("device")),
+    Token("process groups", _groups_token, _read_groups, optional=r"g\d+(\.\d+)*(\+\d+(\.\d+)*)*"),
+    Token("autocast", lambda spec: "ac" if spec.autocast else None, lambda token: {"autocast": True},
+          optional="ac"),
+)
 
 
 @dataclass(frozen=True)
@@ -323,8 +422,8 @@ class OpSpec(_Spec):
         object.__setattr__(self, "spatial", tuple(self.spatial))
         object.__setattr__(self, "tags", tuple(self.tags))
         check_field(self.op in OP_NAMES, "op", self.op, f"must be one of {OP_NAMES}")
-        # The fields shared with CaseSpec obey CaseSpec's rules.
-        CaseSpec(shard_sizes=self.shard_sizes, channels=self.channels, spatial=self.spatial, dtype=self.dtype,
+        # The fields shared with ModuleSpec obey ModuleSpec's rules.
+        ModuleSpec(shard_sizes=self.shard_sizes, channels=self.channels, spatial=self.spatial, dtype=self.dtype,
                  layout=self.layout, affine=self.affine, eps=self.eps, momentum=self.momentum, loc=self.loc,
                  scale=self.scale, seed=self.seed, device=self.device)
         check_field(self.shard_sizes[0] * math.prod(self.spatial) >= 1, "shard_sizes[0]", self.shard_sizes[0],
@@ -337,27 +436,20 @@ class OpSpec(_Spec):
     def input_shape(self, rank: int) -> tuple[int, ...]:
         return (self.shard_sizes[rank], self.channels, *self.spatial)
 
-    @property
-    def id(self) -> str:
-        return "_".join([
-            "op-" + self.op.replace("_", "-"), "n" + ".".join(map(str, self.shard_sizes)), f"c{self.channels}",
-            _shape_token((self.spatial,)), _DTYPE_TOKENS[self.dtype], _LAYOUT_TOKENS[self.layout],
-            "aff" if self.affine else "noaff", "e" + _fmt_float(self.eps), "m" + _fmt_float(self.momentum),
-            "loc" + _fmt_float(self.loc), "sd" + _fmt_float(self.scale), f"s{self.seed}", self.device,
-        ])
 
-    @classmethod
-    def from_id(cls, case_id: str) -> OpSpec:
-        tokens = case_id.split("_")
-        if len(tokens) != 13 or not tokens[0].startswith("op-"):
-            raise CaseError(f"op case id {case_id!r}: expected 13 '_'-separated tokens starting with 'op-'")
-        return _parse("op", case_id, lambda: cls(
-            op=tokens[0][3:].replace("-", "_"), shard_sizes=tuple(int(s) for s in _strip(tokens[1], "n").split(".")),
-            channels=int(_strip(tokens[2], "c")), spatial=_parse_shape(tokens[3])[0],
-            dtype=_reverse(_DTYPE_TOKENS, tokens[4], "dtype"), layout=_reverse(_LAYOUT_TOKENS, tokens[5], "layout"),
-            affine=_bool_token(tokens[6], "aff", "noaff"), eps=float(_strip(tokens[7], "e")),
-            momentum=float(_strip(tokens[8], "m")), loc=float(_strip(tokens[9], "loc")),
-            scale=float(_strip(tokens[10], "sd")), seed=int(_strip(tokens[11], "s")), device=tokens[12]))
+# The op id: op-batch-norm-stats_n3.2_c4_ncl5_f16_contig_aff_e1e-05_m0.1_loc0_sd1_s0_cpu.
+OpSpec.KIND = "op"
+OpSpec.TOKENS = (
+    Token("op", lambda spec: "op-" + spec.op.replace("_", "-"),
+          lambda token: {"op": _strip(token, "op-").replace("-", "_")}),
+    _shard_token(), _field("channels", "c"),
+    Token("shape", lambda spec: _shape_token((spec.spatial,)), lambda token: {"spatial": _parse_shape(token)[0]}),
+    _choice("dtype", "dtype", _DTYPE_TOKENS), _choice("layout", "layout", _LAYOUT_TOKENS),
+    _flag("affine", "affine", "aff", "noaff"), _field("eps", "e", show=_fmt_float, parse=float),
+    _field("momentum", "m", show=_fmt_float, parse=float), _field("offset", "loc", "loc", show=_fmt_float, parse=float),
+    _field("spread", "sd", "scale", show=_fmt_float, parse=float), _field("seed", "s"),
+    Token("device", *_TEXT("device")),
+)
 
 
 @dataclass(frozen=True)
@@ -396,27 +488,22 @@ class ModelSpec(_Spec):
     def world_size(self) -> int:
         return len(self.shard_sizes)
 
-    @property
-    def id(self) -> str:
-        momentum = "mNone" if self.momentum is None else "m" + _fmt_float(self.momentum)
-        return "_".join(["model", f"w{self.world_size}", "n" + ".".join(map(str, self.shard_sizes)), f"k{self.steps}",
-                         self.dtype, momentum, f"s{self.seed}", self.device] + (["tf32"] if self.tf32 else []))
 
-    @classmethod
-    def from_id(cls, case_id: str) -> ModelSpec:
-        tokens = case_id.split("_")
-        if len(tokens) not in (8, 9) or tokens[0] != "model" or tokens[8:] not in ([], ["tf32"]):
-            raise CaseError(f"model case id {case_id!r}: expected model_w<W>_n<sizes>_k<steps>_<dtype>_m<momentum>"
-                            f"_s<seed>_<device>[_tf32]")
+def _read_literal(word: str) -> Callable[[str], dict[str, Any]]:
+    def read(token: str) -> dict[str, Any]:
+        if token != word:
+            raise CaseError(f"case id token {token!r}: expected {word!r}")
+        return {}
 
-        def build() -> ModelSpec:
-            world = int(_strip(tokens[1], "w"))
-            sizes = tuple(int(s) for s in _strip(tokens[2], "n").split("."))
-            if len(sizes) != world:
-                raise CaseError(f"w{world} disagrees with {len(sizes)} shard sizes in {tokens[2]!r}")
-            momentum = _strip(tokens[5], "m")
-            return cls(shard_sizes=sizes, steps=int(_strip(tokens[3], "k")), dtype=tokens[4],
-                       momentum=None if momentum == "None" else float(momentum), seed=int(_strip(tokens[6], "s")),
-                       device=tokens[7], tf32=len(tokens) == 9)
+    return read
 
-        return _parse("model", case_id, build)
+
+# The model id: model_w2_n4.4_k3_float32_m0.1_s0_cpu, then _tf32 (TF32 allowed, CUDA only).
+ModelSpec.KIND = "model"
+ModelSpec.TOKENS = (
+    Token("kind", lambda spec: "model", _read_literal("model")), _world_token(), _shard_token(),
+    _field("training steps", "k", "steps"), Token("dtype", *_TEXT("dtype")), Token("momentum", _momentum_token,
+                                                                                  _read_momentum),
+    _field("seed", "s"), Token("device", *_TEXT("device")),
+    Token("TF32", lambda spec: "tf32" if spec.tf32 else None, lambda token: {"tf32": True}, optional="tf32"),
+)

@@ -1,9 +1,9 @@
-"""Hypothesis strategies for whole module-level cases (CaseSpec), and the hypothesis profiles the suite uses.
+"""Hypothesis strategies for whole module-level cases (ModuleSpec), and the hypothesis profiles the suite uses.
 
 ``case_specs()`` draws world size, per-rank shard sizes (with zeros, all zeros, one rank holding everything, very
 skewed), channel counts (1, primes, non-powers of two), spatial ranks and sizes, dtype, memory layout, momentum
 (including None), eps, affine, track_running_stats, training and eval steps, the data distribution and process
-groups. Every drawn case is valid by construction (CaseSpec validates it again) and meaningful for its dtype:
+groups. Every drawn case is valid by construction (ModuleSpec validates it again) and meaningful for its dtype:
 
     MEANINGFUL RULE: the data's offset in units of its spread, kappa = |loc| / scale, must stay below
     MAX_OFFSET_RATIO[dtype] (float32 1e3, float64 1e6, float16 and bfloat16 3). Beyond that the dtype cannot
@@ -51,7 +51,7 @@ import os
 from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
-from .spec import CaseSpec
+from .spec import ModuleSpec
 
 __all__ = ["MAX_OFFSET_RATIO", "MAX_ABS", "MAX_VARIANCE", "LARGE_COUNT", "data_bound", "variance_bound", "meaningful",
            "shard_sizes", "process_groups", "case_specs", "register_hypothesis_profiles", "load_hypothesis_profile",
@@ -71,12 +71,12 @@ MOMENTA = (None, 0.0, 0.01, 0.1, 0.5, 1.0)
 HARNESS_TO_HYPOTHESIS = {"quick": "ci-quick", "default": "ci", "thorough": "thorough"}
 
 
-def data_bound(spec: CaseSpec) -> float:
+def data_bound(spec: ModuleSpec) -> float:
     """A bound on |x| for the case's data (harness.data.make_input): offset, channel shift, tails or outliers."""
     return abs(spec.loc) + spec.scale * (1.0 + _TAIL.get(spec.data, 7.0))
 
 
-def variance_bound(spec: CaseSpec) -> float:
+def variance_bound(spec: ModuleSpec) -> float:
     """A bound on any variance a module holds for the case's data: the initial running_var and the unbiased batch
     variance of each group (see the module docstring)."""
     if spec.data == "constant":
@@ -88,7 +88,7 @@ def variance_bound(spec: CaseSpec) -> float:
     return spec.scale**2 * factor
 
 
-def meaningful(spec: CaseSpec) -> bool:
+def meaningful(spec: ModuleSpec) -> bool:
     """The documented rules above: the offset over the spread must be resolvable in the case's dtype, and the
     values and the variance must fit the dtype's range."""
     return (abs(spec.loc) / spec.scale <= MAX_OFFSET_RATIO.get(spec.dtype, 0.0)
@@ -126,8 +126,8 @@ def process_groups(draw, world_size: int) -> tuple[tuple[int, ...], ...] | None:
 
 
 @st.composite
-def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32", "float64")) -> CaseSpec:
-    """A whole CaseSpec on CPU in one of ``dtypes``; see the module docstring for the axes and the meaningful-data
+def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32", "float64")) -> ModuleSpec:
+    """A whole ModuleSpec on CPU in one of ``dtypes``; see the module docstring for the axes and the meaningful-data
     rule."""
     world_size = draw(st.integers(1, max_world))
     spatial_rank = draw(st.integers(0, 3))
@@ -139,7 +139,7 @@ def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32"
     loc = scale * draw(st.sampled_from(LOCS_IN_SCALES).filter(lambda k: abs(k) <= MAX_OFFSET_RATIO[dtype]))
     data = draw(st.sampled_from(("normal", "normal", "constant", "halfconst", "outliers")))
     steps = draw(st.integers(0, 3))
-    spec = CaseSpec(
+    spec = ModuleSpec(
         shard_sizes=draw(shard_sizes(world_size)),
         channels=draw(st.sampled_from(CHANNELS)),
         spatial=spatial,

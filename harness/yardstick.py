@@ -22,7 +22,7 @@ import numpy as np
 from reference.syncbn import Buffers
 
 from .data import to_numpy, to_tensor, torch_dtype
-from .spec import CaseSpec
+from .spec import ModuleSpec
 
 __all__ = ["Yardstick"]
 
@@ -50,7 +50,7 @@ class Yardstick:
     """Single-process BatchNorms in the case's dtypes (one per configuration), carrying their buffers across
     phases like the ranks do."""
 
-    def __init__(self, spec: CaseSpec, weight, bias, buffers: Buffers | None) -> None:
+    def __init__(self, spec: ModuleSpec, weight, bias, buffers: Buffers | None) -> None:
         self.spec = spec
         layouts = [spec.layout]
         if spec.device == "cuda" and spec.rank_spatial is None and len(spec.spatial) in (2, 3):
@@ -83,7 +83,7 @@ class Yardstick:
         return best
 
 
-def _module(spec: CaseSpec, weight, bias, buffers: Buffers | None):
+def _module(spec: ModuleSpec, weight, bias, buffers: Buffers | None):
     import torch
 
     module = _any_batchnorm_class()(spec.channels, eps=spec.eps, momentum=spec.momentum, affine=spec.affine,
@@ -115,7 +115,7 @@ def _unflat(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-def _errors(spec: CaseSpec, variant: _Variant, shards, grads, training: bool, forward, backward,
+def _errors(spec: ModuleSpec, variant: _Variant, shards, grads, training: bool, forward, backward,
             buffers) -> dict[str, float]:
 
     module = variant.module

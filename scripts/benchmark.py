@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from harness.catalogue import module_cases  # noqa: E402
 from harness.pool import PoolManager  # noqa: E402
 from harness.kinds import run_case  # noqa: E402
-from harness.result import RunConfig  # noqa: E402
+from harness.kinds import RunConfig  # noqa: E402
 
 
 def _time_profile(profile: str) -> float:

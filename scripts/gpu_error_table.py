@@ -53,10 +53,12 @@ def measure(spec, sut: str, pools) -> tuple[dict[str, tuple[float, float]], dict
     """(quantity -> (SyncBN relative error, BatchNorm relative error), quantity -> verdict), training step 0; the
     verdict of each JUDGED quantity as the suite computes it (harness.kinds.module: same tolerance, same sum)."""
     from harness.expected import expected_module_case
+    from harness.options import RankOptions
+    from harness.rank import module as rank_module
 
     expected = expected_module_case(spec)
     actual = pools.get(spec.world_size, spec.device).run(
-        "harness.rank_case:run_module_case", {"spec": spec.to_dict(), "sut": sut, "kernels": None}, timeout=300)
+        rank_module.run, {"spec": spec.to_dict(), "options": RankOptions(sut=sut)}, timeout=300)
     for rank, result in enumerate(actual):
         if result["error"]:
             raise RuntimeError(result["error"].describe(rank))
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(32,64,32,32 per rank)")
     args = parser.parse_args(argv)
     from harness.pool import default_manager
-    from harness.spec import CaseSpec
+    from harness.spec import ModuleSpec
     from harness.tf32 import set_tf32
 
     set_tf32(False)  # this process computes the yardstick: float32 as the suite's controller has it (harness.tf32)
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         for shape_name in args.shapes.split(","):
             shards, channels, spatial = SHAPES[shape_name]
             for label, dtype, param_dtype, loc, scale in ROWS:
-                spec = CaseSpec(shard_sizes=shards, channels=channels, spatial=spatial, dtype=dtype,
+                spec = ModuleSpec(shard_sizes=shards, channels=channels, spatial=spatial, dtype=dtype,
                                 param_dtype=param_dtype, loc=loc, scale=scale, steps=1, device=args.device)
                 try:
                     table, verdicts = measure(spec, args.sut, pools)

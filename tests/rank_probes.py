@@ -75,9 +75,9 @@ def wait_in_collective(ctx, skipper: int) -> int:
 
 
 def slow_start_main(*args):
-    """harness.rank_worker.main, after sleeping SYNCBN_TEST_SLOW_S seconds on rank SYNCBN_TEST_SLOW_RANK (a rank
+    """harness.rank.worker.main, after sleeping SYNCBN_TEST_SLOW_S seconds on rank SYNCBN_TEST_SLOW_RANK (a rank
     slow to start: silent, since it has not reached the code that sends heartbeats)."""
-    from harness import rank_worker
+    from harness.rank import worker as rank_worker
 
     if args[0] == int(os.environ.get("SYNCBN_TEST_SLOW_RANK", "-1")):
         time.sleep(float(os.environ.get("SYNCBN_TEST_SLOW_S", "60")))

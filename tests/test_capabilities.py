@@ -11,14 +11,14 @@ import pytest
 
 from harness.kinds import run_case
 from harness.pool import PoolManager
-from harness.result import RunConfig
-from harness.spec import CaseSpec
+from harness.kinds import RunConfig
+from harness.spec import ModuleSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 SUTS = Path(__file__).resolve().parent / "suts_declared.py"
-MOMENTUM_NONE = CaseSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), momentum=None, steps=2)
-THREE_D = CaseSpec(shard_sizes=(3, 2), channels=3, spatial=(4,), steps=2)
-FOUR_D = CaseSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)
+MOMENTUM_NONE = ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), momentum=None, steps=2)
+THREE_D = ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(4,), steps=2)
+FOUR_D = ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""convert_sync_batchnorm, in process: torch.nn.SyncBatchNorm's own, CpuSyncBatchNorm's, and harness.models'
+"""convert_sync_batchnorm, in process: torch.nn.SyncBatchNorm's own, CpuSyncBatchNorm's, and harness.rank.model's
 conversion onto any SUT factory. Every _BatchNorm is swapped (nested too), InstanceNorm is left alone, the state is
 shared (the same Parameter / buffer objects, not copies), requires_grad, training and qconfig are kept, and every
 new layer gets the process_group given."""
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.models import convert_to_sut
+from harness.rank.model import convert_to_sut
 from harness.torch_sut import CpuSyncBatchNorm, torch_factory
 
 PROCESS_GROUP = object()  # a sentinel: no distribution needed, only identity is checked

@@ -101,9 +101,9 @@ def test_bad_entries_name_the_field(tmp_path, body, message):
 def _result(failed_quantities=(), passed_quantities=("output",), failures=()):
     from harness.compare import compare_exact
     from harness.result import CaseResult, Failure
-    from harness.spec import CaseSpec
+    from harness.spec import ModuleSpec
 
-    result = CaseResult(CaseSpec(shard_sizes=(3, 2), channels=2))
+    result = CaseResult(ModuleSpec(shard_sizes=(3, 2), channels=2))
     for q in failed_quantities:
         result.comparisons.append(compare_exact(1, 2, quantity=q, phase="train0", rank=0, ranks=(0,), dtype="-",
                                                 reason="r"))

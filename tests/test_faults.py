@@ -12,15 +12,15 @@ import time
 import pytest
 
 import harness.pool
-import harness.rank_worker
+import harness.rank.worker
 from harness.errors import RankFailure
 from harness.kinds import run_case
 from harness.pool import PoolManager, RankPool
-from harness.result import RunConfig
-from harness.spec import CaseSpec
+from harness.kinds import RunConfig
+from harness.spec import ModuleSpec
 
 FAULTY = os.path.join(os.path.dirname(__file__), "suts_faulty.py")
-SPEC = CaseSpec(shard_sizes=(3, 2), channels=2, steps=1)
+SPEC = ModuleSpec(shard_sizes=(3, 2), channels=2, steps=1)
 
 
 def _rank_process(rank: int, world_size: int = 2, timeout: float = 30.0):
@@ -178,7 +178,7 @@ def test_rank_killed_mid_case_comes_first_and_its_peers_error_after_it(monkeypat
 def test_start_timeout_is_respected_by_a_rank_slow_to_start(monkeypatch):
     import rank_probes
 
-    monkeypatch.setattr(harness.rank_worker, "main", rank_probes.slow_start_main)  # what the pool spawns
+    monkeypatch.setattr(harness.rank.worker, "main", rank_probes.slow_start_main)  # what the pool spawns
     monkeypatch.setenv("SYNCBN_TEST_SLOW_RANK", "1")
     monkeypatch.setenv("SYNCBN_TEST_SLOW_S", "60")
     manager = PoolManager()

@@ -12,7 +12,7 @@ import numpy as np
 
 from harness.compare import Tolerance, compare_arrays, compare_exact
 from harness.result import CaseResult, Failure
-from harness.spec import CaseSpec
+from harness.spec import ModuleSpec
 from reports.html import render_html
 from reports.results import build_document, case_record
 
@@ -72,8 +72,8 @@ def _record(spec, comparisons=(), *, outcome=None, failures=(), unsupported="", 
     return case_record(spec, result, outcome=outcome, xfail_reason=xfail_reason)
 
 
-def _spec(seed: int, **fields) -> CaseSpec:
-    return CaseSpec(shard_sizes=(3, 2), channels=4, spatial=(3, 2), seed=seed, steps=2, eval_steps=1, **fields)
+def _spec(seed: int, **fields) -> ModuleSpec:
+    return ModuleSpec(shard_sizes=(3, 2), channels=4, spatial=(3, 2), seed=seed, steps=2, eval_steps=1, **fields)
 
 
 def _document(records, env=None, **kwargs) -> dict:
@@ -95,7 +95,7 @@ def _mixed_document() -> dict:
     passing = _record(_spec(5), [_cmp("output", "train0", 0, 7e-4)])  # a near miss: 0.7x
     deviation = _record(_spec(6), [_cmp("output", "train0", 0, 0.5)], outcome="xfailed",
                         xfail_reason="every shard empty: the kernel shrinks the <statistics> (https://example)")
-    unsupported = _record(CaseSpec(shard_sizes=(2, 2), channels=3, spatial=(2, 2, 2)), outcome="unsupported",
+    unsupported = _record(ModuleSpec(shard_sizes=(2, 2), channels=3, spatial=(2, 2, 2)), outcome="unsupported",
                           unsupported=f"only 4-D input {INJECTED}")
     suspect = ("16 u x scale 1; yardstick suspect: single-process BatchNorm's error 0.001 is 100x this analytic "
                "bound, so it does not widen it")

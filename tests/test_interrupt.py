@@ -118,7 +118,7 @@ def test_lost_worker_is_incomplete(tmp_path):
     info = document["incomplete"]
     assert document["status"] == "incomplete" and "crashed while running" in info["reason"], info
     assert info["not_run"] and info["cases_run"] + len(info["not_run"]) == info["cases_selected"]
-    # The lost worker's ranks are orphans: each notices within 0.5 s (harness.rank_worker._watch_parent), removes
+    # The lost worker's ranks are orphans: each notices within 0.5 s (harness.rank.worker._watch_parent), removes
     # the pool directory and exits, possibly just after the run has returned.
     deadline = time.monotonic() + 15
     while (left := [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("syncbn-")]) and \

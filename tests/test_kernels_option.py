@@ -8,12 +8,12 @@ import pytest
 from harness.errors import CaseError
 from harness.pool import PoolManager
 from harness.kinds import run_case
-from harness.result import RunConfig
-from harness.spec import CaseSpec, OpSpec
+from harness.kinds import RunConfig
+from harness.spec import ModuleSpec, OpSpec
 from harness.sut import load_module
 from harness.kernel_table import load_kernel_overrides
 
-MODULE_CASE = CaseSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)
+MODULE_CASE = ModuleSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)
 
 
 @pytest.fixture(scope="module")

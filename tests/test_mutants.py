@@ -6,14 +6,14 @@ import pytest
 from harness.catalogue import module_cases
 from harness import mutants
 from harness.kinds import run_case
-from harness.result import RunConfig
-from harness.spec import CaseSpec
+from harness.kinds import RunConfig
+from harness.spec import ModuleSpec
 
 # A small fixed subset: uneven shards with momentum None, an empty shard, eval after training.
 SUBSET = [
-    CaseSpec(shard_sizes=(3, 1, 2), channels=3, spatial=(3, 2), momentum=None, steps=3, eval_steps=1),
-    CaseSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1),
-    CaseSpec(shard_sizes=(5, 2, 1), channels=3, spatial=(2,), steps=2, eval_steps=1),
+    ModuleSpec(shard_sizes=(3, 1, 2), channels=3, spatial=(3, 2), momentum=None, steps=3, eval_steps=1),
+    ModuleSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1),
+    ModuleSpec(shard_sizes=(5, 2, 1), channels=3, spatial=(2,), steps=2, eval_steps=1),
 ]
 
 
@@ -52,10 +52,10 @@ def test_every_mutant_is_a_contract_factory():
 
 # The four case dimensions the third-party SyncBNs slipped through, each with the mutant that reproduces the miss:
 # (mutant, the case that must catch it, the quantity that shows it, a case of the old catalogue it passes).
-_RANK_SPATIAL = CaseSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2, 3)), steps=2, eval_steps=1)
-_CONSTANT = CaseSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), data="constant", steps=2, eval_steps=1)
-_EVEN_OFFSET = CaseSpec(shard_sizes=(4, 4), channels=3, spatial=(3, 2), loc=100.0, steps=2, eval_steps=1)
-_HALF_FAR = CaseSpec(shard_sizes=(6, 5), channels=4, spatial=(5, 4), dtype="float16", loc=300.0, scale=100.0,
+_RANK_SPATIAL = ModuleSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2, 3)), steps=2, eval_steps=1)
+_CONSTANT = ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), data="constant", steps=2, eval_steps=1)
+_EVEN_OFFSET = ModuleSpec(shard_sizes=(4, 4), channels=3, spatial=(3, 2), loc=100.0, steps=2, eval_steps=1)
+_HALF_FAR = ModuleSpec(shard_sizes=(6, 5), channels=4, spatial=(5, 4), dtype="float16", loc=300.0, scale=100.0,
                      steps=2, eval_steps=1)
 NEW_DIMENSIONS = [
     ("count_by_batch_size", _RANK_SPATIAL, "output", _RANK_SPATIAL.replace(rank_spatial=None, spatial=(4, 5))),

@@ -13,8 +13,8 @@ import pytest
 from harness.errors import RankFailure
 from harness.pool import PoolManager, RankPool
 from harness.kinds import run_case
-from harness.result import RunConfig
-from harness.spec import CaseSpec
+from harness.kinds import RunConfig
+from harness.spec import ModuleSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTY = os.path.join(os.path.dirname(__file__), "suts_faulty.py")
@@ -131,19 +131,19 @@ def test_ranks_exit_when_the_controller_is_killed(tmp_path):
 
 # -- through run_case: a faulty SUT becomes a failed case, and the next case still runs ----------------------------
 def test_sut_deadlocking_on_empty_shard_fails_the_case_after_the_timeout(manager):
-    spec = CaseSpec(shard_sizes=(3, 0), channels=2, steps=1)
+    spec = ModuleSpec(shard_sizes=(3, 0), channels=2, steps=1)
     config = RunConfig.of(sut=f"{FAULTY}:deadlock_on_empty", case_timeout=3.0, manager=manager)
     start = time.monotonic()
     result = run_case(spec, config)
     assert not result.passed and time.monotonic() - start < 20
     report = result.report()
     assert "did not finish" in report and "[0]" in report and "--case" in report, report
-    healthy = run_case(CaseSpec(shard_sizes=(3, 2), channels=2, steps=1), RunConfig.of(manager=manager))
+    healthy = run_case(ModuleSpec(shard_sizes=(3, 2), channels=2, steps=1), RunConfig.of(manager=manager))
     assert healthy.passed, healthy.report()
 
 
 def test_sut_raising_on_one_rank_reports_that_rank_and_traceback(manager):
-    spec = CaseSpec(shard_sizes=(3, 2), channels=2, steps=1)
+    spec = ModuleSpec(shard_sizes=(3, 2), channels=2, steps=1)
     result = run_case(spec, RunConfig.of(sut=f"{FAULTY}:raise_on_rank1", case_timeout=5.0, manager=manager))
     report = result.report()
     assert not result.passed
@@ -152,7 +152,7 @@ def test_sut_raising_on_one_rank_reports_that_rank_and_traceback(manager):
 
 
 def test_sut_crashing_a_rank_reports_that_rank(manager):
-    spec = CaseSpec(shard_sizes=(3, 2), channels=2, steps=1)
+    spec = ModuleSpec(shard_sizes=(3, 2), channels=2, steps=1)
     result = run_case(spec, RunConfig.of(sut=f"{FAULTY}:crash_rank0", case_timeout=10.0, manager=manager))
     assert not result.passed
     assert "rank 0 crashed (exit code 139)" in result.report()

@@ -15,7 +15,7 @@ import pytest
 
 from harness.compare import RATIO_HISTOGRAM_EDGES, Tolerance, compare_arrays, compare_exact
 from harness.result import CaseResult
-from harness.spec import CaseSpec
+from harness.spec import ModuleSpec
 from reports.html import render_html
 from reports.results import (SCHEMA, VERSION, ResultsError, as_float, build_document, case_record, jsonable,
                              load_results, save_results)
@@ -127,7 +127,7 @@ def test_rerun_command_in_the_report_reruns_the_case(raising_run):
         [(CASE, "cases/test_catalogue.py")]
 
 
-def _result(spec: CaseSpec, errors: dict[int, float]) -> CaseResult:
+def _result(spec: ModuleSpec, errors: dict[int, float]) -> CaseResult:
     """A CaseResult with one output comparison per rank: rank r's channel 1 off by errors[r]."""
     result = CaseResult(spec, rerun=f"python -m harness run --case {spec.id}")
     for rank in range(spec.world_size):
@@ -143,10 +143,10 @@ def _result(spec: CaseSpec, errors: dict[int, float]) -> CaseResult:
 
 
 def _document() -> dict:
-    spec_a = CaseSpec(shard_sizes=(3, 2), channels=4, tags=("shards",))
-    spec_b = CaseSpec(shard_sizes=(3, 2), channels=4, seed=1, tags=("eps",))
-    spec_c = CaseSpec(shard_sizes=(3, 2), channels=4, seed=2, tags=("eps",))
-    spec_d = CaseSpec(shard_sizes=(3, 2), channels=4, seed=3, tags=("groups",))
+    spec_a = ModuleSpec(shard_sizes=(3, 2), channels=4, tags=("shards",))
+    spec_b = ModuleSpec(shard_sizes=(3, 2), channels=4, seed=1, tags=("eps",))
+    spec_c = ModuleSpec(shard_sizes=(3, 2), channels=4, seed=2, tags=("eps",))
+    spec_d = ModuleSpec(shard_sizes=(3, 2), channels=4, seed=3, tags=("groups",))
     records = [
         case_record(spec_a, _result(spec_a, {1: 5e-3}), outcome="failed"),  # 5x
         case_record(spec_b, _result(spec_b, {0: 0.5, 1: math.nan}), outcome="failed"),  # 500x, NaN
@@ -157,7 +157,7 @@ def _document() -> dict:
 
 
 def test_comparison_histogram_bins():
-    comparison = _result(CaseSpec(shard_sizes=(3, 2), channels=4), {0: 5e-3}).comparisons[0]
+    comparison = _result(ModuleSpec(shard_sizes=(3, 2), channels=4), {0: 5e-3}).comparisons[0]
     assert len(comparison.ratio_histogram) == len(RATIO_HISTOGRAM_EDGES) + 1
     assert sum(comparison.ratio_histogram) == comparison.total
     assert comparison.ratio_histogram[0] == comparison.total - 1  # exact elements

@@ -10,7 +10,7 @@ from harness.catalogue import module_cases
 from harness.expected import expected_module_case
 from harness.mutants import CORRECT, MUTANTS
 from harness.selftest import ordered_cases, run_mutant
-from harness.spec import CaseSpec
+from harness.spec import ModuleSpec
 from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
 
 
@@ -32,7 +32,7 @@ def test_selftest_rejects_unknown_names(capsys):
 
 
 def test_a_correct_implementation_is_not_caught():
-    cases = [CaseSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)]
+    cases = [ModuleSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)]
     outcome = run_mutant("allreduce_syncbn", cases, correct=False, case_timeout=30.0)
     assert not outcome.ok and outcome.cases_run == 1 and not outcome.failed
 

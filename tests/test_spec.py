@@ -8,12 +8,12 @@ from hypothesis import strategies as st
 from harness.catalogue import PROFILES, module_cases
 from harness.kinds import catalogue_cases, parse_case_id
 from harness.errors import CaseError
-from harness.spec import DTYPES, CaseSpec, OpSpec
+from harness.spec import DTYPES, ModuleSpec, OpSpec
 from harness.strategies import MAX_VARIANCE, meaningful, variance_bound
 
 
 @st.composite
-def specs(draw) -> CaseSpec:
+def specs(draw) -> ModuleSpec:
     world = draw(st.integers(1, 8))
     spatial = draw(st.lists(st.integers(1, 5), max_size=3).map(tuple))
     layout = {2: draw(st.sampled_from(["contiguous", "channels_last"])),
@@ -27,7 +27,7 @@ def specs(draw) -> CaseSpec:
         rank_spatial = tuple(draw(st.lists(st.integers(1, 5), min_size=len(spatial), max_size=len(spatial))
                                   .map(tuple)) for _ in range(world))
         spatial = rank_spatial[0]
-    return CaseSpec(
+    return ModuleSpec(
         shard_sizes=tuple(draw(st.lists(st.integers(0, 9), min_size=world, max_size=world))),
         channels=draw(st.integers(1, 64)), spatial=spatial, dtype=draw(st.sampled_from(DTYPES)),
         param_dtype=draw(st.sampled_from([None, *DTYPES])), layout=layout, affine=draw(st.booleans()),
@@ -42,7 +42,7 @@ def specs(draw) -> CaseSpec:
 @settings(max_examples=200, deadline=None)
 @given(specs())
 def test_id_round_trips(spec):
-    assert CaseSpec.from_id(spec.id) == spec
+    assert ModuleSpec.from_id(spec.id) == spec
     assert parse_case_id(spec.id) == spec
 
 
@@ -78,7 +78,7 @@ def test_quick_profile_touches_every_area_and_has_at_least_100_cases():
 def test_invalid_case_names_the_field_and_rule(fields, message):
     with pytest.raises(CaseError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
                        .replace(")", r"\)").replace(".", r"\.").replace("+", r"\+")):
-        CaseSpec(**fields)
+        ModuleSpec(**fields)
 
 
 _TAIL = "_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu"
@@ -93,24 +93,24 @@ _TAIL = "_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu"
 ])
 def test_malformed_ids_raise_case_error(bad_id):
     with pytest.raises(CaseError):
-        CaseSpec.from_id(bad_id)
+        ModuleSpec.from_id(bad_id)
 
 
 def test_rank_spatial_id_token_and_counts():
-    spec = CaseSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2, 3)))
-    assert "_nchw4x5.2x3_" in spec.id and CaseSpec.from_id(spec.id) == spec
+    spec = ModuleSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2, 3)))
+    assert "_nchw4x5.2x3_" in spec.id and ModuleSpec.from_id(spec.id) == spec
     assert [spec.input_shape(r) for r in (0, 1)] == [(3, 3, 4, 5), (2, 3, 2, 3)]
     assert [spec.rank_count(r) for r in (0, 1)] == [60, 12]
-    same = CaseSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (4, 5)))
-    assert same.rank_spatial is None and same.id == CaseSpec(shard_sizes=(3, 2), channels=3, spatial=(4, 5)).id
+    same = ModuleSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (4, 5)))
+    assert same.rank_spatial is None and same.id == ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(4, 5)).id
     with pytest.raises(CaseError, match="every rank needs the same number of spatial dims"):
-        CaseSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2,)))
+        ModuleSpec(shard_sizes=(3, 2), channels=3, rank_spatial=((4, 5), (2,)))
 
 
-def _f16(**fields) -> CaseSpec:
+def _f16(**fields) -> ModuleSpec:
     fields.setdefault("shard_sizes", (6, 5))
     fields.setdefault("spatial", (5, 4))
-    return CaseSpec(channels=4, dtype="float16", **fields)
+    return ModuleSpec(channels=4, dtype="float16", **fields)
 
 
 @pytest.mark.parametrize(("spec", "ok"), [
@@ -123,7 +123,7 @@ def _f16(**fields) -> CaseSpec:
     (_f16(scale=10.0, shard_sizes=(1, 1), spatial=()), True),  # worst case 98·100 = 9800
     (_f16(loc=3e4, scale=1e4), False),  # values beyond MAX_ABS (8192)
     (_f16(loc=400.0, scale=100.0), False),  # offset 4 spreads: float16 cannot resolve it (MAX_OFFSET_RATIO)
-    (CaseSpec(shard_sizes=(1, 1), channels=2, dtype="float32", scale=1e3, data="outliers"), True),
+    (ModuleSpec(shard_sizes=(1, 1), channels=2, dtype="float32", scale=1e3, data="outliers"), True),
 ])
 def test_float16_range_rules_bound_the_variance_not_the_values(spec, ok):
     """harness.strategies: a float16 module holds the variance in float16, never the squares of raw values, so data

@@ -139,7 +139,7 @@ def test_the_yardstick_cudnn_off_configuration_runs_with_tf32_off(monkeypatch):
     context manager entered once per eval shard: every CUDA module case failed in the yardstick on the H100."""
     from harness import yardstick
     from harness.expected import expected_module_case
-    from harness.spec import CaseSpec
+    from harness.spec import ModuleSpec
 
     original = yardstick.Yardstick.__init__
 
@@ -149,5 +149,5 @@ def test_the_yardstick_cudnn_off_configuration_runs_with_tf32_off(monkeypatch):
 
     monkeypatch.setattr(yardstick.Yardstick, "__init__", with_cudnn_off)
     set_tf32(False)
-    expected = expected_module_case(CaseSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), steps=1, eval_steps=1))
+    expected = expected_module_case(ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), steps=1, eval_steps=1))
     assert expected.phases[-1].yardstick

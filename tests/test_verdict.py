@@ -14,7 +14,7 @@ import pytest
 from harness.compare import Tolerance, compare_arrays, compare_exact
 from harness.features import FEATURES, conformance, features_of, level_of
 from harness.result import CaseResult, Failure
-from harness.spec import CaseSpec, ModelSpec, OpSpec
+from harness.spec import ModuleSpec, ModelSpec, OpSpec
 from harness.diagnosis import conformance_lines, diagnose, run_summary_lines
 from harness.verdict import (CLASS_TITLES, case_class, case_headline, exact_statement, failed_cases_by_class,
                              roots_and_knock_ons, scaled_text, verdict_of)
@@ -47,11 +47,11 @@ def _document(records, **kwargs) -> dict:
     return json.loads(json.dumps(build_document(records, {"sut": "x", "profile": "quick", "torch": "2"}, **kwargs)))
 
 
-def _spec(**fields) -> CaseSpec:
+def _spec(**fields) -> ModuleSpec:
     fields.setdefault("shard_sizes", (3, 2))
     fields.setdefault("channels", 4)
     fields.setdefault("spatial", (3, 2))
-    return CaseSpec(**fields)
+    return ModuleSpec(**fields)
 
 
 # -- knock-ons and exact checks --------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_features_from_params():
         "world size >= 3", "offset data", "large eps", "module level"}
     big = _spec(shard_sizes=(4, 4), spatial=(128, 128), dtype="float16")
     assert {"half module", "more than 65504 elements per channel"} <= set(features_of(big.to_dict()))
-    ragged = CaseSpec(shard_sizes=(2, 2), channels=3, rank_spatial=((3, 2), (5, 4)))
+    ragged = ModuleSpec(shard_sizes=(2, 2), channels=3, rank_spatial=((3, 2), (5, 4)))
     assert "ranks with different spatial sizes" in features_of(ragged.to_dict())
     assert len({f.name for f in FEATURES}) == len(FEATURES)
     assert features_of({"garbage": 1}) == ["model level"]  # a foreign record has no feature, and raises nothing

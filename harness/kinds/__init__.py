@@ -1,47 +1,44 @@
-"""The registry of case kinds: module, op and model. Each kind has its id prefix, its spec (parser), its catalogue
-and its runner; every id the harness prints parses back through ``parse_case_id`` and runs through ``run_case``.
+"""The registry of case kinds (module, op, model) and the one way a case runs.
 
-Adding a kind: a spec class in harness.spec (``id``, ``from_id``, ``to_dict``, ``device``, ``world_size``,
-``tags``), a catalogue function in harness.catalogue, a runner module here (``run(spec, config) -> CaseResult``)
-and one ``CaseKind`` entry in ``KINDS``.
+A ``CaseKind`` is everything the harness knows of a kind of case: how its ids start and parse (its spec class), its
+catalogue, its entry inside a rank (harness.rank), what the controller computes while the ranks run (``plan``), how
+the ranks' results are judged, and which features of the conformance table it can have. Everything dispatches
+through ``KINDS``: ``run_case`` (the rank pools, for pytest, the CLI and the self-test), the torchrun launcher
+(harness.launch), the results (``kind`` of a record) and the conformance table (harness.features).
+
+Adding a kind: a spec class in harness.spec, a catalogue function in harness.catalogue, a rank entry in
+harness.rank (``run(ctx, *, spec, options, **request)``), a module here with ``plan`` and ``judge``, and one
+``CaseKind`` in ``KINDS``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from .. import catalogue
-from ..errors import CaseError
-from ..result import CaseResult, Failure, RunConfig
-from ..spec import CaseSpec, ModelSpec, OpSpec
+from ..errors import CaseError, RankFailure
+from ..options import Options, rerun_command
+from ..pool import PoolManager, default_manager
+from ..rank import model as rank_model
+from ..rank import module as rank_module
+from ..rank import op as rank_op
+from ..result import CaseResult, Failure
+from ..spec import ModelSpec, ModuleSpec, OpSpec
 from . import model, module, op
+from .base import CaseKind, Plan
+from .rank_failures import failures_from_rank_failure, failures_of_raised
 
-__all__ = ["CaseKind", "KINDS", "kind_of", "kind_for_id", "parse_case_id", "case_for_id", "run_case",
-           "catalogue_cases"]
-
-
-@dataclass(frozen=True)
-class CaseKind:
-    name: str  # "module", "op", "model": the ``level`` of a results record
-    prefix: str  # how its ids start
-    spec: type
-    catalogue: Callable[[str, str], list[Any]]  # (profile, device) -> specs
-    run: Callable[[Any, RunConfig], CaseResult]
-
-    def owns(self, case_id: str) -> bool:
-        if self.name == "module":  # w<world size>_...
-            return len(case_id) > 1 and case_id[0] == "w" and case_id[1].isdigit()
-        return case_id.startswith(self.prefix)
-
-    def parse(self, case_id: str) -> Any:
-        return self.spec.from_id(case_id)
+__all__ = ["CaseKind", "Plan", "KINDS", "RunConfig", "kind_of", "kind_named", "kind_for_id", "parse_case_id",
+           "case_for_id", "run_case", "settle", "catalogue_cases", "rank_payload"]
 
 
 KINDS: tuple[CaseKind, ...] = (
-    CaseKind("op", "op-", OpSpec, catalogue.op_cases, op.run),
-    CaseKind("module", "w", CaseSpec, lambda profile, device: catalogue.module_cases(profile, device=device),
-             module.run),
-    CaseKind("model", "model_", ModelSpec, catalogue.model_cases, model.run),
+    CaseKind("op", "op-", OpSpec, catalogue.op_cases, rank_op.run, op.plan, op.judge),
+    CaseKind("module", "w", ModuleSpec, lambda profile, device: catalogue.module_cases(profile, device=device),
+             rank_module.run, module.plan, module.judge, required_errors=module.required_errors),
+    CaseKind("model", "model_", ModelSpec, catalogue.model_cases, rank_model.run, model.plan, model.judge,
+             timeout_factor=model.TIMEOUT_FACTOR),
 )
 
 
@@ -50,6 +47,13 @@ def kind_of(spec: Any) -> CaseKind:
         if isinstance(spec, kind.spec):
             return kind
     raise CaseError(f"{type(spec).__name__} is not a registered case kind ({', '.join(k.name for k in KINDS)})")
+
+
+def kind_named(name: str) -> CaseKind:
+    for kind in KINDS:
+        if kind.name == name:
+            return kind
+    raise CaseError(f"kind={name!r}: must be one of {', '.join(k.name for k in KINDS)}")
 
 
 def kind_for_id(case_id: str) -> CaseKind:
@@ -77,15 +81,91 @@ def case_for_id(case_id: str) -> Any:
     return spec
 
 
-def run_case(spec: Any, config: RunConfig) -> CaseResult:
-    """Run ``spec`` with its kind's runner; a case the SUT declares unsupported fails under --strict-features."""
-    result = kind_of(spec).run(spec, config)
-    if result.unsupported and config.options.strict_features:
-        result.failures.append(Failure("unsupported", f"declared unsupported by the implementation: "
-                                       f"{result.unsupported} (--strict-features: an unsupported feature fails)"))
-    return result
-
-
 def catalogue_cases(profile: str, device: str = "cpu") -> list[Any]:
     """Every case of the profile on ``device``, all kinds (op, module, model)."""
     return [case for kind in KINDS for case in kind.catalogue(profile, device)]
+
+
+@dataclass
+class RunConfig:
+    """How to run cases: the resolved options (implementation, kernels, backend, time limits) and the pools."""
+
+    options: Options = field(default_factory=Options)
+    manager: PoolManager | None = None
+
+    @classmethod
+    def of(cls, manager: PoolManager | None = None, **values: Any) -> RunConfig:
+        """A config from option values (harness.options names), ignoring the environment: for programs and
+        tests that say exactly what they want."""
+        from ..options import resolve
+
+        return cls(resolve(values, environ={}), manager)
+
+    @property
+    def pools(self) -> PoolManager:
+        return self.manager or default_manager()
+
+    def rerun(self, case_id: str) -> str:
+        return rerun_command(case_id, self.options)
+
+
+def rank_payload(spec: Any, options: Options, plan: Plan) -> dict[str, Any]:
+    """The keyword arguments of a kind's rank entry: the spec, the run's RankOptions, the plan's request."""
+    return {"spec": spec.to_dict(), "options": options.rank, **plan.request}
+
+
+def _gives_up(value: Any) -> bool:
+    """A rank's value that may leave the other ranks waiting in a collective: an error or a declaration of
+    unsupported (the pool then gives the others a short grace period, not the whole timeout)."""
+    return isinstance(value, dict) and bool(value.get("error") or value.get("unsupported"))
+
+
+def _declared_unsupported(values: Any) -> str:
+    """The reasons the ranks that answered gave for declaring the case unsupported ("" if none did)."""
+    reasons = {v["unsupported"] for v in values if isinstance(v, dict) and v.get("unsupported")}
+    return "; ".join(sorted(reasons))
+
+
+def settle(kind: CaseKind, spec: Any, expected: Any, actual: list[Any], result: CaseResult) -> CaseResult:
+    """Judge what every rank returned: unsupported if a rank declared it, else the kind's judgement."""
+    unsupported = _declared_unsupported(actual)
+    if unsupported:
+        result.unsupported = unsupported
+        return result
+    return kind.judge(spec, expected, actual, result)
+
+
+def run_case(spec: Any, config: RunConfig) -> CaseResult:
+    """Run ``spec`` on the rank pool of its world size: every rank runs its kind's rank entry while the controller
+    computes the expected values; then the kind judges. A rank that raised, crashed, stopped or hung is the
+    case's failure, naming the rank; a case the SUT declares unsupported (on any rank: the others, waiting for it
+    in a collective, are let go) fails under --strict-features."""
+    kind = kind_of(spec)
+    options = config.options
+    start = time.monotonic()
+    result = CaseResult(spec, rerun=config.rerun(spec.id))
+    expected = None
+    try:
+        plan = kind.plan(spec)
+        pool = config.pools.get(spec.world_size, spec.device, options.backend_choice,
+                                start_timeout=options.start_timeout)
+        pool.submit(kind.rank_entry, rank_payload(spec, options, plan))
+        expected = plan.expected()
+        actual = pool.collect(timeout=kind.timeout_factor * options.case_timeout, is_failure=_gives_up)
+    except RankFailure as failure:
+        unsupported = _declared_unsupported(failure.partial.values()) if failure.kind != "crashed" else ""
+        if unsupported:
+            result.unsupported = unsupported
+        else:
+            required = kind.required_errors(expected) if expected is not None else {}
+            result.failures.extend(failures_from_rank_failure(failure, expected_errors=required))
+    else:
+        settle(kind, spec, expected, actual, result)
+    if result.unsupported and options.strict_features:
+        result.failures.append(Failure("unsupported", f"declared unsupported by the implementation: "
+                                       f"{result.unsupported} (--strict-features: an unsupported feature fails)"))
+    result.duration_s = time.monotonic() - start
+    return result
+
+
+__all__ += ["failures_of_raised"]

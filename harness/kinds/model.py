@@ -1,61 +1,42 @@
 """The model kind: a network with BatchNorm1d/2d/3d converted to the SUT, trained under DDP on sharded data
-(harness.spec.ModelSpec, harness.models), against the same network with plain BatchNorm on the global batch in
-float64: after every step the global loss, every parameter and buffer of every rank, and the ranks' bit-for-bit
-agreement (DDP averages gradients, SyncBN shares statistics: the states must be identical).
+(harness.spec.ModelSpec; the network is harness.nets', the ranks run harness.rank.model.run), against the same
+network with plain BatchNorm on the global batch in float64 (``expected_model_run``): after every step the global
+loss, every parameter and buffer of every rank, and the ranks' bit-for-bit agreement (DDP averages gradients,
+SyncBN shares statistics: the states must be identical).
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
 from ..compare import compare_agreement, compare_arrays, compare_exact
-from ..errors import RankFailure
-from ..models import expected_model_run
-from ..result import CaseResult, RunConfig
+from ..nets import LEARNING_RATE, make_batch, make_net, state_of
+from ..result import CaseResult
 from ..spec import ModelSpec
+from ..tf32 import tf32_mode
 from ..tolerances import model_tolerance
-from .rank_failures import failures_from_rank_failure
+from .base import Plan
 
-__all__ = ["run", "judge", "compare_model_run", "MODEL_TIMEOUT_FACTOR"]
+__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "TIMEOUT_FACTOR"]
 
-MODEL_TIMEOUT_FACTOR = 3.0  # a model case trains a network: it gets three case timeouts
-
-
-def run(spec: ModelSpec, config: RunConfig) -> CaseResult:
-    start = time.monotonic()
-    options = config.options
-    result = CaseResult(spec, rerun=config.rerun(spec.id))
-    try:
-        pool = config.pools.get(spec.world_size, spec.device, options.backend_choice,
-                                start_timeout=options.start_timeout)
-        actual = pool.run("harness.models:run_model_case",
-                          {"case": spec.to_dict(), "sut": options.sut, "kernels": options.kernels},
-                          timeout=MODEL_TIMEOUT_FACTOR * options.case_timeout,
-                          is_failure=lambda value: bool(value and value.get("unsupported")))
-    except RankFailure as failure:
-        reasons = {v["unsupported"] for v in failure.partial.values() if isinstance(v, dict) and v.get("unsupported")}
-        if reasons and failure.kind != "crashed":  # some ranks declared it; the others waited for them
-            result.unsupported = "; ".join(sorted(reasons))
-        else:
-            result.failures.extend(failures_from_rank_failure(failure, expected_errors={}))
-        result.duration_s = time.monotonic() - start
-        return result
-    judge(spec, actual, result)
-    result.duration_s = time.monotonic() - start
-    return result
+TIMEOUT_FACTOR = 3.0  # a model case trains a network: it gets three case timeouts
 
 
-def judge(spec: ModelSpec, actual: list[dict[str, Any]], result: CaseResult) -> CaseResult:
-    """The ranks' harness.models.run_model_case results against the float64 run (and the yardstick)."""
-    reasons = {v["unsupported"] for v in actual if v.get("unsupported")}
-    if reasons:
-        result.unsupported = "; ".join(sorted(reasons))
-        return result
-    expected = expected_model_run(spec, "float64")
-    yardstick = expected_model_run(spec, spec.dtype, "cuda" if spec.device == "cuda" else "cpu")
-    return compare_model_run(spec, actual, expected, yardstick, result)
+def plan(spec: ModelSpec):
+    def expected() -> tuple[dict[str, Any], dict[str, Any]]:
+        """The float64 run (the reference) and the same run in the ranks' dtype on their device (the yardstick)."""
+        return (expected_model_run(spec, "float64"),
+                expected_model_run(spec, spec.dtype, "cuda" if spec.device == "cuda" else "cpu"))
+
+    return Plan(expected=expected)
+
+
+def judge(spec: ModelSpec, expected: tuple[dict[str, Any], dict[str, Any]], actual: list[dict[str, Any]],
+          result: CaseResult) -> CaseResult:
+    """The ranks' harness.rank.model.run results against the float64 run (and the yardstick)."""
+    reference, yardstick = expected
+    return compare_model_run(spec, actual, reference, yardstick, result)
 
 
 def compare_model_run(spec: ModelSpec, actual: list[dict[str, Any]], expected: dict[str, Any],
@@ -90,3 +71,32 @@ def compare_model_run(spec: ModelSpec, actual: list[dict[str, Any]], expected: d
                                           quantity="state.agreement", phase=phase, rank=rank, first=0,
                                           dtype=spec.dtype, reason="DDP ranks hold identical state", item=name))
     return result
+
+
+def expected_model_run(case: ModelSpec, dtype: str = "float64", device: str = "cpu") -> dict[str, Any]:
+    """The same training with plain BatchNorm on the global batch in one process, in ``dtype``; losses are the
+    global mean loss, states as run_model_case returns them (inputs rounded to the ranks' dtype first). TF32 as
+    the case says (it only matters for float32 on a GPU)."""
+
+    with tf32_mode(case.tf32 and dtype == "float32"):
+        return _train_one_process(case, dtype, device)
+
+
+def _train_one_process(case: ModelSpec, dtype: str, device: str) -> dict[str, Any]:
+    import torch
+
+    net = make_net(case, dtype, device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE)
+    inputs, targets = make_batch(case)
+    rank_dtype = getattr(torch, case.dtype)
+    losses, states = [], []
+    for step in range(case.steps):
+        x = torch.from_numpy(inputs[step]).to(rank_dtype).to(device=device, dtype=getattr(torch, dtype))
+        target = torch.from_numpy(targets[step]).to(rank_dtype).to(device=device, dtype=getattr(torch, dtype))
+        optimizer.zero_grad(set_to_none=False)
+        loss = ((net(x) - target) ** 2).sum() / x.shape[0]
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        states.append(state_of(net))
+    return {"losses": losses, "states": states}

@@ -1,63 +1,42 @@
-"""The module kind: one SyncBatchNorm layer on W ranks (harness.spec.CaseSpec).
+"""The module kind: one SyncBatchNorm layer on W ranks (harness.spec.ModuleSpec).
 
-``run`` sends the case to the rank pool of its world size (each rank runs harness.rank_case.run_module_case),
-computes the reference meanwhile (harness.expected) and compares; ``compare_case`` is the comparison, one loop over
-harness.quantities.MODULE_QUANTITIES, shared with the torchrun launcher.
+Every rank runs harness.rank.module.run; meanwhile the controller computes the reference (``plan``: harness.expected)
+and then compares (``judge`` / ``compare_case``: one loop over harness.quantities.MODULE_QUANTITIES).
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from ..compare import Comparison, compare_agreement, compare_arrays, compare_exact
-from ..errors import RankError, RankFailure
+from ..errors import RankError
 from ..expected import ExpectedCase, ExpectedPhase, expected_module_case
 from ..quantities import MODULE_QUANTITIES, Quantity
-from ..result import CaseResult, Failure, RunConfig
-from ..spec import CaseSpec
+from ..result import CaseResult, Failure
+from ..spec import ModuleSpec
 from ..tolerances import module_tolerance
-from .rank_failures import failures_from_rank_failure
+from .base import Plan
 
-__all__ = ["run", "compare_case", "TARGET"]
-
-TARGET = "harness.rank_case:run_module_case"
+__all__ = ["plan", "judge", "required_errors", "compare_case"]
 
 
-def run(spec: CaseSpec, config: RunConfig) -> CaseResult:
-    start = time.monotonic()
-    result = CaseResult(spec, rerun=config.rerun(spec.id))
-    options = config.options
-    expected: ExpectedCase | None = None
-    try:
-        pool = config.pools.get(spec.world_size, spec.device, options.backend_choice,
-                                start_timeout=options.start_timeout)
-        pool.submit(TARGET, {"spec": spec.to_dict(), "sut": options.sut, "kernels": options.kernels})
-        expected = expected_module_case(spec)  # computed while the ranks run
-        actual = pool.collect(TARGET, timeout=options.case_timeout, is_failure=_is_failure)
-    except RankFailure as failure:
-        result.failures.extend(failures_from_rank_failure(failure, expected_errors=expected.errors if expected
-                                                          else {}))
-        result.duration_s = time.monotonic() - start
-        return result
-    compare_case(spec, expected, actual, result)
-    result.duration_s = time.monotonic() - start
-    return result
+def plan(spec: ModuleSpec):
+    return Plan(expected=lambda: expected_module_case(spec))
 
 
-def _is_failure(value: Any) -> bool:
-    """A rank result that may leave the other ranks waiting (they then get a short grace period)."""
-    return bool(value and (value.get("error") or value.get("unsupported")))
+def required_errors(expected: ExpectedCase) -> dict[int, dict[str, Any]]:
+    """The errors the specification requires, by rank (a rank that raises one is not at fault)."""
+    return expected.errors
 
 
-def compare_case(spec: CaseSpec, expected: ExpectedCase, actual: list[dict[str, Any]],
+def judge(spec: ModuleSpec, expected: ExpectedCase, actual: list[dict[str, Any]], result: CaseResult) -> CaseResult:
+    return compare_case(spec, expected, actual, result)
+
+
+def compare_case(spec: ModuleSpec, expected: ExpectedCase, actual: list[dict[str, Any]],
                  result: CaseResult | None = None) -> CaseResult:
-    """Compare every rank's harness.rank_case.run_module_case result (``actual``, indexed by rank) with
-    ``expected``; adds to ``result`` (a new one if None) and returns it."""
+    """Compare every rank's harness.rank.module.run result (``actual``, indexed by rank) with ``expected``; adds to
+    ``result`` (a new one if None) and returns it."""
     result = result if result is not None else CaseResult(spec)
-    unsupported = {r: a["unsupported"] for r, a in enumerate(actual) if a.get("unsupported")}
-    if unsupported:
-        result.unsupported = "; ".join(sorted(set(unsupported.values())))
-        return result
     _check_errors(spec, expected, actual, result)
     for p, phase in enumerate(expected.phases):
         for gi, members in enumerate(spec.rank_groups):
@@ -65,7 +44,7 @@ def compare_case(spec: CaseSpec, expected: ExpectedCase, actual: list[dict[str, 
     return result
 
 
-def _check_errors(spec: CaseSpec, expected: ExpectedCase, actual: list[dict[str, Any]], result: CaseResult) -> None:
+def _check_errors(spec: ModuleSpec, expected: ExpectedCase, actual: list[dict[str, Any]], result: CaseResult) -> None:
     """An error the specification requires must be raised (ValueError at that phase); any other is a failure."""
     for rank, rank_result in enumerate(actual):
         want, got = expected.errors.get(rank), rank_result["error"]
@@ -91,7 +70,7 @@ def _raised(rank: int, error: RankError) -> Failure:
     return Failure("raised", error.describe(rank), rank=rank, phase=error.phase, traceback=error.traceback)
 
 
-def _compare_group(spec: CaseSpec, phase: ExpectedPhase, p: int, gi: int, members: tuple[int, ...],
+def _compare_group(spec: ModuleSpec, phase: ExpectedPhase, p: int, gi: int, members: tuple[int, ...],
                    actual: list[dict[str, Any]], result: CaseResult) -> None:
     expected_ranks = phase.ranks()
     records = {r: actual[r]["phases"][p] for r in members if p < len(actual[r]["phases"])}

@@ -1,12 +1,12 @@
 """The op kind: one of the five kernels called alone, against reference.ops on the same rounded inputs
 (harness.spec.OpSpec).
 
-The op runs inside a rank of the world-size-1 pool (a kernel that crashes takes down a rank, not pytest). Shard 0
-is the op's input; the other shards only feed the statistics that gather and backward_elemt combine.
+The op runs inside a rank of the world-size-1 pool (harness.rank.op.run: a kernel that crashes takes down a rank,
+not pytest). Shard 0 is the op's input; the other shards only feed the statistics that gather and backward_elemt
+combine: the controller computes them (``build_op_call``) and sends the op's arguments as the rank's request.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -15,13 +15,12 @@ import reference.ops as ref
 
 from ..compare import compare_arrays, compare_exact
 from ..data import make_grad_output, make_input, make_params, quantize
-from ..errors import RankFailure
-from ..result import CaseResult, Failure, RunConfig
+from ..result import CaseResult, Failure
 from ..spec import OpSpec
 from ..tolerances import op_tolerance
-from .rank_failures import failures_from_rank_failure
+from .base import Plan
 
-__all__ = ["run", "build_op_call", "compare_op"]
+__all__ = ["plan", "judge", "build_op_call", "compare_op"]
 
 
 def _acc(dtype: str) -> str:
@@ -115,27 +114,17 @@ def build_op_call(spec: OpSpec) -> tuple[list[Any], list[tuple[str, np.ndarray |
     return args, outputs
 
 
-def run(spec: OpSpec, config: RunConfig) -> CaseResult:
-    start = time.monotonic()
-    result = CaseResult(spec, rerun=config.rerun(spec.id))
+def plan(spec: OpSpec):
     args, outputs = build_op_call(spec)
-    options = config.options
-    try:
-        pool = config.pools.get(1, spec.device, options.backend_choice, start_timeout=options.start_timeout)
-        actual = pool.run("harness.rank_case:run_op",
-                          {"op": spec.op, "args": args, "device": spec.device, "kernels": options.kernels},
-                          timeout=options.case_timeout)[0]
-    except RankFailure as failure:
-        result.failures.extend(failures_from_rank_failure(failure, expected_errors={}))
-        result.duration_s = time.monotonic() - start
-        return result
-    compare_op(spec, outputs, actual, result)
-    result.duration_s = time.monotonic() - start
-    return result
+    return Plan(request={"args": args}, expected=lambda: outputs)
+
+
+def judge(spec: OpSpec, outputs, actual: list[Any], result: CaseResult) -> CaseResult:
+    return compare_op(spec, outputs, actual[0], result)
 
 
 def compare_op(spec: OpSpec, outputs, actual: list[Any], result: CaseResult) -> CaseResult:
-    """Compare what harness.rank_case.run_op returned (``actual``) with build_op_call's ``outputs``."""
+    """Compare what harness.rank.op.run returned (``actual``) with build_op_call's ``outputs``."""
     if len(actual) != len(outputs):
         result.failures.append(Failure("raised", f"{spec.op} returned {len(actual)} values, expected "
                                        f"{len(outputs)} ({', '.join(o[0] for o in outputs)})", rank=0))

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import RankError, RankFailure
 from ..result import FAILURE_KINDS, Failure
 
-__all__ = ["failures_from_rank_failure", "PEER_MESSAGES"]
+__all__ = ["failures_from_rank_failure", "failures_of_raised", "PEER_MESSAGES"]
 
 # What a rank's collective says when its peer process died (gloo, NCCL): a consequence, not a cause.
 PEER_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
@@ -46,3 +46,9 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
     failures.append(Failure(kind, str(failure), rank=failure.rank, traceback=failure.traceback))
     failures.sort(key=lambda f: FAILURE_KINDS.index(f.kind))
     return failures
+
+
+def failures_of_raised(errors: dict[int, RankError]) -> list[Failure]:
+    """The Failures of ranks whose entry raised (under torchrun, where no pool reports it): one per rank."""
+    return [Failure("raised", error.describe(rank), rank=rank, phase=error.phase, traceback=error.traceback)
+            for rank, error in sorted(errors.items())]

@@ -125,7 +125,7 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
         import torch
         import torch.distributed as dist
 
-        from .tf32 import set_tf32
+        from ..tf32 import set_tf32
 
         torch.set_num_threads(1)
         set_tf32(False)  # float32 means float32 (harness.tf32); a TF32 case switches it on for itself

@@ -1,7 +1,6 @@
-"""Runs one module case inside a rank (called through the pool as ``harness.rank_case:run_module_case``).
+"""The module kind's rank entry: one SyncBatchNorm layer on this rank (harness.kinds registers ``run``).
 
-Imports only torch, numpy and the harness's spec, data, quantity and SUT loaders: the controller-side modules stay
-out of ranks. Each rank builds its own shard from the case's seed, runs the training steps (forward and backward)
+Each rank builds its own shard from the case's seed, runs the training steps (forward and backward)
 and the eval steps, and returns, per phase, every quantity of harness.quantities that it reads (``source``), as
 float64 numpy arrays in logical (N, C, ...) order. An exception raised by the implementation under test is
 returned as data (harness.errors.RankError, with its phase and traceback), so an expected error can be checked and
@@ -20,35 +19,19 @@ from typing import Any
 
 import numpy as np
 
-from .data import dtype_name, make_grad_output, make_input, make_params, to_numpy, to_tensor, torch_dtype
-from .errors import RankError
-from .quantities import MODULE_QUANTITIES
-from .rank_worker import RankContext
-from .spec import CaseSpec
-from .sut import module_problem
+from ..data import dtype_name, make_grad_output, make_input, make_params, to_numpy, to_tensor, torch_dtype
+from ..errors import RankError
+from ..options import RankOptions
+from ..quantities import MODULE_QUANTITIES
+from ..spec import ModuleSpec
+from ..sut import module_problem
+from .prepare import implementation, unsupported_reason
+from .worker import RankContext
 
-__all__ = ["run_module_case", "run_op", "prepare_sut"]
-
-
-def prepare_sut(ctx: RankContext, sut: str, kernels: str | None, device: str):
-    """The SUT factory, with kernel substitutes installed for ``device`` (cached per process)."""
-    from . import kernel_table
-    from .sut import load_factory, load_module
-
-    key = ("sut", sut, kernels)
-    if key not in ctx.cache:
-        overrides = kernel_table.load_kernel_overrides(load_module(kernels)) if kernels else None
-        ctx.cache[key] = (load_factory(sut), overrides)
-    factory, overrides = ctx.cache[key]
-    # The kernel table is per process and cases of different runs may share the process: set it every time.
-    if device == "cpu":
-        kernel_table.install_cpu_kernels(overrides)
-    else:
-        kernel_table.install_device_kernels(overrides, device="CUDA")
-    return factory
+__all__ = ["run"]
 
 
-def _observe(source: str, case: CaseSpec, x, y, module) -> Any:
+def _observe(source: str, case: ModuleSpec, x, y, module) -> Any:
     """One quantity as this rank sees it after a phase (``source``: harness.quantities)."""
     if source == "output":
         return to_numpy(y)
@@ -65,27 +48,26 @@ def _observe(source: str, case: CaseSpec, x, y, module) -> Any:
         return to_numpy(getattr(module, source))
     if source == "num_batches_tracked":
         return int(module.num_batches_tracked.item())
-    raise KeyError(f"source={source!r}: harness.rank_case does not know how to read it")
+    raise KeyError(f"source={source!r}: harness.rank.module does not know how to read it")
 
 
 def _unsupported(exc: Exception, result: dict[str, Any]) -> bool:
-    """An ``Unsupported`` exception (harness.sut.Unsupported, or any class of that name) from the factory or the
-    forward: the SUT declares the configuration unsupported."""
-    if type(exc).__name__ != "Unsupported":
-        return False
-    result["unsupported"] = str(exc) or "declared unsupported"
-    return True
+    """Whether ``exc`` declares the configuration unsupported (then noted in ``result``)."""
+    reason = unsupported_reason(exc)
+    if reason is not None:
+        result["unsupported"] = reason
+    return reason is not None
 
 
-def run_module_case(ctx: RankContext, *, spec: dict[str, Any], sut: str, kernels: str | None) -> dict[str, Any]:
+def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
     """Run the case on this rank; returns ``{"phases": [{quantity: value}], "error": RankError | None,
     "unsupported": reason | None}``."""
     import torch
 
-    case = CaseSpec.from_dict(spec)
+    case = ModuleSpec.from_dict(spec)
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     ctx.progress("setup", "load")
-    factory = prepare_sut(ctx, sut, kernels, case.device)
+    factory = implementation(ctx, options, case.device)
     # new_group is collective: every rank creates every group, in the same order.
     groups = [ctx.process_group(g) for g in case.rank_groups]
     mine = next(i for i, g in enumerate(case.rank_groups) if ctx.rank in g)
@@ -144,18 +126,3 @@ def run_module_case(ctx: RankContext, *, spec: dict[str, Any], sut: str, kernels
     ctx.progress("done", "")
     return result
 
-
-def run_op(ctx: RankContext, *, op: str, args: list[Any], device: str, kernels: str | None) -> list[Any]:
-    """Call ``torch.<op>(*args)`` on this rank's device; ``args`` items are ``("tensor", array, dtype, layout)``
-    or plain values. Returns each output as (float64 array, dtype name) (None stays None)."""
-    import torch
-
-    prepare_sut(ctx, "torch", kernels, device)
-    dev = ctx.device_for_rank() if device == "cuda" else "cpu"
-    call_args = [to_tensor(a[1], a[2], dev, a[3]) if isinstance(a, tuple) and a and a[0] == "tensor" else a
-                 for a in args]
-    outputs = getattr(torch, op)(*call_args)
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    # In-place results (gather updates running_mean / running_var) come back after the op's own outputs.
-    in_place = [call_args[i] for i in (3, 4)] if op == "batch_norm_gather_stats_with_counts" else []
-    return [None if t is None else (to_numpy(t), dtype_name(t.dtype)) for t in (*outputs, *in_place)]

@@ -1,0 +1,116 @@
+"""The model kind's rank entry: a network with BatchNorm1d/2d/3d converted to the SUT, trained under DDP on this rank's
+shard of the global batch (harness.kinds registers ``run``; the network is harness.nets').
+
+``run`` builds the network from the seed, converts every BatchNorm to the SUT (``convert_to_sut``; torch's own
+conversion for the torch SUT), wraps it in DistributedDataParallel, trains ``steps`` SGD steps and returns after
+each step the rank's loss share, the parameters and the buffers.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..nets import LEARNING_RATE, make_batch, make_net, state_of
+from ..options import RankOptions
+from ..spec import ModelSpec
+from ..tf32 import tf32_mode
+from .prepare import implementation, unsupported_reason
+from .worker import RankContext
+
+__all__ = ["run", "convert_to_sut"]
+
+
+def convert_to_sut(module, factory: Callable[..., Any], process_group: Any = None):
+    """Swap every _BatchNorm in ``module`` (recursively; InstanceNorm is not one) for ``factory(...)`` built with
+    the layer's options, sharing weight, bias and buffers and keeping requires_grad, training and qconfig: the
+    conversion convert_sync_batchnorm does, onto any implementation under test."""
+    import torch
+
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        reference = module.weight if module.weight is not None else module.running_mean
+        converted = factory(module.num_features, eps=module.eps, momentum=module.momentum, affine=module.affine,
+                            track_running_stats=module.track_running_stats, process_group=process_group,
+                            device=reference.device if reference is not None else torch.device("cpu"),
+                            dtype=reference.dtype if reference is not None else None)
+        if module.affine:
+            with torch.no_grad():
+                converted.weight = module.weight
+                converted.bias = module.bias
+        converted.running_mean = module.running_mean
+        converted.running_var = module.running_var
+        converted.num_batches_tracked = module.num_batches_tracked
+        converted.training = module.training
+        if hasattr(module, "qconfig"):
+            converted.qconfig = module.qconfig
+        return converted
+    for name, child in module.named_children():
+        module.add_module(name, convert_to_sut(child, factory, process_group))
+    return module
+
+
+def _convert(net, sut: str, factory, device: str):
+    import torch
+
+    if sut != "torch":
+        return convert_to_sut(net, factory)
+    if device == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    from ..torch_sut import CpuSyncBatchNorm
+
+    return CpuSyncBatchNorm.convert_sync_batchnorm(net)
+
+
+def _cpu_ddp_class():
+    """DistributedDataParallel minus its refusal of SyncBatchNorm layers on CPU ("SyncBatchNorm layers only work
+    with GPU modules", torch/nn/parallel/distributed.py, _passing_sync_batchnorm_handle): the same kind of device
+    check CpuSyncBatchNorm drops, and nothing else in that method. Everything DDP does otherwise is unchanged."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    class CpuDistributedDataParallel(DistributedDataParallel):
+        def _passing_sync_batchnorm_handle(self, module) -> None:
+            if self.device_type != "cpu":
+                super()._passing_sync_batchnorm_handle(module)
+
+    return CpuDistributedDataParallel
+
+
+def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
+    """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step]}, or
+    {"unsupported": reason} when the SUT declares the network's configuration unsupported."""
+    case = ModelSpec.from_dict(spec)
+    device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
+    factory = implementation(ctx, options, case.device)
+    try:
+        return _train(ctx, case, device, options.sut, factory)
+    except Exception as exc:
+        reason = unsupported_reason(exc)
+        if reason is not None:
+            return {"unsupported": reason}
+        raise
+
+
+def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) -> dict[str, Any]:
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    dtype = getattr(torch, spec.dtype)
+    net = _convert(make_net(spec, spec.dtype, device), sut, factory, spec.device)
+    wrapper = DistributedDataParallel if spec.device == "cuda" else _cpu_ddp_class()
+    ddp = wrapper(net, device_ids=[torch.device(device)] if spec.device == "cuda" else None)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=LEARNING_RATE)
+    inputs, targets = make_batch(spec)
+    start = sum(spec.shard_sizes[:ctx.rank])
+    rows = slice(start, start + spec.shard_sizes[ctx.rank])
+    total = sum(spec.shard_sizes)
+    losses, states = [], []
+    with tf32_mode(spec.tf32):
+        for step in range(spec.steps):
+            ctx.progress(f"step{step}", "train")
+            x = torch.from_numpy(inputs[step, rows]).to(device=device, dtype=dtype)
+            target = torch.from_numpy(targets[step, rows]).to(device=device, dtype=dtype)
+            optimizer.zero_grad(set_to_none=False)
+            loss = ((ddp(x) - target) ** 2).sum() * (spec.world_size / total)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            states.append(state_of(net))
+    return {"losses": losses, "states": states}
