@@ -15,7 +15,7 @@ from typing import Callable
 
 from .errors import CaseError
 from .options import EXIT_USAGE
-from .suite import add_suite_arguments, preflight, pytest_argv, resolve_suite_options, run_suite
+from .suite import add_suite_arguments, preflight, resolve_suite_options, run_suite
 
 __all__ = ["main", "build_parser"]
 
@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     except CaseError as exc:
         print(f"python -m harness run: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return run_suite(pytest_argv(options, workers=args.workers, extra=args.pytest_args))
+    return run_suite(options, workers=args.workers, extra=args.pytest_args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,7 +4,8 @@ Every comparison is recorded (passed or not) with its metrics, so a report can s
 failures. NaN and inf positions must agree before values are compared; the detailed diagnosis (worst element,
 per-channel error) is computed for every comparison because the arrays here are small and reports use it.
 Equality checks (a counter, a dtype, bit-for-bit agreement, a required error) carry a plain ``statement`` of what
-differs instead of error ratios ("num_batches_tracked is 1 on rank 0, expected 2").
+differs instead of error ratios ("num_batches_tracked is 1 on rank 0, expected 2"). A comparison is read as text
+through its record (``Comparison.record``) by harness.verdict, the one formatter of comparisons and failures.
 """
 from __future__ import annotations
 
@@ -38,10 +39,6 @@ class Tolerance:
         if not (self.atol >= 0 and self.rtol >= 0):
             raise ValueError(f"Tolerance(atol={self.atol!r}, rtol={self.rtol!r}): both must be >= 0")
 
-    def describe(self) -> str:
-        text = f"|err| <= {self.atol:.3g}" + (f" + {self.rtol:.3g}·|expected|" if self.rtol else "")
-        return f"{text} ({self.reason})" if self.reason else text
-
 
 EXACT = Tolerance(0.0, 0.0, "exact")
 
@@ -70,32 +67,6 @@ class Comparison:
     exact: bool = False  # an equality check: ``statement`` says what differs
     statement: str = ""
     item: str = ""  # which one, where a quantity has several (a model's parameter name)
-
-    @property
-    def where(self) -> str:
-        return f"rank {self.rank}" if self.rank is not None else "sum over ranks " + ",".join(map(str, self.ranks))
-
-    @property
-    def label(self) -> str:
-        return f"{self.quantity} {self.item}" if self.item else self.quantity
-
-    def describe(self) -> str:
-        """The fixed failure message shape: what, where, by how much, against which tolerance; an equality check
-        is one plain statement and the rule."""
-        if self.exact:
-            return f"{self.statement or self.note} ({self.tolerance.reason})"
-        pct = 100.0 * self.mismatched / self.total if self.total else 0.0
-        lines = [f"{self.label} at {self.phase}, {self.where}: mismatched elements: "
-                 f"{self.mismatched} / {self.total} ({pct:.1f}%)"]
-        if self.note:
-            lines.append(f"  {self.note}")
-        if self.worst is not None and self.worst["index"]:
-            lines.append(f"  worst at {format_location(self.worst, self.rank)}: actual {self.worst['actual']!r}, "
-                         f"expected {self.worst['expected']!r}")
-        lines.append(f"  greatest absolute difference {self.max_abs_err:.3g}, greatest relative difference "
-                     f"{self.max_rel_err:.3g}, {self.error_ratio:.3g}x the allowed error")
-        lines.append(f"  allowed ({self.dtype}): {self.tolerance.describe()}")
-        return "\n".join(lines)
 
     def record(self) -> dict[str, Any]:
         """Every field as plain data (the results document's comparison record adds where it ran)."""

@@ -140,9 +140,16 @@ _FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "su
 
 
 def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]:
-    """The entries of ``path``; CaseError naming the entry and field for a bad one."""
+    """The entries of ``path``; CaseError naming the entry and field for a bad one. Read once per version of the
+    file (its modification time and size), however often a process asks."""
     if not path.exists():
         return []
+    stat = path.stat()
+    return list(_load(path, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: Path, mtime_ns: int, size: int) -> tuple[KnownDeviation, ...]:
     with path.open("rb") as handle:
         data = tomllib.load(handle)
     entries = []
@@ -171,7 +178,7 @@ def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]
             raise CaseError(f"{where}.quantities={entry.get('quantities')!r}: must name quantities of "
                             f"harness.quantities (unknown: {unknown_quantities})")
         entries.append(KnownDeviation(**entry))
-    return entries
+    return tuple(entries)
 
 
 def match_deviation(deviations: Iterable[KnownDeviation], sut: str, case_id: str) -> KnownDeviation | None:

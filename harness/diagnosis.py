@@ -1,28 +1,33 @@
 """What the failures of a run have in common, and how the implementation conforms, feature by feature.
 
-Works on a results document (records only, version 1 or 2). ``diagnose`` states what the failed cases share that
+Works on a results document (records only, versions 1-3). ``diagnose`` states what the failed cases share that
 the passing ones do not (case parameters, the failing root quantities and phases), in counts taken from the
-document and never beyond them, like hypothesis's explain phase; ``conformance_lines`` is the table of
-harness.features (per feature: passing, failing, known deviation, declared unsupported); ``run_summary_lines`` is
-the console summary of a run (the verdict of harness.verdict, the diagnosis, the table, the failed cases by
-severity with their root cause and rerun line).
+document and never beyond them, like hypothesis's explain phase. It returns structured findings (``Finding``: a
+sentence, its role and the findings under it), which the console (``render_findings``) and the HTML report
+(reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
+failing, known deviation, declared unsupported); ``run_summary_lines`` is the console summary of a run (the
+verdict of harness.verdict, the diagnosis, the table, the failed cases by severity with their root cause and
+rerun line).
 """
 from __future__ import annotations
 
-import math
 import textwrap
 from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
-from .features import FEATURES, conformance, level_of
-from .verdict import (CLASS_TITLES, FAILING, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
-                      incomplete_text, is_yardstick_suspect, number, phase_kind, phase_order, plural,
-                      roots_and_knock_ons, run_counts, verdict_of)
+from .errors import CaseError
 
-__all__ = ["diagnose", "conformance_lines", "run_summary_lines", "CLUSTER_CHANCE"]
+from .features import KIND_NAMES, conformance, features_of, record_kind
+from .kinds import kind_named
+from .outcomes import FAILURES, OUTCOMES
+from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
+                      incomplete_text, is_yardstick_suspect, phase_kind, phase_order, plural, roots_and_knock_ons,
+                      run_counts, verdict_of)
 
-_LEVELS = ("module", "op", "model")
+__all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "CLUSTER_CHANCE"]
+
+Finding = dict[str, Any]  # {"text": sentence, "role": what it is, "children": [Finding, ...]}
 CLUSTER_CHANCE = 1e-3  # the most a cluster of failed cases may owe to chance (see _pattern_lines)
 # Values most cases have: they describe no pattern unless no passing case has them.
 _DEFAULTS = frozenset({"no empty shard", "no process groups", "data not offset", "no eval steps", "even shards",
@@ -35,56 +40,39 @@ def _have(n: int) -> str:
 
 
 # -- diagnosis --------------------------------------------------------------------------------------------------------
+def _finding(text: str, role: str, children: list[Finding] | None = None) -> Finding:
+    return {"text": text, "role": role, "children": children or []}
+
+
+def render_findings(findings: list[Finding], indent: str = "") -> list[str]:
+    """Findings as console lines, each level two spaces further in."""
+    lines = []
+    for finding in findings:
+        lines.append(indent + finding["text"])
+        lines += render_findings(finding.get("children") or [], indent + "  ")
+    return lines
+
+
 def _attributes(case: dict[str, Any]) -> list[str]:
-    """A case's parameters as readable values ("dtype float16 with float32 parameters", "uneven shards", "world size
-    3", feature names of harness.features) that failed and passing cases can be compared on."""
+    """A case's parameters as readable values (its kind's: harness.kinds.CaseKind.attributes, then the device, the
+    area and the features of harness.features) that failed and passing cases can be compared on."""
     p = case.get("params") or {}
-    level = case.get("level") or level_of(p)
-    dtype = p.get("dtype")
-    values: list[str] = []
-    if level == "op":
-        values.append(f"op {p.get('op')}")
-    if level == "module":
-        param = p.get("param_dtype") or dtype
-        values += [f"dtype {dtype}" + (f" with {param} parameters" if param != dtype else ""), f"{dtype} input",
-                   f"{param} parameters"]
-    else:
-        values.append(f"dtype {dtype}")
-    if level != "model":
-        values += [f"{2 + len(p.get('spatial') or ())}-D input", f"layout {p.get('layout')}",
-                   "affine" if p.get("affine", True) else "affine off"]
-    if level == "module":
-        values += ["running statistics" if p.get("track_running_stats") else "no running statistics",
-                   "training steps" if p.get("steps") else "no training step",
-                   "eval steps" if p.get("eval_steps") else "no eval steps",
-                   "process groups" if p.get("groups") else "no process groups", f"{p.get('data')} data"]
-    if "momentum" in p and level != "op":
-        values.append("momentum None" if p["momentum"] is None else f"momentum {number(p['momentum']):g}")
-    sizes = list(p.get("shard_sizes") or ())
-    values += ["uneven shards" if len(set(sizes)) > 1 else "even shards",
-               "an empty shard" if 0 in sizes else "no empty shard"]
-    if level == "module" and sizes:
-        spatials = p.get("rank_spatial") or [p.get("spatial") or ()] * len(sizes)
-        counts = {n * math.prod(s) for n, s in zip(sizes, spatials)}
-        values.append("unequal element counts per rank" if len(counts) > 1 else "equal element counts per rank")
-    if "loc" in p:
-        offset = abs(number(p["loc"])) >= 10 * number(p.get("scale", 1.0))
-        values.append("offset data (|loc| >= 10·scale)" if offset else "data not offset")
-    if level != "op":
-        values.append(f"world size {len(sizes)}")
+    kind = record_kind(case)
+    try:
+        values = kind_named(kind).attributes(p)
+    except (KeyError, TypeError, ValueError, CaseError):  # a foreign record: its features only
+        values = []
     values += [f"device {case.get('device') or p.get('device')}", f"area {case.get('area')}"]
-    values += [f.name for f in FEATURES if not f.name.endswith(" level") and f.has(p)]
+    values += [name for name in features_of(p, kind) if not name.endswith(" cases")]
     return list(dict.fromkeys(values))
 
 
-
-
-def _pattern_lines(level: str, failed: list[dict[str, Any]], passed: list[dict[str, Any]]) -> list[str]:
-    """What every failed case of a level shares and no passing one has (or the most that can be said)."""
+def _pattern_lines(kind: str, failed: list[dict[str, Any]], passed: list[dict[str, Any]]) -> list[str]:
+    """What every failed case of a kind shares and no passing one has (or the most that can be said)."""
     n_f, n_p = len(failed), len(passed)
-    f_name, p_name = f"failed {level} case" + ("s" if n_f != 1 else ""), f"passing {level} cases"
+    f_name, p_name = f"failed {kind} case" + ("s" if n_f != 1 else ""), f"passing {kind} cases"
     if not n_p:
-        return [f"no {level} case passed: nothing to compare the failures with"]
+        return [f"no {kind} case passed: nothing to compare the failures with"]
     has_f: dict[str, set[int]] = defaultdict(set)
     has_p: dict[str, set[int]] = defaultdict(set)
     for i, case in enumerate(failed):
@@ -112,7 +100,7 @@ def _pattern_lines(level: str, failed: list[dict[str, Any]], passed: list[dict[s
         return [f"{n_f} of {n_f} {f_name} {_have(n_f)} {a} and {b}; 0 of {n_p} {p_name} have both "
                 f"({len(has_p[a])} {_have(len(has_p[a]))} {a}, {len(has_p[b])} {_have(len(has_p[b]))} {b})"]
     # Clusters: a value no passing case has, on enough failed cases that chance does not explain it: were each
-    # case to fail at the level's failure rate, all k cases with the value failing has probability rate**k.
+    # case to fail at the kind's failure rate, all k cases with the value failing has probability rate**k.
     rate = n_f / (n_f + n_p)
     lines, left = [], set(range(n_f))
     while len(lines) < 3:
@@ -124,19 +112,19 @@ def _pattern_lines(level: str, failed: list[dict[str, Any]], passed: list[dict[s
         left -= has_f[best]
     if lines:
         if left:
-            lines.append(f"the other {plural(len(left), f'failed {level} case')} share no parameter that every "
-                         f"passing {level} case lacks")
+            lines.append(f"the other {plural(len(left), f'failed {kind} case')} share no parameter that every "
+                         f"passing {kind} case lacks")
         return lines
     telling = [v for v in shared if v not in _DEFAULTS]
     if telling:
         fewest = min(len(has_p[v]) for v in telling)
         best = [v for v in telling if len(has_p[v]) == fewest][:2]
         return [f"{n_f} of {n_f} {f_name} have {v}; so do {len(has_p[v])} of {n_p} {p_name}" for v in best] + \
-            [f"no case parameter separates failed from passing {level} cases"]
-    return [f"the failed {level} cases share no case parameter that passing ones lack"]
+            [f"no case parameter separates failed from passing {kind} cases"]
+    return [f"the failed {kind} cases share no case parameter that passing ones lack"]
 
 
-def _quantity_lines(level: str, failed: list[dict[str, Any]]) -> list[str]:
+def _quantity_lines(kind: str, failed: list[dict[str, Any]]) -> list[str]:
     """Which quantities failed first (roots, by the cases they failed in), where, and which never failed."""
     root_cases: Counter = Counter()
     items: dict[str, list[str]] = defaultdict(list)
@@ -166,7 +154,7 @@ def _quantity_lines(level: str, failed: list[dict[str, Any]]) -> list[str]:
     lines = []
     if kinds:
         with_failures = sum(bool(c.get("failures")) for c in failed)
-        lines.append(f"{with_failures} of {len(failed)} failed {level} cases had a failure that is not a comparison: "
+        lines.append(f"{with_failures} of {len(failed)} failed {kind} cases had a failure that is not a comparison: "
                      + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
     if root_cases:
         named = []
@@ -176,7 +164,7 @@ def _quantity_lines(level: str, failed: list[dict[str, Any]]) -> list[str]:
             named.append(f"{name}{detail} in {n} of {plural(len(failed), 'case')}")
         more = f" and {len(root_cases) - 8} more" if len(root_cases) > 8 else ""
         where = ""
-        if level != "op":
+        if kind != "op":
             ordered = sorted(phases, key=phase_order)
             phase_kinds = {phase_kind(p) for p in ordered}
             where = "; at " + ", ".join(ordered)
@@ -200,32 +188,34 @@ def _quantity_lines(level: str, failed: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def diagnose(document: dict[str, Any]) -> list[str]:
-    """What the failed cases share and the passing ones do not, in a few lines, from the document's evidence only:
-    per case level, the case parameters every failed case has and no passing case has (counted), the quantities
-    that failed first (roots) and those that never failed, the phases; then the known deviations, the cases
-    declared unsupported and the comparisons whose yardstick was suspect, one line each."""
+def diagnose(document: dict[str, Any]) -> list[Finding]:
+    """What the failed cases share and the passing ones do not, from the document's evidence only: per case kind,
+    the case parameters every failed case has and no passing case has (counted), the quantities that failed first
+    (roots) and those that never failed, the phases; then the known deviations, the cases declared unsupported and
+    the comparisons whose yardstick was suspect, one finding each."""
     cases = document.get("cases") or []
-    lines = []
+    findings: list[Finding] = []
     if document.get("status") == "incomplete":
-        lines.append(f"incomplete run: {incomplete_text(document)}; the evidence below covers only those")
-    failed = [c for c in cases if c.get("outcome") in FAILING]
-    by_level: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        findings.append(_finding(f"incomplete run: {incomplete_text(document)}; the evidence below covers only "
+                                 "those", "incomplete"))
+    failed = [c for c in cases if c.get("outcome") in FAILURES]
+    by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for case in failed:
-        by_level[case.get("level") or level_of(case.get("params") or {})].append(case)
-    levels = [lv for lv in _LEVELS if lv in by_level] + sorted(set(by_level) - set(_LEVELS))
+        by_kind[record_kind(case)].append(case)
+    kinds = [k for k in KIND_NAMES if k in by_kind] + sorted(set(by_kind) - set(KIND_NAMES))
     if not failed:
-        lines.append("no case failed")
+        findings.append(_finding("no case failed", "failed"))
     else:
-        lines.append(f"{plural(len(failed), 'failed case')}: "
-                     + ", ".join(f"{len(by_level[lv])} {lv}" for lv in levels)
-                     + " (known deviations and cases declared unsupported are not counted as failed)")
-    for level in levels:
-        passed = [c for c in cases if c.get("outcome") == "passed"
-                  and (c.get("level") or level_of(c.get("params") or {})) == level]
-        lines.append(f"{level} cases: {len(by_level[level])} failed, {len(passed)} passed")
-        lines += ["  " + line for line in _pattern_lines(level, by_level[level], passed)]
-        lines += ["  " + line for line in _quantity_lines(level, by_level[level])]
+        findings.append(_finding(f"{plural(len(failed), 'failed case')}: "
+                                 + ", ".join(f"{len(by_kind[k])} {k}" for k in kinds)
+                                 + " (known deviations and cases declared unsupported are not counted as failed)",
+                                 "failed"))
+    for kind in kinds:
+        passed = [c for c in cases if c.get("outcome") == "passed" and record_kind(c) == kind]
+        children = [_finding(line, "pattern") for line in _pattern_lines(kind, by_kind[kind], passed)]
+        children += [_finding(line, "quantities") for line in _quantity_lines(kind, by_kind[kind])]
+        findings.append(_finding(f"{kind} cases: {len(by_kind[kind])} failed, {len(passed)} passed", "kind",
+                                 children))
     deviations = [c for c in cases if c.get("outcome") == "xfailed"]
     gone = [c for c in cases if c.get("outcome") == "xpassed"]
     reasons = Counter(deviation_summary(c.get("xfail_reason") or "") for c in deviations + gone)
@@ -233,19 +223,19 @@ def diagnose(document: dict[str, Any]) -> list[str]:
             + (f", under {plural(len(reasons), 'reason')}" if reasons else ""))
     if gone:
         line += f"; {len(gone)} no longer fail{'s' if len(gone) == 1 else ''} (update harness/known_deviations.toml)"
-    lines.append(line)
+    findings.append(_finding(line, "deviations"))
     unsupported = Counter(c.get("unsupported") or "no reason given" for c in cases if c.get("outcome") == "unsupported")
-    lines.append("declared unsupported: " + (f"{plural(sum(unsupported.values()), 'case')} ("
-                                             + "; ".join(f"{r}: {n}" for r, n in unsupported.most_common(4))
-                                             + ("; ..." if len(unsupported) > 4 else "") + ")"
-                                             if unsupported else "none"))
+    findings.append(_finding("declared unsupported: " + (
+        f"{plural(sum(unsupported.values()), 'case')} (" + "; ".join(f"{r}: {n}" for r, n in unsupported.most_common(4))
+        + ("; ..." if len(unsupported) > 4 else "") + ")" if unsupported else "none"), "unsupported"))
     suspect = [(case, c) for case in cases for c in case.get("comparisons") or [] if is_yardstick_suspect(c)]
     if suspect:
         n_failed = sum(not c["passed"] for _, c in suspect)
-        lines.append(f"yardstick suspect in {plural(len(suspect), 'comparison')} "
-                     f"({n_failed} failed, in {plural(len({case['id'] for case, _ in suspect}), 'case')}): the "
-                     f"single-process BatchNorm shares the error, so those tolerances are the analytic bound alone")
-    return lines
+        findings.append(_finding(
+            f"yardstick suspect in {plural(len(suspect), 'comparison')} ({n_failed} failed, in "
+            f"{plural(len({case['id'] for case, _ in suspect}), 'case')}): the single-process BatchNorm shares the "
+            "error, so those tolerances are the analytic bound alone", "suspect"))
+    return findings
 
 
 # -- conformance and the console summary ------------------------------------------------------------------------------
@@ -283,13 +273,11 @@ def _header(document: dict[str, Any]) -> str:
     word = verdict_of(document)
     counts = run_counts(document)
     env = document.get("environment") or {}
-    names = [("passed", "passed"), ("failed", "failed"), ("error", "errors"), ("xfailed", "known deviations"),
-             ("xpassed", "known deviations passed"), ("unsupported", "unsupported"), ("skipped", "skipped")]
     text = f"SyncBN conformance: {word}"
-    if word == "INCOMPLETE":
-        text += f", {incomplete_text(document)}"
+    if document.get("status") == "incomplete":
+        text += f" (incomplete: {incomplete_text(document)})" if word == "FAILED" else f", {incomplete_text(document)}"
     text += f": {plural(sum(counts.values()), 'case')}"
-    details = [f"{counts[key]} {name}" for key, name in names if counts[key]]
+    details = [f"{counts[o.name]} {o.label}" for o in OUTCOMES if counts[o.name]]
     if details:
         text += " (" + ", ".join(details) + ")"
     where = [f"sut {env.get('sut', '?')}", f"profile {env.get('profile', '?')}", f"torch {env.get('torch', '?')}"]
@@ -302,7 +290,7 @@ def run_summary_lines(document: dict[str, Any], *, shown_cases: int = 15) -> lis
     """The console summary of a results document: the verdict, the diagnosis, the conformance table, the failed
     cases by severity (each with its root cause in a line and its rerun command), the known deviations that passed."""
     lines = [_header(document), "", "Diagnosis:"]
-    lines += ["  " + line for line in diagnose(document)]
+    lines += render_findings(diagnose(document), "  ")
     lines += ["", "Conformance by feature (cases: pass, FAIL, known deviation, unsupported):"]
     lines += ["  " + line for line in conformance_lines(document)]
     groups = failed_cases_by_class(document)

@@ -1,10 +1,11 @@
 """The features of SyncBatchNorm a run covers, defined once, as predicates over a case record's ``params``.
 
-Each feature is (name, description, predicate); the predicate reads the params dict of a results document's case
-record (``ModuleSpec`` / ``OpSpec`` / ``ModelSpec`` ``to_dict()``, also from a version-1 document), so the
-conformance table works from records, for a run of this harness or an older one. A case counts in every feature
-it has. ``conformance(cases)`` counts, per feature, the cases that passed, failed, failed as a documented known
-deviation, or were declared unsupported by the implementation (harness.sut.Unsupported).
+Each feature is (name, description, predicate, the case kinds it applies to); the predicate reads the params dict
+of a results document's case record (``ModuleSpec`` / ``OpSpec`` / ``ModelSpec`` ``to_dict()``, also from an older
+document), so the conformance table works from records, for a run of this harness or an older one. A record says
+its kind (``record_kind``: "kind", "level" in documents before version 3). A case counts in every feature it has.
+``conformance(cases)`` counts, per feature, the cases that passed, failed, failed as a documented known deviation,
+or were declared unsupported by the implementation (harness.sut.Unsupported).
 """
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-__all__ = ["Feature", "FEATURES", "level_of", "features_of", "conformance", "FeatureRow", "COLUMNS",
-           "column_of"]
+from .outcomes import COLUMNS, outcome
+
+__all__ = ["Feature", "FEATURES", "record_kind", "features_of", "conformance", "FeatureRow", "COLUMNS",
+           "column_of", "KIND_NAMES"]
 
 HALF = ("float16", "bfloat16")
 Params = dict[str, Any]
+
+
+KIND_NAMES = ("module", "op", "model")  # the case kinds of harness.kinds, as records name them
+_SHARDED = ("module", "op")  # kinds whose params describe an input tensor (shape, layout, dtype per shard)
 
 
 @dataclass(frozen=True)
@@ -25,37 +32,29 @@ class Feature:
     name: str
     description: str
     predicate: Callable[[Params], bool]
+    kinds: tuple[str, ...] = KIND_NAMES  # the case kinds that can have it
 
-    def has(self, params: Params) -> bool:
+    def has(self, params: Params, kind: str = "module") -> bool:
+        if kind not in self.kinds:
+            return False
         try:
             return bool(self.predicate(params or {}))
         except (TypeError, ValueError, KeyError):  # a malformed or foreign record has none of the features
             return False
 
 
-def level_of(params: Params) -> str:
-    """The case kind a params dict belongs to: "op" (has ``op``), "module" (has ``channels``), else "model"."""
-    if "op" in params:
-        return "op"
-    return "module" if "channels" in params else "model"
+def record_kind(case: dict[str, Any]) -> str:
+    """The kind of a results document's case record: "kind" (version 3), "level" (versions 1 and 2)."""
+    return str(case.get("kind") or case.get("level") or "module")
 
 
-def _module(p: Params) -> bool:
-    return level_of(p) == "module"
-
-
-def _dims(p: Params) -> int | None:
-    """The input's dimensions (N, C, spatial...), for module and op cases."""
-    return 2 + len(p["spatial"]) if "spatial" in p and level_of(p) != "model" else None
+def _dims(p: Params) -> int:
+    """The input's dimensions (N, C, spatial...)."""
+    return 2 + len(p["spatial"])
 
 
 def _param_dtype(p: Params) -> str:
     return p.get("param_dtype") or p["dtype"]
-
-
-def _world(p: Params) -> int | None:
-    """The number of ranks (op cases run in one process: no world size)."""
-    return len(p["shard_sizes"]) if level_of(p) != "op" else None
 
 
 def _rank_counts(p: Params) -> list[int]:
@@ -66,8 +65,6 @@ def _rank_counts(p: Params) -> list[int]:
 
 def _max_group_count(p: Params) -> int:
     """The largest number of elements per channel a synchronising group (an op: all its shards) reduces over."""
-    if level_of(p) == "model":
-        return 0
     counts = _rank_counts(p)
     groups = p.get("groups") or [list(range(len(counts)))]
     return max(sum(counts[r] for r in g) for g in groups)
@@ -78,68 +75,64 @@ def _offset(p: Params) -> bool:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("2-D input", "(N, C) input: BatchNorm1d without a length", lambda p: _dims(p) == 2),
-    Feature("3-D input", "(N, C, L) input", lambda p: _dims(p) == 3),
-    Feature("4-D input", "(N, C, H, W) input", lambda p: _dims(p) == 4),
-    Feature("5-D input", "(N, C, D, H, W) input", lambda p: _dims(p) == 5),
+    Feature("2-D input", "(N, C) input: BatchNorm1d without a length", lambda p: _dims(p) == 2, _SHARDED),
+    Feature("3-D input", "(N, C, L) input", lambda p: _dims(p) == 3, _SHARDED),
+    Feature("4-D input", "(N, C, H, W) input", lambda p: _dims(p) == 4, _SHARDED),
+    Feature("5-D input", "(N, C, D, H, W) input", lambda p: _dims(p) == 5, _SHARDED),
     Feature("float64 input", "input in float64", lambda p: p["dtype"] == "float64"),
     Feature("float32 input", "input in float32", lambda p: p["dtype"] == "float32"),
     Feature("float16 input", "input in float16", lambda p: p["dtype"] == "float16"),
     Feature("bfloat16 input", "input in bfloat16", lambda p: p["dtype"] == "bfloat16"),
     Feature("half input, float32 parameters", "float16/bfloat16 input with float32 weight, bias and running "
-            "statistics (mixed precision)", lambda p: _module(p) and p["dtype"] in HALF
-            and _param_dtype(p) == "float32"),
+            "statistics (mixed precision)", lambda p: p["dtype"] in HALF and _param_dtype(p) == "float32",
+            ("module",)),
     Feature("half module", "float16/bfloat16 input and parameters (module.half())",
-            lambda p: _module(p) and p["dtype"] in HALF and _param_dtype(p) == p["dtype"]),
-    Feature("autocast", "run under torch.autocast", lambda p: bool(p.get("autocast"))),
-    Feature("channels_last", "4-D input in channels_last memory format", lambda p: p["layout"] == "channels_last"),
+            lambda p: p["dtype"] in HALF and _param_dtype(p) == p["dtype"], ("module",)),
+    Feature("autocast", "run under torch.autocast", lambda p: bool(p.get("autocast")), ("module",)),
+    Feature("channels_last", "4-D input in channels_last memory format", lambda p: p["layout"] == "channels_last",
+            _SHARDED),
     Feature("channels_last_3d", "5-D input in channels_last_3d memory format",
-            lambda p: p["layout"] == "channels_last_3d"),
+            lambda p: p["layout"] == "channels_last_3d", _SHARDED),
     Feature("momentum None", "momentum=None: cumulative moving average of the statistics",
-            lambda p: "momentum" in p and p["momentum"] is None),
+            lambda p: "momentum" in p and p["momentum"] is None, ("module", "model")),
     Feature("momentum 0 or 1", "momentum 0 (running statistics frozen) or 1 (the last batch's)",
             lambda p: p.get("momentum") is not None and float(p["momentum"]) in (0.0, 1.0)),
-    Feature("affine off", "affine=False: no weight and bias", lambda p: p.get("affine") is False),
+    Feature("affine off", "affine=False: no weight and bias", lambda p: p.get("affine") is False, _SHARDED),
     Feature("no running statistics", "track_running_stats=False",
-            lambda p: _module(p) and p["track_running_stats"] is False),
+            lambda p: p["track_running_stats"] is False, ("module",)),
     Feature("eval with running statistics", "eval steps normalising with the running statistics",
-            lambda p: _module(p) and p["track_running_stats"] is True and int(p.get("eval_steps") or 0) >= 1),
+            lambda p: p["track_running_stats"] is True and int(p.get("eval_steps") or 0) >= 1, ("module",)),
     Feature("eval without running statistics", "eval steps without running statistics (batch statistics, local)",
-            lambda p: _module(p) and p["track_running_stats"] is False and int(p.get("eval_steps") or 0) >= 1),
+            lambda p: p["track_running_stats"] is False and int(p.get("eval_steps") or 0) >= 1, ("module",)),
     Feature("process groups", "SyncBatchNorm over process groups, not the whole world",
-            lambda p: bool(p.get("groups"))),
+            lambda p: bool(p.get("groups")), ("module",)),
     Feature("empty shards", "a rank with no samples", lambda p: 0 in p["shard_sizes"]),
     Feature("uneven shards", "ranks with different numbers of samples", lambda p: len(set(p["shard_sizes"])) > 1),
     Feature("ranks with different spatial sizes", "each rank its own spatial size (per-GPU image sizes)",
-            lambda p: bool(p.get("rank_spatial"))),
-    Feature("world size 1", "a single rank", lambda p: _world(p) == 1),
-    Feature("world size >= 3", "three ranks or more", lambda p: (_world(p) or 0) >= 3),
-    Feature("offset data", "data far from zero: |loc| >= 10·scale (cancellation in E[x²] - E[x]²)", _offset),
+            lambda p: bool(p.get("rank_spatial")), ("module",)),
+    Feature("world size 1", "a single rank", lambda p: len(p["shard_sizes"]) == 1, ("module", "model")),
+    Feature("world size >= 3", "three ranks or more", lambda p: len(p["shard_sizes"]) >= 3, ("module", "model")),
+    Feature("offset data", "data far from zero: |loc| >= 10·scale (cancellation in E[x²] - E[x]²)", _offset,
+            _SHARDED),
     Feature("constant channels", "constant or half-constant channels (zero variance)",
-            lambda p: p.get("data") in ("constant", "halfconst")),
-    Feature("large eps", "eps >= 0.1", lambda p: float(p.get("eps", 0.0)) >= 0.1),
+            lambda p: p.get("data") in ("constant", "halfconst"), ("module",)),
+    Feature("large eps", "eps >= 0.1", lambda p: float(p.get("eps", 0.0)) >= 0.1, _SHARDED),
     Feature("more than 65504 elements per channel", "a group's count above float16's largest finite value",
-            lambda p: _max_group_count(p) > 65504),
-    Feature("TF32", "a model with TF32 convolutions and matmuls allowed", lambda p: bool(p.get("tf32"))),
-    Feature("module level", "one SyncBatchNorm layer against the float64 reference", lambda p: _module(p)),
-    Feature("op level", "one of the five batch-norm kernels alone", lambda p: level_of(p) == "op"),
-    Feature("model level", "a small network under DDP", lambda p: level_of(p) == "model"),
+            lambda p: _max_group_count(p) > 65504, _SHARDED),
+    Feature("TF32", "a model with TF32 convolutions and matmuls allowed", lambda p: bool(p.get("tf32")), ("model",)),
+    Feature("module cases", "one SyncBatchNorm layer against the float64 reference", lambda p: True, ("module",)),
+    Feature("op cases", "one of the five batch-norm kernels alone", lambda p: True, ("op",)),
+    Feature("model cases", "a small network under DDP", lambda p: True, ("model",)),
 )
 
-# The table's columns, and which case outcomes count in each. "xpassed" (a known deviation that passed) is a
-# failure of the run, so it counts as failing; skipped cases did not run and count nowhere.
-COLUMNS = ("passing", "failing", "known deviation", "unsupported")
-_COLUMN_OF = {"passed": "passing", "failed": "failing", "error": "failing", "xpassed": "failing",
-              "xfailed": "known deviation", "unsupported": "unsupported"}
+def column_of(outcome_name: str) -> str | None:
+    """The conformance column a case outcome counts in (harness.outcomes)."""
+    return outcome(outcome_name).column
 
 
-def column_of(outcome: str) -> str | None:
-    return _COLUMN_OF.get(outcome)
-
-
-def features_of(params: Params) -> list[str]:
-    """The names of every feature a case has."""
-    return [f.name for f in FEATURES if f.has(params)]
+def features_of(params: Params, kind: str = "module") -> list[str]:
+    """The names of every feature a case of ``kind`` has."""
+    return [f.name for f in FEATURES if f.has(params, kind)]
 
 
 @dataclass
@@ -174,8 +167,9 @@ def conformance(cases: Iterable[dict[str, Any]]) -> list[FeatureRow]:
         column = column_of(case.get("outcome", ""))
         if column is None:
             continue
+        kind = record_kind(case)
         for feature in FEATURES:
-            if feature.has(case.get("params") or {}):
+            if feature.has(case.get("params") or {}, kind):
                 row = rows[feature.name]
                 row.counts[column] += 1
                 if column == "failing":

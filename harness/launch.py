@@ -34,6 +34,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -152,11 +153,13 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     from .deviations import load_known_deviations, match_deviation
     from .kinds import kind_of
     from .options import EXIT_FAILED, EXIT_OK, rerun_command
+    from .outcomes import FAILING, OUTCOMES
 
     deviations = load_known_deviations()
     sut = options.sut
     records: list[dict[str, Any]] = []
-    counts = {"passed": 0, "failed": 0, "xfailed": 0, "xpassed": 0, "unsupported": 0, "aborting": 0}
+    counts: Counter = Counter()  # outcome (harness.outcomes) -> cases
+    aborting = 0
     skipped_here: set[str] = set()  # process-killing known deviations, skipped on purpose
     start_all = time.monotonic()
 
@@ -182,7 +185,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     for spec in cases:
         known = match_deviation(deviations, sut, spec.id)
         if known is not None and known.aborts:  # every rank decides alike: same file, same id
-            counts["aborting"] += 1
+            aborting += 1
             skipped_here.add(spec.id)
             if ctx.rank == 0:
                 print(f"[SKIPPED] {spec.id}: known deviation that kills a rank's process ({known.link}); under "
@@ -218,13 +221,12 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         records.append(case_record(spec, result, outcome=status, backend=ctx.backend,
                                    xfail_reason=f"{known.reason} ({known.link})" if known else ""))
         write_results(None)
-    failed = counts["failed"] + counts["xpassed"]
+    failed = sum(counts[name] for name in FAILING)
     if ctx.rank == 0:
+        tally = ", ".join(f"{counts[o.name]} {o.label}" for o in OUTCOMES if o.name != "skipped")
         summary = (f"harness.launch: world size {ctx.world_size} ({ctx.backend}, {ctx.device}), sut {sut}: "
-                   f"{counts['passed']} passed, {counts['failed']} failed, {counts['xfailed']} known deviations, "
-                   f"{counts['xpassed']} known deviations passing, {counts['unsupported']} unsupported, {skipped} "
-                   f"cases of other world sizes skipped, {counts['aborting']} process-killing known deviations "
-                   f"skipped, {time.monotonic() - start_all:.1f}s")
+                   f"{tally}, {skipped} cases of other world sizes skipped, {aborting} process-killing known "
+                   f"deviations skipped, {time.monotonic() - start_all:.1f}s")
         print(summary, flush=True)
         if options.json or options.report:
             write_results(EXIT_FAILED if failed else EXIT_OK)

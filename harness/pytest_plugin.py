@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from .deviations import (KNOWN_DEVIATIONS, all_profile_case_ids, load_known_deviations, match_deviation,
-                         unmatched_deviations)
+from .deviations import (KNOWN_DEVIATIONS, KnownDeviation, all_profile_case_ids, load_known_deviations,
+                         match_deviation, unmatched_deviations)
 from .errors import CaseError
 from .kinds import case_for_id, catalogue_cases, parse_case_id
 from .kinds import RunConfig
 from .kinds import run_case as _run_case
 from .options import OPTIONS, Options, add_pytest_options, resolve
 from .result import CaseResult
-from .suite import preflight
+from .suite import SUITE_PLUGIN, preflight
 
 __all__ = ["check_case", "SessionState", "session_state", "options", "NEEDS_CUDA", "cuda_available",
            "warn_unmatched_deviations"]
@@ -42,6 +42,8 @@ class SessionState:
 
     options: Options
     results: list[CaseResult] = field(default_factory=list)
+    # The known deviation of each collected case (None: none), matched once, at collection.
+    deviations: dict[str, KnownDeviation | None] = field(default_factory=dict)
     terminated: bool = False  # the controller received SIGTERM (and ended the run as interrupted)
     finishing: bool = False  # the session is finishing: a SIGTERM now no longer interrupts it
     previous_sigterm: Any = None  # the SIGTERM handler to restore at unconfigure
@@ -89,13 +91,17 @@ def _raw_options(config: pytest.Config) -> dict[str, Any]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "known_deviation: a case where the SUT knowingly departs from the spec")
     config.addinivalue_line("markers", "property: hypothesis property test over generated cases")
+    given = config.pluginmanager.get_plugin(SUITE_PLUGIN) if not _is_worker(config) else None
     try:
-        resolved = resolve(_raw_options(config))
-        if _is_worker(config):
-            if resolved.case:
-                parse_case_id(resolved.case)
-        else:  # fail fast in the controller, with a usage error, before any rank starts
-            preflight(resolved)
+        if given is not None:  # a command (python -m harness run, gate) resolved and checked them already
+            resolved = given.options
+        else:
+            resolved = resolve(_raw_options(config))
+            if _is_worker(config):
+                if resolved.case:
+                    parse_case_id(resolved.case)
+            else:  # fail fast in the controller, with a usage error, before any rank starts
+                preflight(resolved)
     except CaseError as exc:
         raise pytest.UsageError(str(exc)) from None
     state = config.stash[_STATE] = SessionState(resolved)
@@ -146,9 +152,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "catalogue_case" not in metafunc.fixturenames:
         return
-    opts = options(metafunc.config)
+    state = session_state(metafunc.config)
+    opts = state.options
     cases = [case_for_id(opts.case)] if opts.case else catalogue_cases(opts.profile, opts.device)
-    metafunc.parametrize("catalogue_case", _with_marks(cases, opts), ids=[c.id for c in cases])
+    metafunc.parametrize("catalogue_case", _with_marks(cases, state), ids=[c.id for c in cases])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -171,14 +178,16 @@ def warn_unmatched_deviations(path=KNOWN_DEVIATIONS) -> list:
     return unmatched
 
 
-def _with_marks(cases: list[Any], opts: Options) -> list[Any]:
+def _with_marks(cases: list[Any], state: SessionState) -> list[Any]:
+    """The cases as pytest parameters, each with its known deviation (matched here, once, and kept in ``state``) as
+    marks: a strict xfail, or a mark only when the deviation is scoped to quantities (judged after the run)."""
     deviations = load_known_deviations()
     marked = []
     for case in cases:
         if case.device == "cuda" and not cuda_available():
             marked.append(pytest.param(case, marks=[pytest.mark.skip(reason=NEEDS_CUDA)]))
             continue
-        match = next((d for d in deviations if d.matches(opts.sut, case.id)), None)
+        match = state.deviations[case.id] = match_deviation(deviations, state.options.sut, case.id)
         if match is None:
             marked.append(case)
         elif match.quantities is not None:  # judged after the run (check_case): only these quantities may fail
@@ -205,11 +214,12 @@ def run_case(run_config: RunConfig, pytestconfig: pytest.Config):
     """Run a case with the session's configuration and keep its result for the reports."""
 
     def run(spec: Any) -> CaseResult:
+        state = session_state(pytestconfig)
         result = _run_case(spec, run_config)
-        deviation = match_deviation(load_known_deviations(), run_config.options.sut, spec.id)
+        deviation = state.deviations.get(spec.id)  # matched at collection (a generated case has none)
         if deviation is not None and deviation.quantities is not None:
             result.deviation = deviation
-        session_state(pytestconfig).results.append(result)
+        state.results.append(result)
         return result
 
     return run

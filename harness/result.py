@@ -35,12 +35,6 @@ class Failure:
         if self.kind not in FAILURE_KINDS:
             raise ValueError(f"Failure.kind={self.kind!r}: must be one of {FAILURE_KINDS}")
 
-    def describe(self) -> str:
-        text = self.message
-        if self.traceback:
-            text += f"\n--- rank {self.rank} traceback ---\n{self.traceback.rstrip()}"
-        return text
-
     def record(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "rank": self.rank, "phase": self.phase,
                 "traceback": self.traceback}

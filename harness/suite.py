@@ -4,6 +4,7 @@ harness's exit codes."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from .options import (DEFAULT_SUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_U
                       add_argparse_options, resolve)
 
 __all__ = ["ROOT", "add_suite_arguments", "resolve_suite_options", "pytest_argv", "run_suite",
-           "exit_code_from_pytest", "missing_cuda", "preflight", "Unannounced"]
+           "exit_code_from_pytest", "missing_cuda", "preflight", "SuiteRun", "SUITE_PLUGIN", "absolute_paths"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,17 +32,24 @@ def resolve_suite_options(args: argparse.Namespace) -> Options:
     return resolve(vars(args), main_job=True)
 
 
+def absolute_paths(options: Options) -> Options:
+    """``options`` with every path made absolute (the output files, a SUT or kernels file): a file is relative to
+    where the user is, and the suite runs from ROOT."""
+    changes = {name: os.path.abspath(getattr(options, name)) for name in ("json", "report") if getattr(options, name)}
+    changes["sut"] = _absolute_spec(options.sut, with_attribute=True)
+    if options.kernels:
+        changes["kernels"] = _absolute_spec(options.kernels, with_attribute=False)
+    return dataclasses.replace(options, **changes)
+
+
 def pytest_argv(options: Options, *, workers: str | None = None, extra: Sequence[str] = ()) -> list[str]:
     """The pytest command line that runs the suite (cases/) with ``options``."""
     argv = [str(ROOT / "cases"), "-p", "no:cacheprovider", "-q", "--rootdir", str(ROOT)]
+    options = absolute_paths(options)
     for opt in OPTIONS:
         value = getattr(options, opt.name)
         if value is None or value is False or (value == opt.default and opt.name != "device"):
             continue
-        if opt.name in ("json", "report"):
-            value = os.path.abspath(value)
-        elif opt.name in ("sut", "kernels"):  # a file is relative to where the user is, not to ROOT
-            value = _absolute_spec(value, with_attribute=opt.name == "sut")
         argv += [opt.pytest_name] if opt.flag_only else [opt.pytest_name, str(value)]
     if workers:
         argv += ["-n", str(workers)]
@@ -64,21 +72,39 @@ def exit_code_from_pytest(code: int) -> int:
     return {0: EXIT_OK, 1: EXIT_FAILED, 2: EXIT_INCOMPLETE}.get(int(code), EXIT_USAGE)
 
 
-class Unannounced:
-    """A pytest plugin object naming output files the caller keeps to itself: reports.pytest_reports writes them
-    but does not print their paths (the gate's per-run results, in a directory it deletes)."""
-
-    def __init__(self, paths: Sequence[str]) -> None:
-        self.syncbn_unannounced = frozenset(os.path.abspath(p) for p in paths)
+SUITE_PLUGIN = "syncbn-suite-run"
 
 
-def run_suite(argv: list[str], *, unannounced: Sequence[str] = ()) -> int:
+class SuiteRun:
+    """The pytest plugin object a command hands to pytest.main: the options it resolved and checked (preflight),
+    which harness.pytest_plugin uses as they are instead of resolving and checking them again, and the output files
+    the command keeps to itself (reports.pytest_reports writes them but does not print their paths: the gate's
+    per-run results, in a directory it deletes). pytest-xdist workers get the options from the command line."""
+
+    def __init__(self, options: Options, unannounced: Sequence[str] = ()) -> None:
+        self.__name__ = SUITE_PLUGIN  # pytest registers a plugin object under its __name__
+        self.options = options
+        self.syncbn_unannounced = frozenset(os.path.abspath(p) for p in unannounced)
+
+
+def run_suite(options: Options, *, workers: str | None = None, extra: Sequence[str] = (),
+              unannounced: Sequence[str] = ()) -> int:
+    """Run the suite with ``options`` (resolved and checked by the caller) in this process; the harness's exit code.
+    The SYNCBN_* environment variables are set aside while it runs: the options already took what they said, and
+    the command line the workers get spells out every option that differs from its default."""
     import pytest
 
+    options = absolute_paths(options)
+    argv = pytest_argv(options, workers=workers, extra=extra)
     os.chdir(ROOT)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    return exit_code_from_pytest(pytest.main(argv, plugins=[Unannounced(unannounced)] if unannounced else None))
+    saved = {opt.env: os.environ.pop(opt.env) for opt in OPTIONS if opt.env and opt.env in os.environ}
+    try:
+        code = pytest.main(argv, plugins=[SuiteRun(options, unannounced)])
+    finally:
+        os.environ.update(saved)
+    return exit_code_from_pytest(code)
 
 
 def preflight(options: Options, *, main_job: bool = False) -> None:

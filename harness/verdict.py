@@ -23,13 +23,14 @@ import re
 from collections import Counter, defaultdict
 from typing import Any, Iterable
 
+from .outcomes import FAILING, FAILURES, JUDGED
 from .quantities import inputs_of
 
-__all__ = ["CLASSES", "CLASS_TITLES", "failure_class", "severity_key", "phase_order", "mark_knock_ons",
-           "case_report", "scaled_error", "is_exact", "label", "roots_and_knock_ons", "failure_text",
+__all__ = ["describe", "where", "CLASSES", "CLASS_TITLES", "failure_class", "severity_key", "phase_order",
+           "mark_knock_ons", "case_report", "scaled_error", "is_exact", "label", "roots_and_knock_ons", "failure_text",
            "exact_statement", "scaled_text", "case_class", "case_severity_key", "case_headline",
            "failed_cases_by_class", "verdict_of", "incomplete_text", "run_counts", "deviation_summary",
-           "is_yardstick_suspect", "FAILING", "YARDSTICK_SUSPECT", "plural", "number", "failure_kind",
+           "is_yardstick_suspect", "YARDSTICK_SUSPECT", "plural", "number", "failure_kind",
            "phase_kind"]
 
 # Failure classes, most telling first (the report's groups).
@@ -147,12 +148,17 @@ def mark_knock_ons(comparisons: list[dict[str, Any]], params: dict[str, Any] | N
         c["knock_on_of"] = label(root) if root is not None else ""
 
 
+def where(comparison: dict[str, Any]) -> str:
+    """'rank 1' / 'sum over ranks 0,1'."""
+    if comparison.get("rank") is not None:
+        return f"rank {comparison['rank']}"
+    return "sum over ranks " + ",".join(map(str, comparison.get("ranks") or []))
+
+
 def label(comparison: dict[str, Any]) -> str:
     """'running_var at train0, rank 1' / 'grad_weight at train0, sum over ranks 0,1'."""
     quantity = comparison["quantity"] + (f" {comparison['item']}" if comparison.get("item") else "")
-    where = (f"rank {comparison['rank']}" if comparison.get("rank") is not None
-             else "sum over ranks " + ",".join(map(str, comparison.get("ranks") or [])))
-    return f"{quantity} at {comparison['phase']}, {where}"
+    return f"{quantity} at {comparison['phase']}, {where(comparison)}"
 
 
 def _compact(comparisons: Iterable[dict[str, Any]]) -> str:
@@ -174,8 +180,10 @@ def _compact(comparisons: Iterable[dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
-def _describe(c: dict[str, Any]) -> list[str]:
-    """A comparison record in the fixed message shape of harness.compare.Comparison.describe."""
+def describe(c: dict[str, Any]) -> list[str]:
+    """A comparison record (harness.compare.Comparison.record) in the fixed message shape: what, where, how many
+    elements, the worst one, by how much, against which tolerance; an equality check is one statement and its
+    rule. The one formatter of comparisons: the console, the HTML report and the gate read it."""
     tolerance = c.get("tolerance") or {}
     if is_exact(c):
         return [f"{c.get('statement') or c.get('note') or label(c) + ' differs'} ({tolerance.get('reason', '')})"]
@@ -248,7 +256,7 @@ def case_report(case_id: str, case: dict[str, Any], *, shown_roots: int = 6) -> 
         lines.extend("  " + line for line in failure_text(failure).splitlines())
     for members in groups[:shown_roots]:
         worst = members[0]
-        lines.extend("  " + line for line in _describe(worst))
+        lines.extend("  " + line for line in describe(worst))
         others = [c for c in members if c is not worst]
         if others:
             lines.append(f"    same quantity also failed at: {_compact(others)}")
@@ -266,7 +274,6 @@ def case_report(case_id: str, case: dict[str, Any], *, shown_roots: int = 6) -> 
 
 
 # -- the run: verdict, severity groups of failed cases, diagnosis, conformance, console summary -----------------------
-FAILING = ("failed", "error")  # a failed case; "xpassed" (a known deviation that passed) fails the run, apart
 CLASS_TITLES = {
     "rank failure": "Rank failures (exceptions, crashes, hangs)",
     "NaN/inf": "NaN/inf where a number was expected",
@@ -394,7 +401,7 @@ def failed_cases_by_class(document: dict[str, Any]) -> list[tuple[str, list[dict
     """The failed cases (outcome failed or error) in their severity groups (CLASSES order, empty groups left
     out), most severe first within each."""
     by_class: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for case in sorted((c for c in document.get("cases") or [] if c.get("outcome") in FAILING),
+    for case in sorted((c for c in document.get("cases") or [] if c.get("outcome") in FAILURES),
                        key=case_severity_key):
         by_class[case_class(case)].append(case)
     return [(cls, by_class[cls]) for cls in CLASSES if by_class.get(cls)]
@@ -405,16 +412,17 @@ def run_counts(document: dict[str, Any]) -> Counter:
 
 
 def verdict_of(document: dict[str, Any]) -> str:
-    """PASSED, FAILED, INCOMPLETE (the run did not finish: never PASSED, whatever ran) or NO CASES RAN (nothing
-    was checked: no case ran, or every one was skipped or declared unsupported)."""
-    if document.get("status") == "incomplete":
-        return "INCOMPLETE"
+    """FAILED (a case or property test failed: whether or not the run completed, it can never become green),
+    INCOMPLETE (the run did not finish and nothing failed: never PASSED, whatever ran), NO CASES RAN (nothing was
+    checked: no case ran, or every one was skipped or declared unsupported) or PASSED."""
     counts = run_counts(document)
     properties = [p for p in document.get("property_tests") or [] if p.get("outcome") in ("passed", "failed")]
-    if not (sum(counts[o] for o in ("passed", "failed", "error", "xfailed", "xpassed")) or properties):
-        return "NO CASES RAN"
-    if counts["failed"] or counts["error"] or counts["xpassed"] or any(p["outcome"] == "failed" for p in properties):
+    if any(counts[o] for o in FAILING) or any(p["outcome"] == "failed" for p in properties):
         return "FAILED"
+    if document.get("status") == "incomplete":
+        return "INCOMPLETE"
+    if not (sum(counts[o] for o in JUDGED) or properties):
+        return "NO CASES RAN"
     return "PASSED"
 
 

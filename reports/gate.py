@@ -34,19 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import CaseError
-from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS
-from harness.suite import add_suite_arguments, preflight, pytest_argv, resolve_suite_options, run_suite
+from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options
+from harness.suite import add_suite_arguments, preflight, resolve_suite_options, run_suite
 
-from .results import ResultsError, as_float, check_document, jsonable, load_results, read_json
+from harness.outcomes import FAILING, outcome
+
+from .results import GATE_VERSIONS, ResultsError, as_float, check_document, jsonable, load_results, read_json
 
 __all__ = ["BASELINE_SCHEMA", "BASELINE_VERSION", "add_arguments", "main", "summarize_results", "merge_runs",
            "judge", "load_baseline", "save_baseline", "GateReport"]
 
 BASELINE_SCHEMA = "syncbn-harness/baseline"
 BASELINE_VERSION = 2
-# Worst first: when runs are merged (--repeat), a case keeps its worst outcome.
-_SEVERITY = {"error": 5, "failed": 4, "xpassed": 3, "skipped": 2, "xfailed": 1, "passed": 0}
-_FAILING = ("failed", "error", "xpassed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +125,7 @@ def summarize_results(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                            "error_ratio": c["error_ratio"], "atol": c["tolerance"]["atol"],
                                            "rtol": c["tolerance"]["rtol"], "passed": c["passed"]}
         entry["cases"][case["id"]] = {"outcome": case["outcome"], "dtype": case["params"].get("dtype"),
-                                      "problem": _problem(case) if case["outcome"] in _FAILING else "",
+                                      "problem": _problem(case) if case["outcome"] in FAILING else "",
                                       "rerun": case.get("rerun", ""), "quantities": quantities}
     return out
 
@@ -142,7 +141,7 @@ def merge_runs(runs: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any
             target["recorded"]["runs"] = target["recorded"].get("runs", 1) + 1
             for case_id, case in entry["cases"].items():
                 mine = target["cases"].setdefault(case_id, json.loads(json.dumps(case)))
-                if _SEVERITY.get(case["outcome"], 5) > _SEVERITY.get(mine["outcome"], 5):
+                if outcome(case["outcome"]).gate_rank > outcome(mine["outcome"]).gate_rank:
                     mine["outcome"], mine["problem"] = case["outcome"], case["problem"]
                 for name, q in case["quantities"].items():
                     old = mine["quantities"].get(name)
@@ -196,12 +195,12 @@ def judge(current: dict[str, Any], baseline: dict[str, Any], *, growth_factor: f
     base_cases = baseline["cases"]
     for case_id, case in sorted(current["cases"].items()):
         base = base_cases.get(case_id)
-        outcome = case["outcome"]
-        if outcome in _FAILING:
-            report.problem("failure", case_id, f"{outcome}: {case['problem']}" + (
+        now = case["outcome"]
+        if now in FAILING:
+            report.problem("failure", case_id, f"{now}: {case['problem']}" + (
                 f"\n     rerun: {case['rerun']}" if case.get("rerun") else ""))
-        elif base is not None and base["outcome"] == "passed" and outcome != "passed":
-            report.problem("regression", case_id, f"passed in the baseline, {outcome} now")
+        elif base is not None and base["outcome"] == "passed" and now != "passed":
+            report.problem("regression", case_id, f"passed in the baseline, {now} now")
         if base is None:
             report.notes.append(f"new case (no baseline, judged by its tolerances only): {case_id}")
             continue
@@ -231,15 +230,14 @@ def _usage(message: str) -> int:
     return EXIT_USAGE
 
 
-def _run_once(args: argparse.Namespace, json_path: str, *, last: bool,
+def _run_once(args: argparse.Namespace, options: Options, json_path: str, *, last: bool,
               private: bool) -> tuple[int, dict[str, Any] | None]:
-    options = resolve_suite_options(args)
     options = dataclasses.replace(options, json=json_path, report=options.report if last else None)
-    code = run_suite(pytest_argv(options, workers=args.workers, extra=args.pytest_args),
+    code = run_suite(options, workers=args.workers, extra=args.pytest_args,
                      unannounced=[json_path] if private else ())
     if code == EXIT_USAGE or not os.path.exists(json_path):
         return code, None
-    return code, load_results(json_path)
+    return code, load_results(json_path, versions=GATE_VERSIONS)
 
 
 def _incomplete(document: dict[str, Any]) -> str | None:
@@ -284,6 +282,7 @@ def main(args: argparse.Namespace) -> int:
     for name in ("json", "report", "results_in"):  # before a run changes the working directory (harness.suite)
         if getattr(args, name):
             setattr(args, name, os.path.abspath(getattr(args, name)))
+    options = dataclasses.replace(options, json=args.json, report=args.report)
     baseline_path = Path(args.baseline).resolve()
     baseline: dict[str, Any] | None = None
     if baseline_path.exists() or not args.update_baseline:
@@ -296,7 +295,7 @@ def main(args: argparse.Namespace) -> int:
     documents = []
     if args.results_in:
         try:
-            documents.append(load_results(args.results_in))
+            documents.append(load_results(args.results_in, versions=GATE_VERSIONS))
         except ResultsError as exc:
             return _usage(str(exc))
         if args.report:
@@ -309,7 +308,7 @@ def main(args: argparse.Namespace) -> int:
                 last = i == args.repeat - 1
                 private = not (args.json and last)
                 path = os.path.join(tmp, f"results-{i}.json") if private else args.json
-                code, document = _run_once(args, path, last=last, private=private)
+                code, document = _run_once(args, options, path, last=last, private=private)
                 if document is None:
                     return _usage(f"the suite did not run (exit {code}): see the pytest output above")
                 documents.append(document)
@@ -336,7 +335,7 @@ def main(args: argparse.Namespace) -> int:
                 timespec="seconds")
             document["environments"][key] = entry
             failing += [f"{key} {case_id}: {case['outcome']}: {case['problem']}"
-                        for case_id, case in entry["cases"].items() if case["outcome"] in _FAILING]
+                        for case_id, case in entry["cases"].items() if case["outcome"] in FAILING]
         save_baseline(document, baseline_path)
         cases = sum(len(entry["cases"]) for entry in current.values())
         print(f"gate: baseline {baseline_path} updated for {', '.join(sorted(current))}: {cases} cases, "

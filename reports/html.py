@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.features import COLUMNS, conformance
+from harness.outcomes import FAILING, OUTCOMES
 from harness.diagnosis import diagnose
 from harness.verdict import (CLASS_TITLES, case_headline, deviation_summary, exact_statement, failed_cases_by_class,
                              failure_text, incomplete_text, is_exact, roots_and_knock_ons,
                              run_counts, scaled_text, verdict_of)
 from harness.verdict import label as comparison_label
+from harness.verdict import where
 
-from .html_case import case_card, case_fragment, case_worst, e, fmt, ratio_of, where
+from .html_case import case_card, case_fragment, case_worst, e, fmt, ratio_of
 from .results import as_float
 
 __all__ = ["render_html", "write_html", "case_fragment", "NEAR_MISS"]
@@ -49,7 +51,7 @@ h3{font-size:15px;margin:18px 0 6px}h4{font-size:14px;margin:0 0 4px;word-break:
 .count b{font-size:20px;display:block}.count.failed b,.count.error b,.count.xpassed b{color:#b42318}
 .count.passed b{color:#1a7f37}.count.xfailed b,.count.unsupported b{color:#9a6700}
 ul.diag{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px 8px 28px;margin:6px 0}
-ul.diag li.sub{margin-left:18px;list-style:circle}ul.diag li.level{font-weight:600}
+ul.diag ul{padding-left:18px;list-style:circle;font-weight:400}ul.diag li.kind{font-weight:600}
 table{border-collapse:collapse;background:#fff;margin:6px 0}td,th{border:1px solid #d0d7de;padding:3px 7px;
 vertical-align:top;text-align:left}th{background:#f3f5f7;font-weight:600}td.num{text-align:right;
 font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -84,10 +86,8 @@ details{margin:6px 0}summary{cursor:pointer;font-weight:600}
 
 def _outcome_counts(document: dict[str, Any]) -> str:
     outcomes = run_counts(document)
-    names = [("passed", "passed"), ("failed", "failed"), ("error", "errors"), ("xfailed", "known deviations"),
-             ("xpassed", "xpassed (deviation gone)"), ("unsupported", "declared unsupported"), ("skipped", "skipped")]
-    boxes = [f'<div class="count {key}"><b>{outcomes.get(key, 0)}</b>{label}</div>' for key, label in names
-             if outcomes.get(key, 0) or key in ("passed", "failed")]
+    boxes = [f'<div class="count {o.name}"><b>{outcomes.get(o.name, 0)}</b>{o.label}</div>' for o in OUTCOMES
+             if outcomes.get(o.name, 0) or o.name in ("passed", "failed")]
     summary = document.get("summary", {})
     in_deviations = summary.get("deviation_failed_comparisons", 0)
     boxes.append(f'<div class="count"><b>{e(summary.get("comparisons", 0))}</b>comparisons, '
@@ -100,18 +100,15 @@ def _verdict_bar(document: dict[str, Any]) -> str:
     word = verdict_of(document)
     env = document.get("environment", {})
     css = {"PASSED": "pass", "FAILED": "fail", "INCOMPLETE": "incomplete"}.get(word, "none")
-    counts = run_counts(document)
     title = f"SyncBN conformance: {word}"
-    if word == "INCOMPLETE":
-        title += f": {incomplete_text(document)}"
-        if counts["failed"] or counts["error"]:
-            title += f", {counts['failed'] + counts['error']} of them failed"
-    where = [f"{len(document.get('cases') or [])} cases", f"sut {env.get('sut', '?')}",
-             f"profile {env.get('profile', '?')}", f"torch {env.get('torch', '?')}"]
+    if document.get("status") == "incomplete":  # FAILED (a failure was seen) or INCOMPLETE (none was)
+        title += f" (incomplete: {incomplete_text(document)})" if word == "FAILED" else f": {incomplete_text(document)}"
+    context = [f"{len(document.get('cases') or [])} cases", f"sut {env.get('sut', '?')}",
+               f"profile {env.get('profile', '?')}", f"torch {env.get('torch', '?')}"]
     if env.get("device_name"):
-        where.append(str(env["device_name"]))
-    where.append(str(document.get("created", "")))
-    return (f'<div class="verdict {css}"><h1>{e(title)}</h1><div class="sub">{e(" · ".join(where))}</div></div>')
+        context.append(str(env["device_name"]))
+    context.append(str(document.get("created", "")))
+    return f'<div class="verdict {css}"><h1>{e(title)}</h1><div class="sub">{e(" · ".join(context))}</div></div>'
 
 
 def _not_run(document: dict[str, Any]) -> str:
@@ -126,14 +123,19 @@ def _not_run(document: dict[str, Any]) -> str:
                else ""))
 
 
-def _diagnosis(document: dict[str, Any]) -> str:
+def _findings(findings: list[dict[str, Any]]) -> str:
+    """harness.diagnosis' findings as nested lists (a finding about a case kind in bold)."""
     items = []
-    for line in diagnose(document):
-        stripped = line.lstrip(" ")
-        css = "sub" if len(line) - len(stripped) >= 2 else ("level" if stripped.split(" ", 1)[0] in
-                                                          ("module", "op", "model") else "")
-        items.append(f'<li class="{css}">{e(stripped)}</li>' if css else f"<li>{e(stripped)}</li>")
-    return '<h2>Diagnosis</h2><ul class="diag">' + "".join(items) + "</ul>"
+    for finding in findings:
+        css = ' class="kind"' if finding.get("role") == "kind" else ""
+        children = finding.get("children") or []
+        items.append(f"<li{css}>{e(finding['text'])}" + (f"<ul>{_findings(children)}</ul>" if children else "")
+                     + "</li>")
+    return "".join(items)
+
+
+def _diagnosis(document: dict[str, Any]) -> str:
+    return '<h2>Diagnosis</h2><ul class="diag">' + _findings(diagnose(document)) + "</ul>"
 
 
 def _conformance_table(document: dict[str, Any]) -> str:
@@ -166,7 +168,7 @@ def _area_table(document: dict[str, Any]) -> str:
     rows = []
     for area in sorted(areas):
         counts = areas[area]
-        bad = counts["failed"] + counts["error"] + counts["xpassed"]
+        bad = sum(counts[name] for name in FAILING)
         rows.append(f"<tr><td>{e(area)}</td><td class=num>{sum(counts.values())}"
                     f"</td><td class=num>{counts['passed']}</td><td class=num>{bad or ''}</td>"
                     f"<td class=num>{counts['xfailed'] or ''}</td><td class=num>{counts['unsupported'] or ''}</td>"

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from harness.verdict import (case_headline, exact_statement, failure_text, is_exact, is_yardstick_suspect,
-                             roots_and_knock_ons, scaled_text)
+                             roots_and_knock_ons, scaled_text, where)
 from harness.verdict import label as comparison_label
 
 from .results import as_float
@@ -40,12 +40,6 @@ def fmt(value: Any) -> str:
 def ratio_of(record: dict[str, Any]) -> float:
     r = as_float(record["error_ratio"])
     return r if not math.isnan(r) else math.inf
-
-
-def where(comparison: dict[str, Any]) -> str:
-    if comparison["rank"] is not None:
-        return f"rank {comparison['rank']}"
-    return "sum over ranks " + ",".join(map(str, comparison["ranks"]))
 
 
 

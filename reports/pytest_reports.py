@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 
-from harness.deviations import load_known_deviations, match_deviation
 from harness.options import rerun_command
 from harness.pytest_plugin import options, session_state
 
@@ -95,7 +94,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     longrepr = str(report.longrepr) if (report.failed and result is None) or outcome == "xpassed" else ""
     reason = ""
     if outcome in ("xfailed", "xpassed"):  # the whole story; the XFAIL line carries only the summary
-        deviation = match_deviation(load_known_deviations(), opts.sut, spec.id)
+        deviation = session_state(item.config).deviations.get(spec.id)
         reason = f"{deviation.reason} ({deviation.link})" if deviation else str(getattr(report, "wasxfail", ""))
     elif report.skipped and isinstance(report.longrepr, tuple):
         reason = str(report.longrepr[-1])  # the skip reason

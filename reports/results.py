@@ -1,6 +1,6 @@
 """The structured results of a run: one versioned JSON document, every comparison of every case recorded.
 
-Document (``"schema": "syncbn-harness/results", "version": 2``)::
+Document (``"schema": "syncbn-harness/results", "version": 3``)::
 
     {"schema", "version", "created", "exit_status", "status" ("complete" | "incomplete"),
      "incomplete": null | {"reason", "cases_run", "cases_selected", "not_run": [ids]},  # counts: selected tests
@@ -16,19 +16,21 @@ Document (``"schema": "syncbn-harness/results", "version": 2``)::
      "property_tests": [{nodeid, outcome, examples, passed_examples, dtypes, worst_passing_ratio,
                          worst_passing_case}, ...]}     # hypothesis tests: what they ran (examples are not cases)
 
-Case record: id, level (the case kind: "module" | "op" | "model"), area (tags[0]), tags, params (the spec's
-fields), device, backend, world_size, outcome ("passed" | "failed" | "xfailed" | "xpassed" | "error" | "skipped" |
-"unsupported"), xfail_reason (the known deviation's whole reason), unsupported (the SUT's reason), harness_passed,
-failures ([{kind, message, rank, phase, traceback}]: a rank that crashed, hung or raised, a required error not
-raised, ...), comparisons, duration_s, rerun, nodeid, worker. Comparison record: quantity (harness.quantities),
-item, phase, rank (null: summed over ``ranks``), ranks, dtype, passed, exact, statement (what an exact check found),
-shape, total, mismatched, max_abs_err, max_rel_err, error_ratio (max |err| / allowed), tolerance {atol, rtol,
-reason, scale}, worst {index, global_sample, location, actual, expected} or null, channel_ratio, ratio_histogram
-(bins: harness.compare.RATIO_HISTOGRAM_EDGES), note, knock_on_of (the root failure it follows from, harness.verdict).
+Case record: id, kind (harness.kinds: "module" | "op" | "model"), area (tags[0]), tags, params (the spec's
+fields), device, backend, world_size, outcome (harness.outcomes: "passed" | "failed" | "xfailed" | "xpassed" |
+"error" | "skipped" | "unsupported"), xfail_reason (the known deviation's whole reason), unsupported (the SUT's
+reason), harness_passed, failures ([{kind, message, rank, phase, traceback}]: a rank that crashed, hung or raised,
+a required error not raised, ...), comparisons, duration_s, rerun, nodeid, worker. Comparison record: quantity
+(harness.quantities), item, phase, rank (null: summed over ``ranks``), ranks, dtype, passed, exact, statement
+(what an exact check found), shape, total, mismatched, max_abs_err, max_rel_err, error_ratio (max |err| /
+allowed), tolerance {atol, rtol, reason, scale}, worst {index, global_sample, location, actual, expected} or null,
+channel_ratio, ratio_histogram (bins: harness.compare.RATIO_HISTOGRAM_EDGES), note, knock_on_of (the root failure
+it follows from, harness.verdict).
 
-Version 2 (this harness): comparisons carry exact / statement / item / knock_on_of / tolerance.scale, failures are
-records, not strings, and the document says whether the run completed. Version 1 documents are still read by the
-verdict and the HTML report (an older GPU run), not by the gate.
+Version 3 (this harness): a case record's kind is ``kind`` (version 2 called it ``level``). Version 2: comparisons
+carry exact / statement / item / knock_on_of / tolerance.scale, failures are records, not strings, and the document
+says whether the run completed. The verdict, the HTML report and ``python -m harness report`` read versions 1-3
+(an older GPU run); the gate reads versions 2 and 3.
 
 The document is strict JSON: non-finite numbers are written as the strings "inf", "-inf" and "nan" (read them
 with :func:`as_float`), so a record can travel through pytest-xdist and be read by any JSON parser.
@@ -50,13 +52,13 @@ from harness.compare import RATIO_HISTOGRAM_EDGES
 from harness.kinds import kind_of
 from harness.verdict import mark_knock_ons
 
-__all__ = ["SCHEMA", "VERSION", "READABLE_VERSIONS", "OUTCOMES", "ResultsError", "case_record", "build_document",
+__all__ = ["SCHEMA", "VERSION", "READABLE_VERSIONS", "GATE_VERSIONS", "ResultsError", "case_record", "build_document",
            "environment", "save_results", "load_results", "as_float", "jsonable"]
 
 SCHEMA = "syncbn-harness/results"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)  # what the verdict and the HTML report read; the gate needs VERSION
-OUTCOMES = ("passed", "failed", "xfailed", "xpassed", "error", "skipped", "unsupported")
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # what the verdict and the HTML report read
+GATE_VERSIONS = (2, 3)  # what the gate reads: comparisons with statements and tolerance scales (version 2 on)
 ROOT = Path(__file__).resolve().parent.parent
 SEED_POLICY = ("deterministic: every tensor of a case is drawn from the seed in its id (harness.data), so a case "
                "id reproduces the same data on any machine; the catalogue's seeds are fixed per profile")
@@ -106,7 +108,7 @@ def case_record(spec: Any, result: Any | None, *, outcome: str, backend: str | N
     """The record of one case: ``result`` is its harness CaseResult (None when the test left none, e.g. it failed
     in a fixture); ``rerun`` is used when the result has no rerun line."""
     tags = tuple(getattr(spec, "tags", ()) or ())
-    level = kind_of(spec).name
+    kind = kind_of(spec).name
     harness_part = result.record() if result is not None else {
         "harness_passed": False, "comparisons": [], "failures": [], "duration_s": duration_s or 0.0, "rerun": "",
         "unsupported": ""}
@@ -120,8 +122,8 @@ def case_record(spec: Any, result: Any | None, *, outcome: str, backend: str | N
     mark_knock_ons(harness_part["comparisons"], params)
     return jsonable({
         "id": spec.id,
-        "level": level,
-        "area": tags[0] if tags else level,
+        "kind": kind,
+        "area": tags[0] if tags else kind,
         "tags": list(tags),
         "params": params,
         "device": spec.device,

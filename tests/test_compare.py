@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from harness.compare import Tolerance, compare_agreement, compare_arrays, compare_exact
+from harness.verdict import describe
 from harness.tolerances import (FLOOR_ULPS, UNIT_ROUNDOFF, YARDSTICK_CAP_REL, YARDSTICK_MULTIPLE, YARDSTICK_TRUST,
                                 module_tolerance, op_tolerance)
 
@@ -21,7 +22,7 @@ def test_identical_arrays_pass_and_a_single_wrong_element_fails_with_its_locatio
     result = compare_arrays(actual, expected, Tolerance(1e-6), sample_offset=5, **COMMON)
     assert not result.passed and result.mismatched == 1 and result.total == 24
     assert result.worst["index"] == (1, 2, 3) and result.worst["global_sample"] == 6
-    message = result.describe()
+    message = "\n".join(describe(result.record()))
     for text in ("output at train0, rank 1", "1 / 24 (4.2%)", "rank 1, sample 1 (global 6), channel 2, position (3,)",
                  "greatest absolute difference 0.001", "allowed (float32): |err| <= 1e-06"):
         assert text in message
@@ -62,9 +63,9 @@ def test_exact_comparison_reads_as_a_plain_statement():
     assert compare_exact(3, 3, reason="counter", **COMMON).passed
     result = compare_exact(3, 4, reason="a counter", **{**COMMON, "quantity": "num_batches_tracked"})
     assert not result.passed and result.exact and result.error_ratio == math.inf
-    assert result.describe() == "num_batches_tracked is 3 on rank 1 at train0, expected 4 (a counter)"
+    assert describe(result.record()) == ["num_batches_tracked is 3 on rank 1 at train0, expected 4 (a counter)"]
     dtype = compare_exact("float32", "bfloat16", reason="r", **{**COMMON, "quantity": "output.dtype"})
-    assert dtype.describe().startswith("output dtype is float32 on rank 1 at train0, expected bfloat16")
+    assert describe(dtype.record())[0].startswith("output dtype is float32 on rank 1 at train0, expected bfloat16")
 
 
 def test_agreement_says_in_how_many_channels_and_by_how_much():
@@ -75,8 +76,8 @@ def test_agreement_says_in_how_many_channels_and_by_how_much():
     result = compare_agreement(differing, reference, quantity="running_var.agreement", phase="train1", rank=2,
                                first=0, dtype="float32", reason="bit for bit")
     assert not result.passed and result.mismatched == 2
-    assert result.describe() == ("running_var on rank 2 differs from rank 0's in 2 of 4 channels at train1, by up "
-                                 "to 0.0012 (bit for bit)")
+    assert describe(result.record()) == ["running_var on rank 2 differs from rank 0's in 2 of 4 channels at train1, "
+                                         "by up to 0.0012 (bit for bit)"]
 
 
 def test_module_tolerance_is_floor_or_a_trusted_yardstick_multiple():

@@ -34,11 +34,12 @@ __all__ = ["CaseKind", "Plan", "KINDS", "RunConfig", "kind_of", "kind_named", "k
 
 
 KINDS: tuple[CaseKind, ...] = (
-    CaseKind("op", "op-", OpSpec, catalogue.op_cases, rank_op.run, op.plan, op.judge),
+    CaseKind("op", "op-", OpSpec, catalogue.op_cases, rank_op.run, op.plan, op.judge, attributes=op.attributes),
     CaseKind("module", "w", ModuleSpec, lambda profile, device: catalogue.module_cases(profile, device=device),
-             rank_module.run, module.plan, module.judge, required_errors=module.required_errors),
+             rank_module.run, module.plan, module.judge, required_errors=module.required_errors,
+             attributes=module.attributes),
     CaseKind("model", "model_", ModelSpec, catalogue.model_cases, rank_model.run, model.plan, model.judge,
-             timeout_factor=model.TIMEOUT_FACTOR),
+             attributes=model.attributes, timeout_factor=model.TIMEOUT_FACTOR),
 )
 
 

@@ -29,8 +29,10 @@ class CaseKind:
     plan: Callable[[Any], Plan]  # the controller's part, started before the ranks finish
     judge: Callable[[Any, Any, list[Any], CaseResult], CaseResult]  # (spec, expected, per-rank values, result)
     required_errors: Callable[[Any], dict[int, dict[str, Any]]] = lambda expected: {}  # errors the spec requires
+    # The case's parameters as readable values that failed and passing cases can be compared on (harness.diagnosis:
+    # "dtype float16 with float32 parameters", "uneven shards", "world size 3"), from a record's params.
+    attributes: Callable[[dict[str, Any]], list[str]] = lambda params: []
     timeout_factor: float = 1.0  # a case gets this many --case-timeout
-    has_features: bool = True  # its params have the case features of the conformance table (harness.features)
 
     def owns(self, case_id: str) -> bool:
         if self.name == "module":  # w<world size>_...

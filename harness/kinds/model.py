@@ -17,8 +17,9 @@ from ..spec import ModelSpec
 from ..tf32 import tf32_mode
 from ..tolerances import model_tolerance
 from .base import Plan
+from .module import shard_attributes
 
-__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "TIMEOUT_FACTOR"]
+__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "TIMEOUT_FACTOR"]
 
 TIMEOUT_FACTOR = 3.0  # a model case trains a network: it gets three case timeouts
 
@@ -30,6 +31,13 @@ def plan(spec: ModelSpec):
                 expected_model_run(spec, spec.dtype, "cuda" if spec.device == "cuda" else "cpu"))
 
     return Plan(expected=expected)
+
+
+def attributes(p: dict[str, Any]) -> list[str]:
+    """A model case's parameters as the diagnosis compares them (harness.kinds.CaseKind.attributes)."""
+    momentum = p.get("momentum")
+    return [f"dtype {p.get('dtype')}", "momentum None" if momentum is None else f"momentum {float(momentum):g}",
+            *shard_attributes(p), f"world size {len(p.get('shard_sizes') or ())}"]
 
 
 def judge(spec: ModelSpec, expected: tuple[dict[str, Any], dict[str, Any]], actual: list[dict[str, Any]],

@@ -5,6 +5,7 @@ and then compares (``judge`` / ``compare_case``: one loop over harness.quantitie
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..compare import Comparison, compare_agreement, compare_arrays, compare_exact
@@ -16,11 +17,31 @@ from ..spec import ModuleSpec
 from ..tolerances import module_tolerance
 from .base import Plan
 
-__all__ = ["plan", "judge", "required_errors", "compare_case"]
+__all__ = ["plan", "judge", "required_errors", "compare_case", "attributes", "shard_attributes", "offset_attribute"]
 
 
 def plan(spec: ModuleSpec):
     return Plan(expected=lambda: expected_module_case(spec))
+
+
+def attributes(p: dict[str, Any]) -> list[str]:
+    """A module case's parameters as the diagnosis compares them (harness.kinds.CaseKind.attributes)."""
+    dtype = p.get("dtype")
+    param = p.get("param_dtype") or dtype
+    sizes = list(p.get("shard_sizes") or ())
+    spatials = p.get("rank_spatial") or [p.get("spatial") or ()] * len(sizes)
+    counts = {n * math.prod(s) for n, s in zip(sizes, spatials)}
+    momentum = p.get("momentum")
+    return [f"dtype {dtype}" + (f" with {param} parameters" if param != dtype else ""), f"{dtype} input",
+            f"{param} parameters", f"{2 + len(p.get('spatial') or ())}-D input", f"layout {p.get('layout')}",
+            "affine" if p.get("affine", True) else "affine off",
+            "running statistics" if p.get("track_running_stats") else "no running statistics",
+            "training steps" if p.get("steps") else "no training step",
+            "eval steps" if p.get("eval_steps") else "no eval steps",
+            "process groups" if p.get("groups") else "no process groups", f"{p.get('data')} data",
+            "momentum None" if momentum is None else f"momentum {float(momentum):g}", *shard_attributes(p),
+            "unequal element counts per rank" if len(counts) > 1 else "equal element counts per rank",
+            *offset_attribute(p), f"world size {len(sizes)}"]
 
 
 def required_errors(expected: ExpectedCase) -> dict[int, dict[str, Any]]:
@@ -116,3 +137,16 @@ def _compare(q: Quantity, actual: Any, expected: Any, phase: ExpectedPhase, gi: 
     tolerance = module_tolerance(q.name, dtype=dtype, scale=phase.scales.get((gi, q.name), 1.0),
                                  yardstick=phase.yardstick.get((gi, q.name)), input_dtype=input_dtype)
     return compare_arrays(actual, expected, tolerance, sample_offset=sample_offset, **common)
+
+
+def shard_attributes(p: dict[str, Any]) -> list[str]:
+    sizes = list(p.get("shard_sizes") or ())
+    return ["uneven shards" if len(set(sizes)) > 1 else "even shards",
+            "an empty shard" if 0 in sizes else "no empty shard"]
+
+
+def offset_attribute(p: dict[str, Any]) -> list[str]:
+    if "loc" not in p:
+        return []
+    offset = abs(float(p["loc"])) >= 10 * float(p.get("scale", 1.0))
+    return ["offset data (|loc| >= 10·scale)" if offset else "data not offset"]

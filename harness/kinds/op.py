@@ -19,8 +19,9 @@ from ..result import CaseResult, Failure
 from ..spec import OpSpec
 from ..tolerances import op_tolerance
 from .base import Plan
+from .module import offset_attribute, shard_attributes
 
-__all__ = ["plan", "judge", "build_op_call", "compare_op"]
+__all__ = ["plan", "judge", "build_op_call", "compare_op", "attributes"]
 
 
 def _acc(dtype: str) -> str:
@@ -117,6 +118,13 @@ def build_op_call(spec: OpSpec) -> tuple[list[Any], list[tuple[str, np.ndarray |
 def plan(spec: OpSpec):
     args, outputs = build_op_call(spec)
     return Plan(request={"args": args}, expected=lambda: outputs)
+
+
+def attributes(p: dict[str, Any]) -> list[str]:
+    """An op case's parameters as the diagnosis compares them (harness.kinds.CaseKind.attributes)."""
+    return [f"op {p.get('op')}", f"dtype {p.get('dtype')}", f"{2 + len(p.get('spatial') or ())}-D input",
+            f"layout {p.get('layout')}", "affine" if p.get("affine", True) else "affine off",
+            *shard_attributes(p), *offset_attribute(p)]
 
 
 def judge(spec: OpSpec, outputs, actual: list[Any], result: CaseResult) -> CaseResult:
