@@ -1,5 +1,5 @@
 """The conformance suite: every case of the catalogue (harness.catalogue), all kinds (module, op, model), each id
-once, on --device; or exactly --case ID. ``-k <area>`` selects an area (world, shards, ..., ops, models)."""
+once, on --device; or exactly --case ID. ``--area NAMES`` selects areas (world, shards, ..., ops, models)."""
 from harness.pytest_plugin import check_case
 
 

@@ -1,9 +1,9 @@
 """The conformance case catalogue: one source of truth for which cases each profile runs.
 
 Module cases come from feature areas, registered once in ``AREAS`` (name, generator, what it covers, and where the
-self-test tries it); every case carries its areas as tags, the first one its primary area (reports count by it,
-and ``pytest -k <area>`` selects it). Op cases and model cases have one generator each. ``quick`` touches every item
-of the suite at least once (seconds on two cores); ``default`` (CI) adds seeds, sizes and combinations;
+self-test tries it); every case carries its areas as tags, the first one its primary area (reports count by it, and
+``--area <name>`` selects it, exactly). Op cases and model cases have one generator each (areas "ops", "models").
+``quick`` touches every item of the suite at least once (seconds on two cores); ``default`` (CI) adds seeds, sizes and combinations;
 ``thorough`` (nightly) adds world size 8, larger shapes, more steps and two more seeds of everything. With
 ``device="cuda"`` every case runs on the GPU, plus the CUDA-only cases (autocast, large shapes, TF32 models).
 
@@ -20,7 +20,8 @@ from .errors import CaseError
 from .options import PROFILES
 from .spec import OP_NAMES, ModuleSpec, ModelSpec, OpSpec
 
-__all__ = ["PROFILES", "AREAS", "Area", "module_cases", "op_cases", "model_cases", "all_cases", "check_profile"]
+__all__ = ["PROFILES", "AREAS", "Area", "module_cases", "op_cases", "model_cases", "check_profile", "area_names",
+           "check_areas", "in_areas", "KIND_AREAS"]
 
 
 def check_profile(profile: str) -> str:
@@ -301,6 +302,30 @@ AREAS: dict[str, Area] = {a.name: a for a in (
 )}
 
 
+KIND_AREAS = ("ops", "models")  # the areas of the op and model cases (their specs' tags)
+
+
+def area_names() -> tuple[str, ...]:
+    """Every area a case can belong to: the module areas of AREAS, then the op and model cases'."""
+    return (*AREAS, *KIND_AREAS)
+
+
+def check_areas(areas: str | None) -> tuple[str, ...]:
+    """The names of ``--area NAMES`` (comma-separated); CaseError naming an unknown one. Empty: every area."""
+    names = tuple(n.strip() for n in (areas or "").split(",") if n.strip())
+    unknown = [n for n in names if n not in area_names()]
+    if unknown:
+        raise CaseError(f"--area={areas!r}: unknown area(s) {unknown}; the areas are {', '.join(area_names())}")
+    return names
+
+
+def in_areas(cases: list, areas: str | None) -> list:
+    """The cases whose area (their first tag: the area that generated them) is one of ``--area NAMES``, matched
+    exactly; every case when no area is named."""
+    names = check_areas(areas)
+    return [c for c in cases if not names or (c.tags[:1] or ("",))[0] in names]
+
+
 def module_cases(profile: str, area: str | None = None, device: str = "cpu") -> list[ModuleSpec]:
     """The profile's module-level cases (of one area, if given), each id once (a case two areas generate belongs
     to the first), on ``device`` (cuda: every case on the GPU plus the CUDA-only cases)."""
@@ -372,8 +397,3 @@ def model_cases(profile: str, device: str = "cpu") -> list[ModelSpec]:
     if device == "cuda":
         cases = [case.replace(device="cuda") for case in cases] + [ModelSpec((4, 4), device="cuda", tf32=True)]
     return cases
-
-
-def all_cases(profile: str, device: str = "cpu") -> list[ModuleSpec | OpSpec | ModelSpec]:
-    """Every case of the profile, op, module and model level."""
-    return [*op_cases(profile, device), *module_cases(profile, device=device), *model_cases(profile, device)]

@@ -115,101 +115,104 @@ def expected_module_case(spec: ModuleSpec, *, yardstick: bool = True) -> Expecte
     return ExpectedCase(spec, phases, errors)
 
 
-def _scales(gi, shards, grads, forward, backward, buffers, weight, mean_unit: float, carried: dict[str, float]
-            ) -> dict[tuple[int, str], float]:
-    """Magnitudes that bound each quantity's rounding error, per process group (see harness.tolerances).
+@dataclass
+class _Magnitudes:
+    """Per-channel magnitudes of one group's phase, from which every scale is built (docs/tolerances.md): sums and
+    maxima of |g| and of the normalised |x̂|, the data's offset kappa = |mean|·invstd, the count."""
 
-    kappa_c = |mean_c|·invstd_c is the data's offset in units of its normalised spread: the mean, held in the
-    dtype, is off by u·|mean|, so every normalised value x̂ = (x - mean)·invstd is off by u·kappa. Each scale counts
-    kappa where that error enters to first order, and (F·u·kappa)² where it only enters squared (the variance about
-    a rounded mean, and x̂ times a sum of x̂ in grad_input: for a constant channel x̂ is 0 and kappa = |mean|/sqrt(eps)
-    is large, and counting kappa² as a first-order magnitude made the grad_input tolerance meaninglessly wide).
-    F = FLOOR_ULPS roundings of the mean are the floor's share; a longer reduction's mean can be off by more (up to
-    n·u for n values: torch's float64 CPU mean of 240 equal values at 1e6 is off by 49 u, equal values rounding
-    alike), and that growth is what the yardstick measures (trusted up to YARDSTICK_TRUST x the floor). Bounding it
-    by n·u in the floor instead widened 800 of 3,158 default-profile tolerances, some 16x (float32 over 131,072
-    values, where torch's error is a few u), so the floor keeps F."""
+    sum_g: np.ndarray
+    sum_gx: np.ndarray  # Σ |g|·(x̂ + kappa): grad_weight's magnitude
+    sum_g_xhat: np.ndarray  # Σ |g|·x̂
+    max_g: np.ndarray
+    max_xhat: np.ndarray
+    kappa: np.ndarray
+    invstd: np.ndarray  # the largest invstd of the live shards
+    count: int
+
+
+def _magnitudes(shards, grads, forward) -> _Magnitudes:
     channels = shards[0].shape[1]
-    w = np.ones(channels) if weight is None else np.abs(weight)
-    reduce = lambda a: a.sum(axis=tuple(i for i in range(a.ndim) if i != 1))  # noqa: E731
-    sum_g = np.zeros(channels)
-    sum_gx = np.zeros(channels)  # Σ |g|·(x̂ + kappa): grad_weight's magnitude
-    sum_g_xhat = np.zeros(channels)  # Σ |g|·x̂
-    max_g = np.zeros(channels)
-    max_xhat = np.zeros(channels)
-    kappa = np.zeros(channels)
-    count = 0
+    zeros = lambda: np.zeros(channels)  # noqa: E731
+    m = _Magnitudes(zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), zeros(), 0)
     for g, x, mean, invstd in zip(grads, shards, forward.shard_mean, forward.shard_invstd):
         if not g.size:
             continue
         shape = (1, -1) + (1,) * (x.ndim - 2)
         xhat = np.abs(x - mean.reshape(shape)) * invstd.reshape(shape)
-        kappa = np.maximum(kappa, np.abs(mean) * invstd)
+        m.kappa = np.maximum(m.kappa, np.abs(mean) * invstd)
         shard_kappa = (np.abs(mean) * invstd).reshape(shape)
-        sum_g += reduce(np.abs(g))
-        sum_gx += reduce(np.abs(g) * (xhat + shard_kappa))
-        sum_g_xhat += reduce(np.abs(g) * xhat)
-        max_g = np.maximum(max_g, np.abs(g).max(axis=tuple(i for i in range(g.ndim) if i != 1)))
-        max_xhat = np.maximum(max_xhat, xhat.max(axis=tuple(i for i in range(x.ndim) if i != 1)))
-        count += g.size // channels
+        m.sum_g += _channel_sum(np.abs(g))
+        m.sum_gx += _channel_sum(np.abs(g) * (xhat + shard_kappa))
+        m.sum_g_xhat += _channel_sum(np.abs(g) * xhat)
+        m.max_g = np.maximum(m.max_g, np.abs(g).max(axis=tuple(i for i in range(g.ndim) if i != 1)))
+        m.max_xhat = np.maximum(m.max_xhat, xhat.max(axis=tuple(i for i in range(x.ndim) if i != 1)))
+        m.count += g.size // channels
     live = [invstd for x, invstd in zip(shards, forward.shard_invstd) if x.size]
-    invstd_all = np.max(np.stack(live), axis=0) if live else np.zeros(channels)
-    n = max(count, 1)
-    mean_g, mean_g_xhat = sum_g / n, sum_g_xhat / n
-    # grad_input = (g - mean(g) - x̂·mean(g·x̂))·w·invstd: the last product's error is u·kappa·mean(|g|·x̂) +
-    # max x̂·u·kappa·mean|g| + its own rounding. To second order, a mean off by d = F·u·|mean| makes the variance
-    # about it var + d², so invstd is off by a relative (F·u·kappa)²/2, and all of grad_input with it
-    # ((max|g| + mean|g|)/2); x̂·mean(g·x̂) adds (F·u·kappa)²·mean|g|. That is an error bound by itself, so it enters
-    # the scale divided by the floor's F·u. Found by the soak: a float64 constant channel at 1e6, 240 values, eps
-    # 1e-5, grad_input off by 1.6e-9 in torch and the yardstick alike (mean off by 49 u: (49·u·kappa)²/2 = 1.5e-12
-    # relative); the floor counted the square for x̂·mean(g·x̂) only, so the yardstick sat at 18.9x it, was
-    # distrusted, and the case failed. It is 5.4x the floor now, and the yardstick decides.
-    second_order = (FLOOR_ULPS * mean_unit * kappa) ** 2 * (max_g + 3.0 * mean_g) / 2.0
-    third_term = (max_xhat * mean_g_xhat + kappa * mean_g_xhat + max_xhat * kappa * mean_g
+    m.invstd = np.max(np.stack(live), axis=0) if live else np.zeros(channels)
+    return m
+
+
+def _channel_sum(a: np.ndarray) -> np.ndarray:
+    return a.sum(axis=tuple(i for i in range(a.ndim) if i != 1))
+
+
+def _scales(gi, shards, grads, forward, backward, buffers, weight, mean_unit: float, carried: dict[str, float]
+            ) -> dict[tuple[int, str], float]:
+    """Magnitudes that bound each quantity's rounding error, per process group: the table and the derivations of
+    docs/tolerances.md ("The scale"); ``mean_unit`` is u of the dtype the mean is held in, ``carried`` the buffers'
+    scales of the phases before (eval normalises with buffers that carry their errors)."""
+    m = _magnitudes(shards, grads, forward)
+    channels = shards[0].shape[1]
+    w = np.ones(channels) if weight is None else np.abs(weight)
+    n = max(m.count, 1)
+    mean_g, mean_g_xhat = m.sum_g / n, m.sum_g_xhat / n
+    # grad_input = (g - mean(g) - x̂·mean(g·x̂))·w·invstd; the mean's rounding also enters squared, through invstd
+    # (second order; an error bound by itself, so divided by the floor's F·u).
+    second_order = (FLOOR_ULPS * mean_unit * m.kappa) ** 2 * (m.max_g + 3.0 * mean_g) / 2.0
+    third_term = (m.max_xhat * mean_g_xhat + m.kappa * mean_g_xhat + m.max_xhat * m.kappa * mean_g
                   + second_order / (FLOOR_ULPS * mean_unit))
-    # Eval with running statistics normalises with buffers that carry their own errors (F·u·carried scale, from the
-    # training phases): running_mean's shifts x̂ by invstd·that, running_var's scales invstd by a relative
-    # invstd²·that/2, and with it x̂ (output) and g·w·invstd (grad_input). Found by the soak: float64, offset 1e5,
-    # running_var off by 8.8e-11 (inside its tolerance, the Chan combine's u·|mean|·std), so an eval output at
-    # x̂ = -50 was off by 2.2e-11, 1.2x a floor that counted only the buffer's magnitude.
+    # Eval with running statistics: the buffers' carried errors shift x̂ (running_mean) and scale invstd
+    # (running_var).
     buffer_shift = buffer_rel = np.zeros(channels)
     if forward.mode == "eval_running":
-        buffer_shift = invstd_all * carried.get("running_mean", 0.0)
-        buffer_rel = invstd_all**2 * carried.get("running_var", 0.0) / 2.0
+        buffer_shift = m.invstd * carried.get("running_mean", 0.0)
+        buffer_rel = m.invstd**2 * carried.get("running_var", 0.0) / 2.0
     scales = {
         (gi, "output"): max(_max_abs(forward.outputs),
-                            float(np.max(w * (max_xhat + np.maximum(kappa, buffer_shift) + max_xhat * buffer_rel)))),
+                            float(np.max(w * (m.max_xhat + np.maximum(m.kappa, buffer_shift)
+                                              + m.max_xhat * buffer_rel)))),
         (gi, "grad_input"): max(_max_abs(backward.grad_inputs),
-                                float(np.max(w * invstd_all * (max_g * (1.0 + buffer_rel) + mean_g + third_term)))),
-        (gi, "grad_weight"): float(np.max(sum_gx)),
-        (gi, "grad_bias"): float(np.max(sum_g)),
+                                float(np.max(w * m.invstd * (m.max_g * (1.0 + buffer_rel) + mean_g + third_term)))),
+        (gi, "grad_weight"): float(np.max(m.sum_gx)),
+        (gi, "grad_bias"): float(np.max(m.sum_g)),
     }
     if buffers is not None:
-        scales[(gi, "running_mean")] = _max_abs([buffers.running_mean])
-        if forward.mode == "train" and live:
-            # The batch mean's rounding is u·mean|x|, not u·|mean| (a sum's error bound is Σ|x|): centred data has a
-            # mean far below its values, and running_mean inherits the difference (found by the soak: float32, spread
-            # 0.01 around 0, running_mean 9.2e-5 off by 4.5e-10 = 1 u·mean|x|, 2.75x a scale of |running_mean|).
-            scales[(gi, "running_mean")] += float(np.max(
-                sum(reduce(np.abs(x)) for x in shards if x.size) / max(count, 1)))
-        running_var_scale = _max_abs([buffers.running_var])
-        total = forward.population[0] if forward.population else 0
-        if forward.mode == "train" and total > 1 and live:
-            unbias = total / (total - 1)
-            stacked = np.concatenate([np.moveaxis(x, 1, 0).reshape(channels, -1) for x in shards if x.size], axis=1)
-            mean, var = stacked.mean(axis=1), stacked.var(axis=1)
-            means = np.stack([m for x, m in zip(shards, forward.shard_mean) if x.size])
-            # The shards' means are off by u·|mean|; the combine's Chan term n_r·(mean_r - mean)² turns that into
-            # 2·u·|mean|·sqrt(var) in var, to first order (relative error u·|mean|/std, whatever eps is: the
-            # soak's case with eps = 0.1 against var = 4.5e-5 failed while this counted |mean|·invstd), and into
-            # (F·u·mean)² to second order (F roundings of the mean, as for grad_input: the variance about a rounded
-            # mean), all that is left of a constant channel far from 0 (var 0, found by the hypothesis cases; the
-            # soak found torch's float32 channels-last mean of 162 equal values off by 15 u, 16.6x a floor that
-            # allowed 4 u); both enter running_var scaled by n/(n-1). Scale units: the floor multiplies by F·u.
-            running_var_scale += unbias * float(np.max(var + 2.0 * np.abs(mean) * np.sqrt(var)
-                                                       + FLOOR_ULPS * mean_unit * np.max(means**2, axis=0)))
-            # PyTorch's protocol exchanges invstd = 1/sqrt(var + eps), not var: recovering var = 1/invstd² - eps
-            # costs u·(var + eps), which dominates when var is far below eps.
-            running_var_scale += unbias * float(np.max(1.0 / np.stack(live) ** 2))
-        scales[(gi, "running_var")] = running_var_scale
+        scales[(gi, "running_mean")] = _running_mean_scale(shards, forward, buffers, m)
+        scales[(gi, "running_var")] = _running_var_scale(shards, forward, buffers, mean_unit)
     return scales
+
+
+def _running_mean_scale(shards, forward, buffers, m: _Magnitudes) -> float:
+    """max |running_mean|, plus in training the batch mean's rounding, u·mean|x| (a sum's error bound is Σ|x|)."""
+    scale = _max_abs([buffers.running_mean])
+    if forward.mode == "train" and any(x.size for x in shards):
+        scale += float(np.max(sum(_channel_sum(np.abs(x)) for x in shards if x.size) / max(m.count, 1)))
+    return scale
+
+
+def _running_var_scale(shards, forward, buffers, mean_unit: float) -> float:
+    """max |running_var|, plus in training (n/(n-1) times) the combine's first-order term 2·|mean|·std, the
+    shards' means' rounding squared (F·u·mean²), var itself, and the u·(var + eps) of recovering var from invstd."""
+    scale = _max_abs([buffers.running_var])
+    total = forward.population[0] if forward.population else 0
+    live = [invstd for x, invstd in zip(shards, forward.shard_invstd) if x.size]
+    if forward.mode == "train" and total > 1 and live:
+        channels = shards[0].shape[1]
+        unbias = total / (total - 1)
+        stacked = np.concatenate([np.moveaxis(x, 1, 0).reshape(channels, -1) for x in shards if x.size], axis=1)
+        mean, var = stacked.mean(axis=1), stacked.var(axis=1)
+        means = np.stack([mu for x, mu in zip(shards, forward.shard_mean) if x.size])
+        scale += unbias * float(np.max(var + 2.0 * np.abs(mean) * np.sqrt(var)
+                                       + FLOOR_ULPS * mean_unit * np.max(means**2, axis=0)))
+        scale += unbias * float(np.max(1.0 / np.stack(live) ** 2))
+    return scale

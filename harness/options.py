@@ -79,6 +79,8 @@ OPTIONS: tuple[Option, ...] = (
            default="auto", choices=("auto", "gloo", "nccl"), rerun=True),
     Option("case", "run exactly this case id (module, op or model level: the id a failure prints)",
            metavar="ID"),
+    Option("area", "run only these areas of the catalogue (comma-separated names, matched exactly: the module "
+           "areas of harness.catalogue.AREAS, 'ops', 'models')", env="SYNCBN_AREA", metavar="NAMES"),
     Option("case_timeout", "seconds a case may take before its ranks count as hung", default=60.0, type=float,
            metavar="S", check=_positive_seconds),
     Option("start_timeout", "seconds the rank processes of a pool may take to start and join their process "

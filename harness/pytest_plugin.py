@@ -2,8 +2,8 @@
 
 Loaded by the root conftest.py. Options come from harness.options (the same table the CLI and the torchrun
 launcher read). ``cases/test_catalogue.py`` runs every case of every registered kind (harness.kinds) through the
-``catalogue_case`` parameter: the profile's cases on ``--device``, or exactly ``--case ID``. Each item carries its
-area as a keyword, so ``-k shards`` or ``-k "dtypes or ops"`` select areas. Known deviations
+``catalogue_case`` parameter: the profile's cases on ``--device``, or exactly ``--case ID``; ``--area NAMES``
+selects areas by their exact names (harness.catalogue.in_areas: ``--area eps`` is not ``tiny_eps``). Known deviations
 (harness.deviations) run as strict expected failures.
 
 The controller (the pytest process, or the xdist controller) checks the run before collecting anything
@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from .catalogue import in_areas
 from .deviations import (KNOWN_DEVIATIONS, KnownDeviation, all_profile_case_ids, load_known_deviations,
                          match_deviation, unmatched_deviations)
 from .errors import CaseError
@@ -154,7 +155,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     state = session_state(metafunc.config)
     opts = state.options
-    cases = [case_for_id(opts.case)] if opts.case else catalogue_cases(opts.profile, opts.device)
+    cases = [case_for_id(opts.case)] if opts.case else in_areas(catalogue_cases(opts.profile, opts.device), opts.area)
     metafunc.parametrize("catalogue_case", _with_marks(cases, state), ids=[c.id for c in cases])
 
 
@@ -162,8 +163,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         case = getattr(getattr(item, "callspec", None), "params", {}).get("catalogue_case")
         if case is not None:
-            item.extra_keyword_matches.update(case.tags)  # -k <area> selects the area
-    if options(config).case:  # --case ID runs exactly that case: no property tests besides
+            item.extra_keyword_matches.update(case.tags)  # pytest's -k matches them too (by substring)
+    if options(config).case or options(config).area:  # exactly that case, those areas: no property tests besides
         items[:] = [item for item in items if "catalogue_case" in getattr(item, "fixturenames", ())
                     or "cases" not in item.nodeid.split("/")[0:1]]
     warn_unmatched_deviations()

@@ -1,10 +1,10 @@
 """Every compared quantity, in one registry: what it is, where it is read, how it is judged, what it depends on.
 
-The rank side reads each quantity from ``source`` (harness.rank_case), the reference provides its expected value
+The rank side reads each quantity from ``source`` (harness.rank.module), the reference provides its expected value
 (harness.expected), harness.tolerances picks the tolerance from ``dtype_role`` and ``exact``, the comparison is one
-loop over ``MODULE_QUANTITIES`` (harness.compare_case), and the verdict (harness.verdict) uses ``computed_from``
-to tell a root failure from its knock-on failures. Adding a quantity is one entry here plus, if it is read in a
-new way, one ``source`` branch in harness.rank_case.
+loop over ``MODULE_QUANTITIES`` (harness.kinds.module.compare_case), and the verdict (harness.verdict) uses
+``computed_from`` to tell a root failure from its knock-on failures. Adding a quantity is one entry here plus, if it
+is read in a new way, one ``source`` branch in harness.rank.module.
 
 Fields:
 - ``dtype_role``: the dtype the value lives in: "input" (the case's dtype), "param" (the parameters' dtype),

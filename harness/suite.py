@@ -118,6 +118,10 @@ def preflight(options: Options, *, main_job: bool = False) -> None:
         from .kinds import parse_case_id
 
         parse_case_id(options.case)
+    if options.area:
+        from .catalogue import check_areas
+
+        check_areas(options.area)
     _check_backend(options)
     for name in ("json", "report"):
         if getattr(options, name):

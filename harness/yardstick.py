@@ -64,7 +64,7 @@ class Yardstick:
 
     def errors(self, shards, grads, training: bool, forward, backward, buffers) -> dict[str, float]:
         """Per quantity, the smallest max |error| against the reference over the configurations. One CPU thread,
-        like the ranks (harness.rank_worker): a CPU reduction's rounding depends on how it is split."""
+        like the ranks (harness.rank.worker): a CPU reduction's rounding depends on how it is split."""
         import torch
 
         threads = torch.get_num_threads()

@@ -9,8 +9,10 @@ pytest_runtest_logreport collects the records, pytest_sessionfinish writes the d
 Incomplete runs. The controller knows what was selected (its own collection, or with xdist the workers'). A run
 that was interrupted (Ctrl-C; SIGTERM, which harness.pytest_plugin turns into Ctrl-C) or that left a selected
 test without a result (a worker lost, -x, --maxfail) is *incomplete*: its documents say so (``"status":
-"incomplete"``, with the reason, how many tests ran and which did not) and pytest's exit status becomes
-INTERRUPTED (2), which ``python -m harness run`` reports as 3. An incomplete run never reads as passed.
+"incomplete"``, with the reason, how many tests ran and which did not). It never reads as passed: if it saw a
+failure, it is FAILED and pytest's exit status is TESTS_FAILED (1: a failure is the stronger verdict, the run can
+never become green); if not, the status becomes INTERRUPTED (2), which ``python -m harness run`` reports as 3.
+The documents' ``exit_status`` is the harness's exit code (harness.options: 0, 1, 2, 3).
 An incomplete run's documents replace whatever was at their paths, a complete run's included: a file at a path
 describes the latest run, and says that it is incomplete.
 """
@@ -23,6 +25,8 @@ from typing import Any
 import pytest
 
 from harness.options import rerun_command
+from harness.outcomes import FAILING
+from harness.suite import exit_code_from_pytest
 from harness.pytest_plugin import options, session_state
 
 from .results import build_document, case_record, environment, save_results, write_atomically
@@ -206,14 +210,16 @@ class ResultsCollector:
         config = self.config
         opts = options(config)
         incomplete = self.incomplete(session, exitstatus)
-        if incomplete:
-            session.exitstatus = pytest.ExitCode.INTERRUPTED  # never a pass: python -m harness run exits 3
         cases = list(self.records.values())
+        if incomplete:  # never a pass: a run that saw a failure exits 1 (it can never become green), else 3
+            failed = any(c["outcome"] in FAILING for c in cases) or any(
+                p["outcome"] == "failed" for p in self.properties.values())
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.INTERRUPTED
         numprocesses = config.getoption("numprocesses", None)
         env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
                           case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0,
                           strict_features=opts.strict_features)
-        document = build_document(cases, env, exit_status=int(session.exitstatus),
+        document = build_document(cases, env, exit_status=exit_code_from_pytest(session.exitstatus),
                                   property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]),
                                   incomplete=incomplete)
         self.document = document
@@ -239,9 +245,12 @@ class ResultsCollector:
             for line in run_summary_lines(document):
                 terminalreporter.write_line(line)
         if document is not None and document["status"] == "incomplete":
+            from harness.verdict import verdict_of
+
             info = document["incomplete"]
+            word = "FAILED, and the run did not complete" if verdict_of(document) == "FAILED" else "INCOMPLETE"
             terminalreporter.write_line(
-                f"syncbn-harness: INCOMPLETE: {info['cases_run']} of {info['cases_selected']} selected tests ran, "
+                f"syncbn-harness: {word}: {info['cases_run']} of {info['cases_selected']} selected tests ran, "
                 f"{len(info['not_run'])} did not ({info['reason']})", red=True, bold=True)
         for what, path in self.written:
             if os.path.abspath(path) not in hidden:

@@ -2,7 +2,8 @@
 
 Document (``"schema": "syncbn-harness/results", "version": 3``)::
 
-    {"schema", "version", "created", "exit_status", "status" ("complete" | "incomplete"),
+    {"schema", "version", "created", "exit_status" (the harness's exit code: 0, 1, 2, 3; null while a torchrun job
+     is running), "status" ("complete" | "incomplete"),
      "incomplete": null | {"reason", "cases_run", "cases_selected", "not_run": [ids]},  # counts: selected tests
                                                         # (cases and property tests); ids: case ids, else node ids
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.catalogue import AREAS, PROFILES, module_cases
+from harness.catalogue import AREAS, PROFILES, check_areas, in_areas, module_cases, op_cases
+from harness.errors import CaseError
+from harness.spec import ModuleSpec
 from harness.kinds import KINDS, case_for_id, catalogue_cases, kind_for_id, parse_case_id
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +33,19 @@ def test_every_case_of_the_profile_is_collected_once(profile):
     assert set(AREAS) | {"ops", "models"} <= collected_areas, set(AREAS) - collected_areas
 
 
-def test_an_area_is_selected_by_its_name():
-    assert set(_collected("--profile", "quick", "-k", "eps")) == {c.id for c in module_cases("quick", "eps")}
+def test_an_area_is_selected_by_its_exact_name():
+    assert set(_collected("--profile", "quick", "--area", "eps,ops")) == {
+        c.id for c in module_cases("quick", "eps") + op_cases("quick")}
+
+
+def test_an_area_name_never_selects_another_area_containing_it():
+    """An area named like another plus a prefix (a new ``tiny_eps`` next to ``eps``) is not selected by ``eps``:
+    areas are matched by name, not by substring (pytest's -k)."""
+    eps, tiny = ModuleSpec(shard_sizes=(2,), channels=1, tags=("eps",)), ModuleSpec(shard_sizes=(3,), channels=1,
+                                                                                       tags=("tiny_eps", "eps"))
+    assert in_areas([eps, tiny], "eps") == [eps]
+    with pytest.raises(CaseError, match="unknown area"):
+        check_areas("eps,no_such_area")
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -52,5 +65,5 @@ def test_a_model_case_reruns_through_the_main_job(tmp_path):
     from reports.results import load_results
 
     (record,) = load_results(out)["cases"]
-    assert record["id"] == case and record["level"] == "model" and record["outcome"] == "passed"
+    assert record["id"] == case and record["kind"] == "model" and record["outcome"] == "passed"
     assert {c["quantity"] for c in record["comparisons"]} >= {"loss", "parameter", "buffer", "state.agreement"}

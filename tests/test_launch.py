@@ -68,7 +68,7 @@ def test_case_of_another_world_size_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_process_killing_deviation_is_skipped_not_run(tmp_path: Path) -> None:
-    # Half input with an empty shard aborts a gloo rank (cases/known_deviations.toml, aborts = true): under torchrun
+    # Half input with an empty shard aborts a gloo rank (harness/known_deviations.toml, aborts = true): under torchrun
     # that would end the job, so the launcher skips it and says so.
     case = "w2_n0.4_c3_nchw3x2_f16pf32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu"
     out = tmp_path / "launch.json"
