@@ -4,8 +4,9 @@ Module cases come from feature areas, registered once in ``AREAS`` (name, genera
 self-test tries it); every case carries its areas as tags, the first one its primary area (reports count by it, and
 ``--area <name>`` selects it, exactly). Op cases and model cases have one generator each (areas "ops", "models").
 ``quick`` touches every item of the suite at least once (seconds on two cores); ``default`` (CI) adds seeds, sizes
-and combinations; ``thorough`` (nightly) adds world size 8, larger shapes, more steps and two more seeds of everything. With
-``device="cuda"`` every case runs on the GPU, plus the CUDA-only cases (autocast, large shapes, TF32 models).
+and combinations; ``thorough`` (nightly) adds world size 8, larger shapes, more steps and two more seeds of
+everything. With ``device="cuda"`` every case runs on the GPU, plus the CUDA-only cases (autocast, large shapes,
+TF32 models).
 
 Adding an area: a generator below and one ``Area`` entry in ``AREAS``; nothing else (cases/test_catalogue.py runs
 every registered case, tests/test_catalogue.py checks every area is collected).
