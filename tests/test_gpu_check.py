@@ -20,7 +20,7 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     scratch = tmp_path / "tmp"  # torchrun's torchelastic_* folders land here, not in the shared TMPDIR
     scratch.mkdir()
     out = tmp_path / "out"
-    env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "SUITE_K": "dtypes or ops",
+    env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "AREA": "dtypes,ops",
            "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(scratch)}
     env.pop("SYNCBN_SUT", None)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=tmp_path, env=env,
@@ -36,7 +36,7 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     assert "tf32 (torch default, before the harness sets it):" in env_txt and "harness " in env_txt, env_txt
     document = json.loads((out / "gpu.json").read_text())
     assert document["summary"]["outcomes"].get("failed", 0) == 0 and document["summary"]["outcomes"]["passed"] > 20
-    assert {case["level"] for case in document["cases"]} == {"op", "module"}
+    assert {case["kind"] for case in document["cases"]} == {"op", "module"}
     assert (out / "gpu.html").read_text().startswith("<!DOCTYPE html>")
     assert json.loads((out / "torchrun.json").read_text())["environment"]["world_sizes"] == [2]
     assert (out / "torchrun.html").read_text().startswith("<!DOCTYPE html>")

@@ -171,8 +171,10 @@ def test_incomplete_never_reads_as_passed():
     assert '<div class="verdict incomplete">' in text and "<code>case-b</code>" in text
     assert text.index("cases did not run") < text.index("<h2>Diagnosis")
     failed = _record(_spec(2), [_cmp("output", "train0", 0, 0.5)])
-    text = render_html(_document([passed, failed], incomplete=incomplete))
-    assert outline(text).headings[0][1].endswith("1 of them failed")
+    text = render_html(_document([passed, failed], incomplete=incomplete))  # a failure is the stronger verdict
+    assert outline(text).headings[0] == ("h1", "SyncBN conformance: FAILED (incomplete: 1 of 5 selected tests ran "
+                                               "(interrupted))")
+    assert '<div class="verdict fail">' in text and "<code>case-b</code>" in text
 
 
 def test_no_cases_ran():

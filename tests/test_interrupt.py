@@ -62,7 +62,7 @@ def _interrupted_run(tmp_path: Path, how: str, *extra: str) -> tuple[int, str, d
 def test_interrupted_run_is_incomplete_never_passed(tmp_path, how, extra):
     code, output, document, html, tmpdir = _interrupted_run(tmp_path, how, *extra)
     assert code == 3, output[-3000:]
-    assert document["status"] == "incomplete" and document["exit_status"] == 2
+    assert document["status"] == "incomplete" and document["exit_status"] == 3  # the harness's exit code
     info = document["incomplete"]
     assert info["cases_run"] >= CASES_BEFORE_INTERRUPT and info["not_run"], info
     assert info["cases_run"] + len(info["not_run"]) == info["cases_selected"]
@@ -100,13 +100,17 @@ def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], 
     return done, json.loads(out.read_text())
 
 
-def test_stopped_at_the_first_failure_is_incomplete(tmp_path):
-    done, document = _run(tmp_path, "--sut", "harness.mutants:no_sync", "--", "-k", "eps", "-x")
-    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+def test_stopped_at_the_first_failure_is_failed_and_incomplete(tmp_path):
+    """-x after a real failure: the run can never become green, so it exits 1 (a failure is the stronger verdict),
+    and its documents still say how many cases did not run."""
+    done, document = _run(tmp_path, "--sut", "harness.mutants:no_sync", "--area", "eps", "--", "-x")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     info = document["incomplete"]
     assert document["status"] == "incomplete" and info["reason"] == "stopped early: stopping after 1 failures"
     assert info["cases_run"] == 1 and len(info["not_run"]) == info["cases_selected"] - 1 > 0
-    assert [c["outcome"] for c in document["cases"]] == ["failed"]
+    assert [c["outcome"] for c in document["cases"]] == ["failed"] and document["exit_status"] == 1
+    assert "SyncBN conformance: FAILED (incomplete: 1 of " in done.stdout
+    assert "syncbn-harness: FAILED, and the run did not complete: 1 of " in done.stdout
 
 
 @pytest.mark.slow

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from harness.compare import Tolerance, compare_arrays, compare_exact
-from harness.features import FEATURES, conformance, features_of, level_of
+from harness.features import FEATURES, conformance, features_of, record_kind
 from harness.result import CaseResult, Failure
 from harness.spec import ModuleSpec, ModelSpec, OpSpec
-from harness.diagnosis import conformance_lines, diagnose, run_summary_lines
+from harness.diagnosis import conformance_lines, diagnose, render_findings, run_summary_lines
 from harness.verdict import (CLASS_TITLES, case_class, case_headline, exact_statement, failed_cases_by_class,
                              roots_and_knock_ons, scaled_text, verdict_of)
 from reports import summary
@@ -140,7 +140,7 @@ def test_diagnosis_names_what_every_failure_shares():
     failed = [_failing(_spec(momentum=None, seed=s)) for s in range(3)]
     passed = [_passing(_spec(seed=10 + s, dtype=d)) for s, d in enumerate(("float32", "float64", "float16"))]
     passed.append(_passing(_spec(seed=20, momentum=0.5)))
-    lines = diagnose(_document(failed + passed))
+    lines = render_findings(diagnose(_document(failed + passed)))
     assert lines[0].startswith("3 failed cases: 3 module")
     assert "module cases: 3 failed, 4 passed" in lines
     assert "  3 of 3 failed module cases have momentum None; 0 of 4 passing module cases do" in lines
@@ -156,13 +156,13 @@ def test_diagnosis_finds_a_pair_and_stays_silent_without_a_pattern():
     failed = [_failing(_spec(dtype="float16", layout="channels_last", seed=s)) for s in range(2)]
     passed = [_passing(_spec(dtype="float16", seed=5)), _passing(_spec(layout="channels_last", seed=6)),
               _passing(_spec(seed=7))]
-    lines = diagnose(_document(failed + passed))
+    lines = render_findings(diagnose(_document(failed + passed)))
     assert ("  2 of 2 failed module cases have dtype float16 and layout channels_last; 0 of 3 passing module cases "
             "have both (1 has dtype float16, 1 has layout channels_last)") in lines
     # No pattern: the same parameters fail and pass.
     failed = [_failing(_spec(seed=1)), _failing(_spec(dtype="float64", seed=2))]
     passed = [_passing(_spec(seed=3)), _passing(_spec(dtype="float64", seed=4))]
-    lines = diagnose(_document(failed + passed))
+    lines = render_findings(diagnose(_document(failed + passed)))
     assert "  the failed module cases share no case parameter that passing ones lack" in lines
     assert not any("0 of 2 passing" in line for line in lines)
 
@@ -177,7 +177,7 @@ def test_diagnosis_counts_deviations_unsupported_and_suspect_yardsticks():
         _record(_spec(seed=4, momentum=None), unsupported="momentum=None", outcome="unsupported"),
         _record(_spec(seed=5, momentum=None, spatial=(1, 1, 1)), unsupported="momentum=None", outcome="unsupported"),
     ]
-    lines = diagnose(_document(records))
+    lines = render_findings(diagnose(_document(records)))
     assert "no case failed" in lines
     assert "known deviations: 1 case failed as documented, under 1 reason" in lines
     assert "declared unsupported: 3 cases (momentum=None: 2; only 4-D input: 1)" in lines
@@ -194,7 +194,9 @@ def test_diagnosis_of_the_h100_run(gpu_document):
     """The GPU run: the 8 failed module cases are float16 input with float32 parameters, only grad_weight and
     grad_bias fail, at training phases; the model failures are the float32 model cases; the op failure is
     batch_norm_backward_reduce with float16 input."""
-    lines = diagnose(gpu_document)
+    findings = diagnose(gpu_document)
+    assert [f["role"] for f in findings] == ["failed", "kind", "kind", "kind", "deviations", "unsupported"]
+    lines = render_findings(findings)
     assert lines[0].startswith("11 failed cases: 8 module, 1 op, 2 model")
     assert ("  8 of 8 failed module cases have dtype float16 with float32 parameters; 0 of 145 passing module cases "
             "do") in lines
@@ -220,20 +222,26 @@ def test_summary_of_the_h100_run(gpu_document):
 
 # -- features and the conformance table ------------------------------------------------------------------------------
 def test_features_from_params():
-    assert level_of(ModelSpec(shard_sizes=(2, 2)).to_dict()) == "model"
-    assert level_of(OpSpec(op="batch_norm_stats", shard_sizes=(2,), channels=3).to_dict()) == "op"
+    """A record names its kind ("kind"; "level" before version 3) and the features are those of that kind: an op
+    case has no world size, a model case no input layout."""
+    assert record_kind({"kind": "model"}) == "model" and record_kind({"level": "op"}) == "op"
+    op = OpSpec(op="batch_norm_stats", shard_sizes=(2,), channels=3, spatial=(4,)).to_dict()
+    assert "world size 1" not in features_of(op, "op") and "3-D input" in features_of(op, "op")
+    assert "op cases" in features_of(op, "op") and "module cases" not in features_of(op, "op")
+    model = ModelSpec(shard_sizes=(2, 2, 2), momentum=None).to_dict()
+    assert set(features_of(model, "model")) == {"float32 input", "momentum None", "world size >= 3", "model cases"}
     spec = _spec(shard_sizes=(3, 0, 2), dtype="float16", param_dtype="float32", layout="channels_last",
                  momentum=None, eps=0.5, loc=50.0, track_running_stats=False, eval_steps=1)
     assert set(features_of(spec.to_dict())) == {
         "4-D input", "float16 input", "half input, float32 parameters", "channels_last", "momentum None",
         "no running statistics", "eval without running statistics", "empty shards", "uneven shards",
-        "world size >= 3", "offset data", "large eps", "module level"}
+        "world size >= 3", "offset data", "large eps", "module cases"}
     big = _spec(shard_sizes=(4, 4), spatial=(128, 128), dtype="float16")
     assert {"half module", "more than 65504 elements per channel"} <= set(features_of(big.to_dict()))
     ragged = ModuleSpec(shard_sizes=(2, 2), channels=3, rank_spatial=((3, 2), (5, 4)))
     assert "ranks with different spatial sizes" in features_of(ragged.to_dict())
     assert len({f.name for f in FEATURES}) == len(FEATURES)
-    assert features_of({"garbage": 1}) == ["model level"]  # a foreign record has no feature, and raises nothing
+    assert features_of({"garbage": 1}) == ["module cases"]  # a foreign record has no feature, and raises nothing
 
 
 def test_conformance_table_counts_unsupported_cases():
@@ -251,7 +259,7 @@ def test_conformance_table_counts_unsupported_cases():
     assert rows["4-D input"].status == "failing"
     assert dict(rows["5-D input"].counts) == {"unsupported": 1} and rows["5-D input"].status == "unsupported"
     assert rows["momentum None"].unsupported_reasons == {"momentum=None": 1}
-    assert rows["module level"].cases == 5  # the skipped case counts nowhere
+    assert rows["module cases"].cases == 5  # the skipped case counts nowhere
     lines = conformance_lines(document)
     assert any(line.startswith("5-D input") and line.endswith("1 cases: 0 pass, 1 unsupported (only 4-D input)")
                for line in lines)
