@@ -12,7 +12,7 @@
 #   2. harness.launch under torchrun, 2 processes sharing the GPU over gloo, quick profile -> torchrun.json/.html
 #   3. the measured error table per dtype (SyncBN and single-process BatchNorm vs float64, and the suite's verdict
 #      on SyncBN's grad_weight / grad_bias) -> error_table.md / .json
-# The summary prints each step's status, the outcomes per level and the TF32 state the runs recorded (the harness
+# The summary prints each step's status, the outcomes per case kind and the TF32 state the runs recorded (the harness
 # switches TF32 off in every process; only the _tf32 model case turns it on for itself, harness/tf32.py).
 # Exit code: 0 when every step passed, else the first failing step's code.
 set -u
@@ -78,11 +78,11 @@ for name in ("gpu.json", "torchrun.json"):
     words = ", ".join(f"{k} {v}" for k, v in tf32.items() if k != "api") or "not recorded"
     print(f"{name}: TF32 {words} ({tf32.get('api', '?')} API); {env.get('device_name') or 'cpu'}, "
           f"torch {env.get('torch')}, harness {str(env.get('harness_revision'))[:12]}")
-    by_level = collections.defaultdict(collections.Counter)
+    by_kind = collections.defaultdict(collections.Counter)
     for case in doc["cases"]:
-        by_level[case["level"]][case["outcome"]] += 1
-    for level, counts in sorted(by_level.items()):
-        print(f"  {level:7s} " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+        by_kind[case.get("kind") or case.get("level")][case["outcome"]] += 1
+    for kind, counts in sorted(by_kind.items()):
+        print(f"  {kind:7s} " + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
     for case in doc["cases"]:
         if case["id"].endswith("_tf32"):
             print(f"  TF32 case {case['id']}: {case['outcome']}")
