@@ -79,6 +79,7 @@ def slow_start_main(*args):
     slow to start: silent, since it has not reached the code that sends heartbeats)."""
     from harness.rank import worker as rank_worker
 
-    if args[0] == int(os.environ.get("SYNCBN_TEST_SLOW_RANK", "-1")):
-        time.sleep(float(os.environ.get("SYNCBN_TEST_SLOW_S", "60")))
+    environ = args[10] if len(args) > 10 and args[10] is not None else os.environ  # the controller's, as main takes
+    if args[0] == int(environ.get("SYNCBN_TEST_SLOW_RANK", "-1")):
+        time.sleep(float(environ.get("SYNCBN_TEST_SLOW_S", "60")))
     return rank_worker.main(*args)

@@ -86,11 +86,17 @@ def raises_without_process_group(num_features, *, process_group=None, **kwargs):
 
 
 def kill_parent(num_features, **kwargs):
-    """Kills the process that started the ranks (under pytest-xdist: the worker running the case). Outside a rank
+    """Kills the process that started the ranks (under pytest-xdist: the worker running the case; a rank forked by
+    harness.pool's forkserver has the forkserver as its parent, the controller as its grandparent). Outside a rank
     (the controller's check calls factories without a process group) it only raises."""
     import signal
 
     if not dist.is_initialized():
         raise RuntimeError("needs a process group")
-    os.kill(os.getppid(), signal.SIGKILL)
+    parent = os.getppid()
+    with open(f"/proc/{parent}/cmdline", "rb") as handle:
+        if b"forkserver" in handle.read():
+            with open(f"/proc/{parent}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(parent, signal.SIGKILL)
     return torch_factory(num_features, **kwargs)

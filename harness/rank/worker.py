@@ -96,12 +96,28 @@ class _Channel:
                     return
 
 
-def _watch_parent(parent_pid: int, pool_dir: str) -> None:
+def _watch_parent(controller_pid: int, directories: tuple[str, ...]) -> None:
+    """End this rank when the controller is gone: its process no longer exists, or this rank was orphaned (its
+    parent, the controller or the forkserver that forked it for the controller, exited). The controller's
+    directories (the pool's, the forkserver's) are removed first: nobody else is left to."""
+    parent = os.getppid()
     while True:
-        if os.getppid() != parent_pid:  # the controller died without closing the pool: clean up after it
-            shutil.rmtree(pool_dir, ignore_errors=True)
+        try:
+            os.kill(controller_pid, 0)
+            alive = os.getppid() == parent
+        except ProcessLookupError:
+            alive = False
+        except PermissionError:  # exists, owned by someone else: not ours to judge
+            alive = os.getppid() == parent
+        if not alive:  # the controller died without closing the pool: clean up after it
+            _remove(directories)
             os._exit(3)
         time.sleep(0.5)
+
+
+def _remove(directories: tuple[str, ...]) -> None:
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _resolve(target: str):
@@ -110,10 +126,17 @@ def _resolve(target: str):
 
 
 def main(rank: int, world_size: int, init_file: str, conn, device: str, backend: str, parent_pid: int,
-         collective_timeout_s: float, sys_path: list[str], heartbeat_s: float = 0.5) -> None:
-    """Entry point of a rank process (started with the spawn method)."""
+         collective_timeout_s: float, sys_path: list[str], heartbeat_s: float = 0.5,
+         environ: dict[str, str] | None = None, server_dir: str | None = None) -> None:
+    """Entry point of a rank process (forked by harness.pool's forkserver, or spawned). ``environ``: the
+    controller's environment now (a forked rank inherits the forkserver's, which may be older); ``server_dir``: the
+    forkserver's directory, removed with the pool's if the controller dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_watch_parent, args=(parent_pid, os.path.dirname(init_file)), daemon=True).start()
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
+    directories = (os.path.dirname(init_file),) + ((server_dir,) if server_dir else ())
+    threading.Thread(target=_watch_parent, args=(parent_pid, directories), daemon=True).start()
     channel = _Channel(conn)
     threading.Thread(target=channel.heartbeat, args=(heartbeat_s,), daemon=True).start()
     for entry in reversed(sys_path):
@@ -146,7 +169,7 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
         try:
             name, kwargs = conn.recv()
         except (EOFError, OSError):  # the controller went away without closing the pool: clean up after it
-            shutil.rmtree(os.path.dirname(init_file), ignore_errors=True)
+            _remove(directories)
             break
         if name == "exit":
             break
