@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     backend = resolve_backend(options.device, local_world, options.backend_choice)
     if options.device == "cuda":
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
+    # Before the group exists: torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments
+    # when first imported. Imported later (DDP's __init__ imports torch._dynamo, which imports it), those defaults
+    # hold the default group for good: destroy_process_group cannot free it, gloo's worker threads outlive it into
+    # interpreter shutdown, and one releasing the last collective's tensors there aborts the process (SIGABRT).
+    import torch.distributed.nn  # noqa: F401
     dist.init_process_group(backend, timeout=timedelta(seconds=options.case_timeout))
     ctx = RankContext(rank=rank, world_size=world_size, device=options.device, backend=backend,
                       local_rank=local_rank)

@@ -39,7 +39,7 @@ _QUICK_GRACE_S = 1.0  # the same after a stall, or while starting: the others ca
 
 
 # What the forkserver imports once, so that a rank forked from it starts without importing torch again.
-_PRELOAD = ["torch", "torch.distributed", "numpy", "harness.rank.worker"]
+_PRELOAD = ["torch", "torch.distributed", "torch.distributed.nn", "numpy", "harness.rank.worker"]
 
 
 def _start_context(device: str) -> tuple[Any, str | None]:

@@ -1,14 +1,19 @@
-"""Functions the pool tests run inside rank processes (imported there by name: the tests directory is on sys.path)."""
+"""Functions the pool tests run inside rank processes (imported there by name: the tests directory is on sys.path).
+
+torch is imported inside the functions, not here: a pool that spawns ``slow_start_main`` imports this module while
+unpickling its target, before harness.rank_worker.main starts the heartbeat, so an import of torch here would keep
+every rank silent for as long as torch takes to import (seconds on a loaded box), unlike the ranks the pools spawn.
+"""
 from __future__ import annotations
 
 import os
 import time
 
-import torch
-import torch.distributed as dist
-
 
 def all_reduce_rank(ctx, offset: float = 0.0) -> float:
+    import torch
+    import torch.distributed as dist
+
     value = torch.tensor([float(ctx.rank) + offset])
     dist.all_reduce(value)
     return value.item()
@@ -24,6 +29,9 @@ def raise_then_hang(ctx, rank: int) -> int:
     """One rank raises before a collective the others then wait in forever."""
     if ctx.rank == rank:
         raise RuntimeError("raised before the collective")
+    import torch
+    import torch.distributed as dist
+
     dist.all_reduce(torch.zeros(1))
     return ctx.rank
 
@@ -35,6 +43,9 @@ def crash_on(ctx, rank: int) -> int:
 
 
 def skip_collective_on(ctx, rank: int) -> int:
+    import torch
+    import torch.distributed as dist
+
     if ctx.rank != rank:
         dist.all_reduce(torch.zeros(1))
     return ctx.rank
@@ -68,6 +79,9 @@ def sleep_then_all_reduce(ctx, sleepers: list[int], seconds: float, marker: str 
 
 def wait_in_collective(ctx, skipper: int) -> int:
     """Every rank but ``skipper`` waits in an all_reduce that never completes (a deadlock)."""
+    import torch
+    import torch.distributed as dist
+
     if ctx.rank != skipper:
         ctx.progress("probe", "all_reduce")
         dist.all_reduce(torch.zeros(1))

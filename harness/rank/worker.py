@@ -79,6 +79,7 @@ class _Channel:
         self.position: tuple[str, str] = ("start", "import")
         self.context: RankContext | None = None
         self.moved = threading.Event()  # set on progress: beat now rather than at the next interval
+        self.moved.set()  # first beat at once, before the import of torch (loaded box: it starves this thread)
 
     def send(self, name: str, payload: dict[str, Any]) -> None:
         with self.lock:
@@ -147,6 +148,7 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
     try:
         import torch
         import torch.distributed as dist
+        import torch.distributed.nn  # noqa: F401 - before the group exists: see harness.launch.main
 
         from ..tf32 import set_tf32
 
