@@ -241,7 +241,8 @@ class RankPool:
         silent = [r for r in hung if silent_s[r] >= SILENT_S]
         waiting = [r for r in hung if r not in silent]
         partial = {r: payload.get("value") for r, (name, payload) in replies.items() if name == expected}
-        if crashed or stalled or hung:
+        if crashed or stalled or hung:  # ranks that cannot read an "exit": killed at once, not asked
+            self._busy = True
             self.close()
         context = dict(partial=partial, stalled=tuple(stalled or silent), waiting=tuple(waiting),
                        crashed=tuple(crashed))
