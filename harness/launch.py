@@ -51,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def select_cases(profile: str, device: str, world_size: int, case_id: str | None):
-    """(cases to run, number skipped): the profile's module cases of world size ``world_size``, or ``case_id`` (a
-    module, model or op case: an op case runs on one process)."""
-    from .catalogue import module_cases
+def select_cases(profile: str, device: str, world_size: int, case_id: str | None, areas: str | None = None):
+    """(cases to run, number skipped): the profile's module cases of world size ``world_size`` (of the areas
+    ``--area`` names, if any), or ``case_id`` (a module, model or op case: an op case runs on one process)."""
+    from .catalogue import in_areas, module_cases
     from .errors import CaseError
     from .kinds import case_for_id
 
@@ -64,7 +64,7 @@ def select_cases(profile: str, device: str, world_size: int, case_id: str | None
             raise CaseError(f"--case {case_id!r} has world size {spec.world_size}, but torchrun started "
                             f"{world_size} processes: use --nproc-per-node/--nnodes for {spec.world_size}")
         return [spec], 0
-    cases = module_cases(profile, device=device)
+    cases = in_areas(module_cases(profile, device=device), areas)
     chosen = [c for c in cases if c.world_size == world_size]
     return chosen, len(cases) - len(chosen)
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         check_sut(options.sut)
         if options.kernels:
             check_kernels(options.kernels)
-        cases, skipped = select_cases(options.profile, options.device, world_size, options.case)
+        cases, skipped = select_cases(options.profile, options.device, world_size, options.case, options.area)
     except CaseError as exc:
         print(f"harness.launch: usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE

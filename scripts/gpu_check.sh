@@ -2,8 +2,9 @@
 # The GPU part of the suite on one GPU, in a few minutes; installs nothing. Run from anywhere:
 #     OUT=/some/dir scripts/gpu_check.sh          (PYTHON=python by default; results under $OUT, else ./out)
 #     DEVICE=cpu OUT=/tmp/rehearsal scripts/gpu_check.sh   rehearses every step on CPU (plumbing, reports, table)
-#     PROFILE=quick SHAPES=small AREA=dtypes,ops ...       a shorter run (AREA: --area for the suite step, exact
-#                                                          area names; tests/test_gpu_check.py does this on CPU)
+#     PROFILE=quick SHAPES=small AREA=dtypes,ops ...       a shorter run (AREA: --area for the suite and torchrun
+#                                                          steps, exact area names; tests/test_gpu_check.py does
+#                                                          this on CPU)
 #     WORKERS=8 STEPS=suite,torchrun ...                   pytest-xdist workers for the suite; which steps run
 # Steps (each under `timeout`, each one's exit code in the summary at the end):
 #   1. the conformance suite on the device, default profile (python -m harness run: cases/test_catalogue.py with
@@ -57,7 +58,8 @@ cat "$OUT_DIR/env.txt"
 step suite 360 suite.log $PY -m harness run --device "$DEVICE" --profile "$PROFILE" --json "$OUT_DIR/gpu.json" \
     --report "$OUT_DIR/gpu.html" ${AREA:+--area "$AREA"} ${WORKERS:+-n "$WORKERS"} -- -rfEsx
 step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-per-node=2 -m harness.launch \
-    --device "$DEVICE" --profile quick --json "$OUT_DIR/torchrun.json" --report "$OUT_DIR/torchrun.html"
+    --device "$DEVICE" --profile quick ${AREA:+--area "$AREA"} --json "$OUT_DIR/torchrun.json" \
+    --report "$OUT_DIR/torchrun.html"
 step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --shapes "$SHAPES" --out "$OUT_DIR"
 
 echo

@@ -38,3 +38,4 @@ H100_RESULTS = Path(__file__).with_name("data") / "h100-2026-11-27.json.gz"
 def h100_document() -> dict:
     """The first GPU run's results (H100, results document v1; tests/data/README.md says how it was trimmed)."""
     return json.loads(gzip.decompress(H100_RESULTS.read_bytes()))
+

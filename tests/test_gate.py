@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from in_process import run_here
 from reports.gate import GateReport, judge
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +35,12 @@ def gate(*args: str) -> subprocess.CompletedProcess[str]:
     case = [] if "--results-in" in args else ["--case", CASE]
     return subprocess.run([sys.executable, "-m", "harness", "gate", *case, *args, "--", "-m", "not property"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env())
+
+
+def judged(*args: str) -> subprocess.CompletedProcess[str]:
+    """``gate`` in this process, for what runs no suite: --results-in, usage errors (tests/in_process.py); the
+    selection as ``gate`` gives it (the gate compares a run's selection with the baseline's)."""
+    return run_here("gate", *args, "--", "-m", "not property")
 
 
 def _env() -> dict[str, str]:
@@ -70,13 +77,13 @@ def test_results_in_runs_nothing_so_run_options_are_refused(recorded, tmp_path):
     baseline, results = recorded
     for option in (["--sut", "x.py:f"], ["--profile", "quick"], ["--json", "x.json"], ["-n", "2"],
                    ["--repeat", "2"]):
-        done = gate("--baseline", str(baseline), "--results-in", str(results), *option)
+        done = judged("--baseline", str(baseline), "--results-in", str(results), *option)
         assert done.returncode == 2, done.stdout[-3000:]
         assert done.stdout.strip().splitlines() == [
             f"gate: usage error: {option[0]}={option[1] if option[0] == '--repeat' else repr(option[1])}"
             f": not with --results-in (the gate judges that document as it is; it runs nothing)"], done.stdout
     report = tmp_path / "judged.html"
-    done = gate("--baseline", str(baseline), "--results-in", str(results), "--report", str(report))
+    done = judged("--baseline", str(baseline), "--results-in", str(results), "--report", str(report))
     assert done.returncode == 0, done.stdout[-3000:]
     assert f"gate: HTML report of {results}: {report}" in done.stdout and "<html" in report.read_text()
 
@@ -114,7 +121,7 @@ def test_missing_case_fails(recorded, tmp_path):
     cases["w2_n4.4_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"] = cases[CASE]
     extended = tmp_path / "extended.json"
     extended.write_text(json.dumps(document))
-    done = gate("--baseline", str(extended), "--results-in", str(results))  # judge the recorded run again
+    done = judged("--baseline", str(extended), "--results-in", str(results))  # judge the recorded run again
     assert done.returncode == 1, done.stdout[-3000:]
     assert "FAIL coverage   w2_n4.4_" in done.stdout
 
@@ -125,7 +132,7 @@ def test_unusable_baseline_is_a_usage_error(tmp_path, content):
     path = tmp_path / "baseline.json"
     if content is not None:
         path.write_text(content)
-    done = gate("--baseline", str(path))
+    done = judged("--case", CASE, "--baseline", str(path))  # refused before any case runs
     assert done.returncode == 2, done.stdout[-3000:]
     assert "gate: usage error" in done.stdout
 
@@ -136,9 +143,9 @@ def test_other_environment_is_a_usage_error(recorded, tmp_path):
     document["environments"] = {"cuda:NVIDIA H100 80GB HBM3/nccl": document["environments"]["cpu/gloo"]}
     path = tmp_path / "gpu.json"
     path.write_text(json.dumps(document))
-    done = gate("--baseline", str(path), "--results-in", str(path))  # a baseline is not a results document
+    done = judged("--baseline", str(path), "--results-in", str(path))  # a baseline is not a results document
     assert done.returncode == 2
-    done = gate("--baseline", str(path), "--results-in", str(results))
+    done = judged("--baseline", str(path), "--results-in", str(results))
     assert done.returncode == 2 and "no entry for environment 'cpu/gloo'" in done.stdout
 
 
@@ -191,11 +198,8 @@ def test_collected_summary_and_gate_counts_agree(quick_run, tmp_path):
     assert sum(int(n) for n in re.findall(r"(\d+) (?:passed|failed|skipped|xfailed|xpassed|error)", final)) \
         == collected, final
     baseline = tmp_path / "baseline.json"
-    done = subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--update-baseline",
-                           "--results-in", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env=_env())
+    done = judged("--baseline", str(baseline), "--update-baseline", "--results-in", str(results))
     assert done.returncode == 0 and f": {summary['cases']} cases, 1 run(s)" in done.stdout, done.stdout
-    done = subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--results-in",
-                           str(results)], cwd=ROOT, capture_output=True, text=True, timeout=120, env=_env())
+    done = judged("--baseline", str(baseline), "--results-in", str(results))
     assert done.returncode == 0, done.stdout
     assert f"gate: cpu/gloo: {summary['cases']} cases against baseline" in done.stdout

@@ -40,7 +40,8 @@ def _torchrun(tmp: Path, *args: str, timeout: float = 240.0, nproc: int = 2) -> 
 @pytest.mark.slow
 def test_torch_sut_passes(tmp_path: Path) -> None:
     out, report = tmp_path / "launch.json", tmp_path / "launch.html"
-    proc = _torchrun(tmp_path, "--profile", "quick", "--json", str(out), "--report", str(report))
+    proc = _torchrun(tmp_path, "--profile", "quick", "--area", "dtypes,shards,errors", "--json", str(out), "--report",
+                     str(report))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     results = load_results(out)  # the same versioned document as a pytest run: the gate can read it
     assert results["environment"]["backends"] == ["gloo"] and results["environment"]["world_sizes"] == [2]
@@ -55,7 +56,7 @@ def test_torch_sut_passes(tmp_path: Path) -> None:
 def test_unsynchronised_sut_fails(tmp_path: Path) -> None:
     sut = tmp_path / "local_bn.py"
     sut.write_text(BROKEN_SUT)
-    proc = _torchrun(tmp_path, "--profile", "quick", "--sut", f"{sut}:factory")
+    proc = _torchrun(tmp_path, "--profile", "quick", "--area", "shards", "--sut", f"{sut}:factory")
     assert proc.returncode == 1, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "[FAILED ]" in proc.stdout and "rerun: torchrun" in proc.stdout
 

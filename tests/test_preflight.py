@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+from in_process import run_here
 
 ROOT = Path(__file__).resolve().parent.parent
 FAULTY = os.path.join(os.path.dirname(__file__), "suts_faulty.py")
@@ -39,9 +40,15 @@ def run(*args: str, cwd: Path = ROOT) -> tuple[subprocess.CompletedProcess[str],
     return done, time.monotonic() - start
 
 
-def refused(*args: str) -> list[str]:
-    """The stderr lines of a run that must be refused before pytest starts."""
-    done, seconds = run(*args)
+def refused(*args: str, here: bool = True) -> list[str]:
+    """The stderr lines of a run that must be refused before pytest starts: ``python -m harness run`` in a new
+    interpreter (``here=False``), or the same command in this process (tests/in_process.py: milliseconds)."""
+    if here:
+        start = time.monotonic()
+        done, seconds = run_here("run", *args), 0.0
+        seconds = time.monotonic() - start
+    else:
+        done, seconds = run(*args)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert seconds < 60, f"took {seconds:.0f} s"  # seconds (importing torch), not a suite's minutes
     assert done.stdout == "", done.stdout[-2000:]  # pytest never started
@@ -82,7 +89,7 @@ def test_output_that_is_a_directory(tmp_path):
 def test_sut_that_raises_on_import_shows_its_own_frames_only(tmp_path):
     sut = tmp_path / "my_sut.py"
     sut.write_text(RAISING_ON_IMPORT)
-    lines = refused("--sut", f"{sut}:factory", "--case", CASE)
+    lines = refused("--sut", f"{sut}:factory", "--case", CASE, here=False)  # the whole command, end to end
     assert lines[0] == (f"{PREFIX}--sut='{sut}:factory': importing {sut} raised RuntimeError: no accelerator "
                         f"configured for this SUT")
     files = [line for line in lines[1:] if line.lstrip().startswith("File ")]
