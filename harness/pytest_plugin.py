@@ -92,6 +92,7 @@ def _raw_options(config: pytest.Config) -> dict[str, Any]:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "known_deviation: a case where the SUT knowingly departs from the spec")
     config.addinivalue_line("markers", "property: hypothesis property test over generated cases")
+    config.addinivalue_line("markers", "processes: starts processes (the conformance cases start rank pools)")
     given = config.pluginmanager.get_plugin(SUITE_PLUGIN) if not _is_worker(config) else None
     try:
         if given is not None:  # a command (python -m harness run, gate) resolved and checked them already
@@ -164,6 +165,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         case = getattr(getattr(item, "callspec", None), "params", {}).get("catalogue_case")
         if case is not None:
             item.extra_keyword_matches.update(case.tags)  # pytest's -k matches them too (by substring)
+        if case is not None or item.get_closest_marker("property") is not None:
+            item.add_marker(pytest.mark.processes)  # every case runs on rank processes
     if options(config).case or options(config).area:  # exactly that case, those areas: no property tests besides
         items[:] = [item for item in items if "catalogue_case" in getattr(item, "fixturenames", ())
                     or "cases" not in item.nodeid.split("/")[0:1]]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -39,3 +41,31 @@ def h100_document() -> dict:
     """The first GPU run's results (H100, results document v1; tests/data/README.md says how it was trimmed)."""
     return json.loads(gzip.decompress(H100_RESULTS.read_bytes()))
 
+
+
+@pytest.fixture(autouse=True)
+def _processes_are_marked(request, monkeypatch):
+    """A test that starts a process (a rank pool, a pytest, torchrun or CLI subprocess) must carry the
+    ``processes`` marker, so that ``pytest -m "not processes"`` is a loop of in-process tests only: an unmarked
+    one that tries fails here, naming the marker. ``git`` and ``uname`` (a results document records the revision
+    and the platform) are allowed."""
+    if request.node.get_closest_marker("processes") is not None:
+        yield
+        return
+    import multiprocessing.process
+
+    def refuse(what: str):
+        raise AssertionError(f"this test starts a process ({what}) but is not marked: add @pytest.mark.processes "
+                             f"(tests that start processes are left out of the fast loop, -m 'not processes')")
+
+    popen_init = subprocess.Popen.__init__
+
+    def popen(self, args, *rest, **kwargs):
+        program = os.path.basename(str(args[0] if isinstance(args, (list, tuple)) else str(args).split()[0]))
+        if program not in ("git", "uname"):
+            refuse(f"{program} subprocess")
+        popen_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", lambda self: refuse("a multiprocessing process"))
+    yield

@@ -1,7 +1,7 @@
 """Functions the pool tests run inside rank processes (imported there by name: the tests directory is on sys.path).
 
 torch is imported inside the functions, not here: a pool that spawns ``slow_start_main`` imports this module while
-unpickling its target, before harness.rank_worker.main starts the heartbeat, so an import of torch here would keep
+unpickling its target, before harness.rank.worker.main starts the heartbeat, so an import of torch here would keep
 every rank silent for as long as torch takes to import (seconds on a loaded box), unlike the ranks the pools spawn.
 """
 from __future__ import annotations

@@ -14,6 +14,8 @@ from harness.pool import PoolManager
 from harness.kinds import RunConfig
 from harness.spec import ModuleSpec
 
+pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 SUTS = Path(__file__).resolve().parent / "suts_declared.py"
 MOMENTUM_NONE = ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(3, 2), momentum=None, steps=2)

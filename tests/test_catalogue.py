@@ -24,6 +24,7 @@ def _collected(*args: str) -> list[str]:
     return [line.split("[", 1)[1].rstrip("]") for line in done.stdout.splitlines() if "::test_case[" in line]
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("profile", ["quick", "default"])
 def test_every_case_of_the_profile_is_collected_once(profile):
     ids = _collected("--profile", profile)
@@ -33,6 +34,7 @@ def test_every_case_of_the_profile_is_collected_once(profile):
     assert set(AREAS) | {"ops", "models"} <= collected_areas, set(AREAS) - collected_areas
 
 
+@pytest.mark.processes
 def test_an_area_is_selected_by_its_exact_name():
     assert set(_collected("--profile", "quick", "--area", "eps,ops")) == {
         c.id for c in module_cases("quick", "eps") + op_cases("quick")}
@@ -56,6 +58,7 @@ def test_every_id_parses_back_to_its_case(profile, device):
         assert kind_for_id(case.id).name in {k.name for k in KINDS}
 
 
+@pytest.mark.processes
 def test_a_model_case_reruns_through_the_main_job(tmp_path):
     case = "model_w2_n4.4_k3_float32_m0.1_s0_cpu"
     out = tmp_path / "model.json"

@@ -32,6 +32,7 @@ def test_main_job_refuses_cuda_from_the_environment(capsys, monkeypatch):
 
 
 @NO_CUDA
+@pytest.mark.processes
 def test_pytest_skips_cuda_cases_with_the_reason():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "cases/test_catalogue.py", "-k", "dtypes", "--device", "cuda",

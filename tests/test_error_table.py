@@ -8,12 +8,16 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import gpu_error_table  # noqa: E402
 
 from harness.tolerances import YARDSTICK_CAP_REL  # noqa: E402
+
+pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
 
 
 def test_error_table_on_cpu(tmp_path: Path) -> None:

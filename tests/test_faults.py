@@ -19,6 +19,8 @@ from harness.pool import PoolManager, RankPool
 from harness.kinds import RunConfig
 from harness.spec import ModuleSpec
 
+pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
+
 FAULTY = os.path.join(os.path.dirname(__file__), "suts_faulty.py")
 SPEC = ModuleSpec(shard_sizes=(3, 2), channels=2, steps=1)
 

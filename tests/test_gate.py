@@ -66,6 +66,7 @@ def baseline(recorded) -> Path:
     return recorded[0]
 
 
+@pytest.mark.processes
 def test_same_implementation_passes(baseline):
     done = gate("--baseline", str(baseline))
     assert done.returncode == 0, done.stdout[-3000:]
@@ -73,6 +74,7 @@ def test_same_implementation_passes(baseline):
     assert "syncbn-gate-" not in done.stdout  # no path into the temporary directory the gate deletes
 
 
+@pytest.mark.processes
 def test_results_in_runs_nothing_so_run_options_are_refused(recorded, tmp_path):
     baseline, results = recorded
     for option in (["--sut", "x.py:f"], ["--profile", "quick"], ["--json", "x.json"], ["-n", "2"],
@@ -103,6 +105,7 @@ def test_help_says_what_results_in_ignores():
     assert "an incomplete run is refused (exit 3)" in helps["update_baseline"]
 
 
+@pytest.mark.processes
 def test_larger_error_within_tolerance_fails(baseline, tmp_path):
     sut = tmp_path / "perturbed.py"
     sut.write_text(PERTURBED_SUT)
@@ -114,6 +117,7 @@ def test_larger_error_within_tolerance_fails(baseline, tmp_path):
     assert case["outcome"] == "passed"  # every comparison within its tolerance: only the gate sees it
 
 
+@pytest.mark.processes
 def test_missing_case_fails(recorded, tmp_path):
     baseline, results = recorded
     document = json.loads(baseline.read_text())
@@ -137,6 +141,7 @@ def test_unusable_baseline_is_a_usage_error(tmp_path, content):
     assert "gate: usage error" in done.stdout
 
 
+@pytest.mark.processes
 def test_other_environment_is_a_usage_error(recorded, tmp_path):
     baseline, results = recorded
     document = json.loads(baseline.read_text())
@@ -188,6 +193,7 @@ def quick_run(tmp_path_factory) -> tuple[Path, int, str]:
     return results, count, done.stdout
 
 
+@pytest.mark.processes
 def test_collected_summary_and_gate_counts_agree(quick_run, tmp_path):
     results, collected, output = quick_run
     document = json.loads(results.read_text())

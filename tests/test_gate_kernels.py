@@ -13,8 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "w2_n3.2_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
+pytestmark = pytest.mark.processes  # every test here starts subprocesses
 FAITHFUL = '''
 from harness import cpu_kernels
 

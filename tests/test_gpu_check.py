@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

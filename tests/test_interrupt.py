@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from in_process import run_here
 
+pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
+
 ROOT = Path(__file__).resolve().parent.parent
 CASES_BEFORE_INTERRUPT = 10
 

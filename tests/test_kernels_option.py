@@ -29,6 +29,7 @@ def _kernels(tmp_path, name: str, body: str) -> str:
     return str(path)
 
 
+@pytest.mark.processes
 def test_a_faithful_substitute_passes(tmp_path, manager):
     path = _kernels(tmp_path, "same_elemt", """
         from harness import cpu_kernels
@@ -41,6 +42,7 @@ def test_a_faithful_substitute_passes(tmp_path, manager):
     assert run_case(OpSpec(op="batch_norm_elemt", shard_sizes=(3, 2), channels=4, spatial=(5,)), config).passed
 
 
+@pytest.mark.processes
 def test_a_kernel_off_by_one_ulp_per_thousand_fails_module_and_op_cases(tmp_path, manager):
     path = _kernels(tmp_path, "bad_elemt", """
         from harness import cpu_kernels
@@ -61,6 +63,7 @@ def test_a_kernel_off_by_one_ulp_per_thousand_fails_module_and_op_cases(tmp_path
     assert not run_case(MODULE_CASE, config).passed
 
 
+@pytest.mark.processes
 def test_a_backward_kernel_that_ignores_the_global_sums_fails(tmp_path, manager):
     path = _kernels(tmp_path, "bad_backward", """
         from harness import cpu_kernels

@@ -10,6 +10,8 @@ import pytest
 
 from reports.results import load_results
 
+pytestmark = pytest.mark.processes  # every test here starts torchrun
+
 ROOT = Path(__file__).resolve().parent.parent
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 BROKEN_SUT = '''

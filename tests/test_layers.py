@@ -22,12 +22,14 @@ def _lint(where: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=where, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.processes
 def test_the_layer_contracts_are_kept():
     done = _lint(ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
 
 
+@pytest.mark.processes
 def test_an_upward_import_breaks_a_contract(tmp_path):
     for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))

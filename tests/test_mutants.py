@@ -8,6 +8,8 @@ from harness.kinds import run_case
 from harness.kinds import RunConfig
 from harness.spec import ModuleSpec
 
+pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
+
 # A small fixed subset: uneven shards with momentum None, an empty shard, eval after training.
 SUBSET = [
     ModuleSpec(shard_sizes=(3, 1, 2), channels=3, spatial=(3, 2), momentum=None, steps=3, eval_steps=1),

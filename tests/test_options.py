@@ -58,6 +58,7 @@ def test_the_three_entry_points_resolve_to_the_same_options():
             from_cli.strict_features) == ("quick", 7.0, "gloo", 30.0, True)
 
 
+@pytest.mark.processes
 def test_pytest_reports_the_same_resolved_options():
     done = subprocess.run([sys.executable, "-m", "pytest", "--co", "cases/test_catalogue.py", "-p", "no:cacheprovider",
                            "-k", "no_such_case"], cwd=ROOT, capture_output=True, text=True, timeout=120,

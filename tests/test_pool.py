@@ -16,6 +16,8 @@ from harness.kinds import run_case
 from harness.kinds import RunConfig
 from harness.spec import ModuleSpec
 
+pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAULTY = os.path.join(os.path.dirname(__file__), "suts_faulty.py")
 

@@ -86,6 +86,7 @@ def test_output_that_is_a_directory(tmp_path):
         f"{PREFIX}--report={str(tmp_path)!r}: is a directory; give a file path"]
 
 
+@pytest.mark.processes
 def test_sut_that_raises_on_import_shows_its_own_frames_only(tmp_path):
     sut = tmp_path / "my_sut.py"
     sut.write_text(RAISING_ON_IMPORT)
@@ -121,6 +122,7 @@ def test_sut_that_cannot_be_found(tmp_path, spec, rule):
     assert refused("--sut", spec, "--case", CASE) == [f"{PREFIX}--sut={spec!r}: {rule}"]
 
 
+@pytest.mark.processes
 def test_factory_that_needs_a_process_group_is_checked_in_the_ranks(tmp_path):
     """The controller cannot call it without a process group, so the ranks find the broken contract: one clear
     error per rank instead of "'int' object has no attribute 'weight'"."""
@@ -133,6 +135,7 @@ def test_factory_that_needs_a_process_group_is_checked_in_the_ranks(tmp_path):
     assert "has no attribute 'weight'" not in done.stdout
 
 
+@pytest.mark.processes
 def test_plain_pytest_reports_the_same_problem_as_a_usage_error(tmp_path):
     sut = tmp_path / "my_sut.py"
     sut.write_text(RAISING_ON_IMPORT)

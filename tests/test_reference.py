@@ -496,6 +496,7 @@ def test_op_level_gather_matches_module_level(momentum):
 
 # --------------------------------------------------------------------------------------------------- validation
 
+@pytest.mark.processes
 def test_reference_does_not_import_torch():
     code = "import sys, reference; assert 'torch' not in sys.modules, 'reference imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

@@ -115,6 +115,7 @@ def test_results_record_the_failure(raising_run):
     assert env["backends"] == ["gloo"] and env["torch"] and env["harness_revision"]
 
 
+@pytest.mark.processes
 def test_rerun_command_in_the_report_reruns_the_case(raising_run):
     text, _, tmp = raising_run
     (command,) = set(parse(text).commands)
@@ -185,6 +186,7 @@ def test_load_rejects_bad_documents(tmp_path, content, message):
         load_results(path)
 
 
+@pytest.mark.processes
 def test_xdist_results_are_merged(tmp_path):
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "pytest", "cases/test_catalogue.py", "-k", "eps", "--profile",
@@ -213,6 +215,7 @@ def test_summary_counts_known_deviation_failures_apart():
             f'deviations') in render_html(document)
 
 
+@pytest.mark.processes
 def test_property_tests_are_summarised(tmp_path):
     out, html = tmp_path / "results.json", tmp_path / "report.html"
     done = subprocess.run([sys.executable, "-m", "pytest", "cases/test_property.py::test_generated_half_case",

@@ -1,6 +1,8 @@
 """``python -m harness selftest``: reports each mutant as caught (by which case and quantity) and the catch rate."""
 from __future__ import annotations
 
+import pytest
+
 import re
 
 import numpy as np
@@ -14,6 +16,7 @@ from harness.spec import ModuleSpec
 from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
 
 
+@pytest.mark.processes
 def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys):
     """The quick selftest, in CI: every mutant of the catalogue caught, no false failure of a correct SyncBN."""
     # 5 s: a case takes well under a second, and the mutant that deadlocks is caught by its hang (harness.mutants)
@@ -32,6 +35,7 @@ def test_selftest_rejects_unknown_names(capsys):
     assert "unknown name" in capsys.readouterr().out
 
 
+@pytest.mark.processes
 def test_a_correct_implementation_is_not_caught():
     cases = [ModuleSpec(shard_sizes=(3, 0, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)]
     outcome = run_mutant("allreduce_syncbn", cases, correct=False, case_timeout=30.0)

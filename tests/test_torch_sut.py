@@ -195,6 +195,7 @@ def _spawn(fn, args, nprocs, timeout_s):
             pytest.fail(f"{nprocs} spawned ranks did not finish within {timeout_s} s")
 
 
+@pytest.mark.processes
 def test_two_ranks_match_single_process_batch_norm(tmp_path):
     world_size = 2
     _spawn(_e2e_rank, (world_size, str(tmp_path / "store2"), str(tmp_path)), world_size, timeout_s=120)
