@@ -64,6 +64,13 @@ def short_stall(monkeypatch):
 def test_rank_stopped_while_the_pool_starts_is_named_within_the_stall_limit(monkeypatch):
     stall = 10.0  # the rank that is not stopped must start within it (a spawned rank: seconds on a loaded box)
     monkeypatch.setattr(harness.pool, "STALL_S", stall)
+    # Rank 1 is held before it starts (a forked rank is ready in well under a second, before a SIGSTOP from here
+    # could reach it), then stopped there: it never reaches the process group.
+    import rank_probes
+
+    monkeypatch.setattr(harness.rank.worker, "main", rank_probes.slow_start_main)
+    monkeypatch.setenv("SYNCBN_TEST_SLOW_RANK", "1")
+    monkeypatch.setenv("SYNCBN_TEST_SLOW_S", "60")
     outcome: dict[str, object] = {}
 
     def start() -> None:
@@ -79,7 +86,7 @@ def test_rank_stopped_while_the_pool_starts_is_named_within_the_stall_limit(monk
     pid = None
     try:
         pid = _rank_process(1).pid
-        os.kill(pid, signal.SIGSTOP)  # before it could be ready: a spawned rank takes about a second to start
+        os.kill(pid, signal.SIGSTOP)  # while it is held, before it could be ready
         thread.join(timeout=60)
         assert not thread.is_alive()
     finally:
