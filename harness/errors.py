@@ -20,15 +20,17 @@ class RankFailure(RuntimeError):
 
     def __init__(self, message: str, *, rank: int | None, kind: str, traceback: str = "",
                  partial: dict[int, object] | None = None, stalled: tuple[int, ...] = (),
-                 waiting: tuple[int, ...] = (), crashed: tuple[int, ...] = ()) -> None:
+                 waiting: tuple[int, ...] = (), crashed: tuple[int, ...] = (),
+                 collectives: dict[int, object] | None = None) -> None:
         super().__init__(message)
         self.rank = rank
-        self.kind = kind  # "raised", "crashed", "timeout", "start"
+        self.kind = kind  # "raised", "crashed", "timeout", "start", "deadlock" (proved by the collective audit)
         self.traceback = traceback
         self.partial = partial or {}  # the values of the ranks that did answer, by rank
         self.stalled = stalled  # ranks that stopped answering (no heartbeat)
         self.waiting = waiting  # ranks alive but not done (waiting on the others)
         self.crashed = crashed
+        self.collectives = collectives or {}  # rank -> its collective audit state (harness.collectives.snapshot)
 
 
 @dataclass

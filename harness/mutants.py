@@ -3,7 +3,9 @@
 Every name in ``CORRECT`` and ``MUTANTS`` is a factory obeying the SUT contract (harness.sut), usable as
 ``--sut harness.mutants:<name>``. The correct ones are harness.reference_suts' (no code shared with PyTorch's
 kernels). Each mutant is a small subclass of one of them overriding one hook, so its bug is the only difference;
-``MUTANTS`` maps each name to its bug class, ``HANGING`` names those that deadlock by design.
+``MUTANTS`` maps each name to its bug class, ``HANGING`` names those that deadlock by design (the collective audit
+catches them in seconds: harness.collectives.deadlock); ``COSTLIER`` names correct ones that only cost more
+communication than torch's SyncBatchNorm (reported, never failed).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch.distributed as dist
 
 from .reference_suts import F64, AllReduceSyncBN, GatherSyncBN, dims
 
-__all__ = ["CORRECT", "MUTANTS", "HANGING"]
+__all__ = ["CORRECT", "MUTANTS", "HANGING", "COSTLIER"]
 
 
 # -- mutants: one bug each ----------------------------------------------------------------------------------------
@@ -118,6 +120,23 @@ class EmptySkipsCollective(AllReduceSyncBN):
 
     def _reduce_backward(self, sum_dy, sum_dy_xmu, sync):
         return super()._reduce_backward(sum_dy, sum_dy_xmu, sync and not getattr(self, "_empty", False))
+
+
+class HalfGather(GatherSyncBN):
+    """(count, mean, M2) and the backward sums all-gathered in float16 (half the bytes): every exchanged value is
+    rounded to 11 significant bits (and a count or M2 above 65504 becomes inf)."""
+
+    def _gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [t.to(F64) for t in super()._gather(tensor.to(torch.float16))]
+
+
+class ExtraCollective(GatherSyncBN):
+    """Correct, but costlier: an all_reduce of the local count in every training forward, on top of the
+    all_gathers, whose result is never used (one collective per step more than torch's SyncBatchNorm)."""
+
+    def _combine(self, count, mean, m2):
+        dist.all_reduce(count.clone(), group=self._group())
+        return super()._combine(count, mean, m2)
 
 
 class ChannelsLastAsContiguous(AllReduceSyncBN):
@@ -304,6 +323,7 @@ _MUTANT_CLASSES = {
     "eval_local_synced": (EvalLocalSynced, "eval without running stats synchronises"),
     "empty_counts_one": (EmptyCountsOne, "empty shard contributes mean 0 with count 1"),
     "empty_skips_collective": (EmptySkipsCollective, "empty shard skips the collective (deadlock)"),
+    "half_gather": (HalfGather, "statistics all-gathered in float16"),
     "channels_last_as_contiguous": (ChannelsLastAsContiguous, "channels_last memory read as contiguous"),
     "ignores_process_group": (IgnoresProcessGroup, "process group ignored (uses WORLD)"),
     "param_grads_reduced": (ParamGradsReduced, "parameter gradients all-reduced (reduced twice)"),
@@ -321,6 +341,9 @@ _MUTANT_CLASSES = {
 }
 MUTANTS = {name: bug for name, (_, bug) in _MUTANT_CLASSES.items()}
 HANGING = ("empty_skips_collective",)
-for _name, (_cls, _bug) in _MUTANT_CLASSES.items():
+# Costlier, not wrong: the suite must pass each, and report that it issues more collectives than torch's SyncBN.
+_COSTLIER_CLASSES = {"extra_collective": (ExtraCollective, "an extra all_reduce per training step")}
+COSTLIER = {name: what for name, (_, what) in _COSTLIER_CLASSES.items()}
+for _name, (_cls, _bug) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES}.items():
     globals()[_name] = _factory(_cls)
-__all__ += [*CORRECT, *MUTANTS]
+__all__ += [*CORRECT, *MUTANTS, *COSTLIER]

@@ -27,6 +27,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
+from . import collectives
 from .errors import HarnessError, RankFailure
 
 __all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend", "HEARTBEAT_S", "STALL_S", "SILENT_S"]
@@ -109,6 +110,7 @@ class RankPool:
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._positions: dict[int, tuple[str, str]] = {}
+        self._audits: dict[int, Any] = {}  # rank -> its collective audit state (harness.collectives.snapshot)
         self._heard: dict[int, float] = {}
         self._busy = True  # a call (or the start) is under way: close() kills rather than asks
         from .rank import worker as rank_worker
@@ -177,9 +179,16 @@ class RankPool:
             self._heard[rank] = time.monotonic()
             if name == "beat":
                 self._positions[rank] = tuple(payload["position"])
+                if "collectives" in payload:
+                    self._audits[rank] = payload["collectives"]
                 continue
             return name, payload
         return None
+
+    @staticmethod
+    def _finished_audits(replies: dict[int, tuple[str, dict]]) -> dict[int, Any]:
+        """The final collective audit state of every rank that returned or raised (None: no audit ran)."""
+        return {r: payload.get("collectives") for r, (name, payload) in replies.items() if name in ("result", "error")}
 
     def _gather(self, expected: str, *, timeout: float, what: str, is_failure: Callable[[Any], bool] | None = None,
                 nominal_timeout: float | None = None, starting: bool = False) -> list[Any]:
@@ -190,6 +199,8 @@ class RankPool:
         pending = dict(enumerate(self._conns))
         self._heard = {rank: start for rank in pending}  # a busy rank beats; silence counts from now
         self._positions = {}  # where each rank got in this call (a rank not heard from has none)
+        self._audits = {}  # which collectives each rank issued in this call, and the one it is inside
+        proof: tuple[str, int] | None = None
 
         def failed(rank: int, quick: bool) -> None:
             nonlocal first_error, deadline
@@ -224,8 +235,14 @@ class RankPool:
                     replies[rank] = ("stalled", {"silent_s": now - self._heard[rank]})
                     del pending[rank]
                     failed(rank, quick=True)
+            if pending and any("collectives" in payload for _, payload in replies.values()):
+                proof = collectives.deadlock(self._finished_audits(replies), {r: self._audits.get(r) for r in pending})
+                if proof is not None:  # ranks wait in a collective a finished member never entered: no use waiting
+                    break
         self._busy = False
         now = time.monotonic()
+        finished_audits = self._finished_audits(replies)
+        live_audits = {r: self._audits.get(r) for r in range(self.world_size) if r not in finished_audits}
         crashed = sorted(r for r, (name, _) in replies.items() if name == "crashed")
         stalled = sorted(r for r, (name, _) in replies.items() if name == "stalled")
         raised = [r for r, (name, _) in replies.items() if name == "error"]
@@ -245,7 +262,11 @@ class RankPool:
             self._busy = True
             self.close()
         context = dict(partial=partial, stalled=tuple(stalled or silent), waiting=tuple(waiting),
-                       crashed=tuple(crashed))
+                       crashed=tuple(crashed), collectives={**finished_audits, **live_audits})
+        if proof is not None and not (crashed or stalled or raised):
+            raise RankFailure(f"{proof[0]}; rank(s) {hung} had not returned and were stopped at once (not after the "
+                              "case timeout); the pool was restarted", rank=proof[1], kind="deadlock", **context)
+        in_collective, absent = collectives.waiting_text(finished_audits, live_audits, hung, positions)
 
         def silence(r: int, seconds: float) -> str:
             if positions[r] is None:
@@ -254,6 +275,7 @@ class RankPool:
 
         waiting_text = (f"; rank(s) {waiting} were alive and waiting (at "
                         + ", ".join(f"rank {r}: {_where(positions[r])}" for r in waiting) + ")") if waiting else ""
+        waiting_text += f"; {in_collective}" if in_collective else ""
         silent_text = (f"; rank(s) {silent} stopped answering too ("
                        + ", ".join(silence(r, silent_s[r]) for r in silent) + ")") if silent else ""
         restarted = "; the pool was restarted" if (crashed or stalled or hung) else ""
@@ -287,6 +309,8 @@ class RankPool:
         if waiting:
             parts.append(f"rank(s) {waiting} alive and waiting (at " + ", ".join(
                 f"rank {r}: {_where(positions[r])}" for r in waiting) + ")")
+        if in_collective:
+            parts.append(in_collective)
         if starting:
             if answered:
                 parts.append(f"rank(s) {answered} were ready")
@@ -297,7 +321,7 @@ class RankPool:
                 "waiting"))
         elif not silent:
             parts.append("every rank is alive: a deadlock, or too slow for --case-timeout")
-        single = silent if silent else hung
+        single = silent if silent else (absent or hung)  # the rank the others wait for, when the audit names it
         raise RankFailure("; ".join(parts) + restarted, rank=single[0] if len(single) == 1 else None,
                           kind="start" if starting else "timeout", **context)
 

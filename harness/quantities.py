@@ -112,7 +112,17 @@ _MODEL = (
              computed_from={"step": (("parameter", SAME), ("buffer", SAME))}),
 )
 
-QUANTITIES: dict[str, Quantity] = {q.name: q for q in (*MODULE_QUANTITIES, *_OP_LEVEL, *_OP_CHECKS, *_MODEL)}
+# The collective audit's exact checks (harness.collectives), module and model kinds: not read from a rank's result
+# like the quantities above, but from the log of what the ranks said to each other.
+_COLLECTIVES = (
+    Quantity("collectives.sequence", "the ranks of a group issue the same collectives (op, dtype, shape) in the same "
+             "order at every phase", "none", scope="pair", exact=True, phases=("train", "eval", "step")),
+    Quantity("collectives.precision", "statistics and backward sums travel in at least float32 (float64 for float64 "
+             "input)", "none", exact=True, phases=("train", "eval", "step")),
+)
+
+QUANTITIES: dict[str, Quantity] = {q.name: q for q in (*MODULE_QUANTITIES, *_OP_LEVEL, *_OP_CHECKS, *_MODEL,
+                                                        *_COLLECTIVES)}
 
 
 def quantity(name: str) -> Quantity:

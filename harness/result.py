@@ -13,15 +13,16 @@ from .compare import Comparison
 __all__ = ["CaseResult", "Failure", "FAILURE_KINDS"]
 
 # Failure kinds, in the order a reader needs them: the cause before its consequences.
-FAILURE_KINDS = ("crashed", "stalled", "raised", "wrong_error", "missing_error", "hung", "missing_result",
-                 "harness", "unsupported", "peer")
+FAILURE_KINDS = ("crashed", "stalled", "raised", "wrong_error", "missing_error", "collectives", "hung",
+                 "missing_result", "harness", "unsupported", "peer")
 
 
 @dataclass
 class Failure:
     """A failure that is not a numeric comparison. ``kind``: crashed (the process died), stalled (stopped
     answering), raised (an exception the specification does not require), wrong_error / missing_error (a
-    required error not raised as required), hung (waited past the case timeout, alive), missing_result, harness
+    required error not raised as required), collectives (ranks waited in a collective a member of their group never
+    entered: harness.collectives.deadlock), hung (waited past the case timeout, alive), missing_result, harness
     (the harness itself broke), unsupported (declared by the SUT), peer (a rank failing because another one did:
     connection closed by a crashed peer)."""
 
@@ -51,6 +52,9 @@ class CaseResult:
     rerun: str = ""
     unsupported: str = ""  # the SUT's reason, when it declared the case unsupported (harness.sut.Unsupported)
     deviation: Any = None  # a quantity-scoped known deviation covering this case (harness.deviations), if any
+    # What the ranks said to each other (harness.collectives.cost: per training step against torch's, and every
+    # rank's log), None when no audit ran; a passing case's record keeps the numbers, not the log.
+    collectives: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -60,9 +64,12 @@ class CaseResult:
 
     def record(self) -> dict[str, Any]:
         """The harness's part of a results record (reports.results adds the outcome and where it ran)."""
-        return {"harness_passed": self.passed, "comparisons": [c.record() for c in self.comparisons],
-                "failures": [f.record() for f in self.failures], "duration_s": self.duration_s,
-                "rerun": self.rerun, "unsupported": self.unsupported}
+        record = {"harness_passed": self.passed, "comparisons": [c.record() for c in self.comparisons],
+                  "failures": [f.record() for f in self.failures], "duration_s": self.duration_s,
+                  "rerun": self.rerun, "unsupported": self.unsupported}
+        if self.collectives is not None:
+            record["collectives"] = {k: v for k, v in self.collectives.items() if k != "log" or not self.passed}
+        return record
 
     def report(self) -> str:
         """The console message of a failed case: root causes first, knock-ons folded under them, the rerun line

@@ -1,8 +1,11 @@
 """``python -m harness selftest``: the suite against deliberately broken SyncBNs (harness.mutants).
 
 Each mutant runs the profile's module cases, cheap discriminating ones first, until its first failing case (the
-mutant is then *caught*, by that case and quantity); each correct implementation runs every case and must pass all.
-Exit 0 only if every mutant is caught and no correct implementation fails a case; 1 otherwise; 2 usage error.
+mutant is then *caught*, by that case and quantity); each correct implementation runs every case and must pass all;
+each costlier one (correct, but more communication than torch's SyncBatchNorm) runs until the first case that
+reports more collectives per training step than torch's, which it must pass (*reported*, not failed).
+Exit 0 only if every mutant is caught, every costlier one reported and no correct implementation fails a case; 1
+otherwise; 2 usage error.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ from .result import CaseResult
 from .spec import ModuleSpec
 from .verdict import label, roots_and_knock_ons
 
-__all__ = ["add_arguments", "main", "ordered_cases", "first_failure", "MutantOutcome", "run_mutant"]
+__all__ = ["add_arguments", "main", "ordered_cases", "first_failure", "MutantOutcome", "run_mutant",
+           "costlier_than_torch"]
 
 _SUT_PREFIX = "harness.mutants:"
 
@@ -49,18 +53,31 @@ class MutantOutcome:
     cases_run: int
     failed: list[CaseResult]
     duration_s: float
+    costlier: bool = False  # correct but costlier: must pass, and be reported as costlier than torch's
+    reported: CaseResult | None = None  # the case that reported it costlier
 
     @property
     def ok(self) -> bool:
+        if self.costlier:
+            return not self.failed and self.reported is not None
         return not self.failed if self.correct else bool(self.failed)
 
 
+def costlier_than_torch(result: CaseResult) -> bool:
+    """The case's ranks issued more collectives per training step than torch's SyncBatchNorm would."""
+    cost = result.collectives or {}
+    return cost.get("per_step") is not None and cost.get("torch_per_step") is not None \
+        and cost["per_step"] > cost["torch_per_step"]
+
+
 def run_mutant(name: str, cases: list[ModuleSpec], *, correct: bool, case_timeout: float,
-               description: str = "") -> MutantOutcome:
-    """Run ``cases`` against ``harness.mutants:<name>``: a mutant stops at its first failing case."""
+               description: str = "", costlier: bool = False) -> MutantOutcome:
+    """Run ``cases`` against ``harness.mutants:<name>``: a mutant stops at its first failing case, a costlier
+    implementation at its first case reported costlier than torch's SyncBatchNorm (or failed)."""
     config = RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout)
     start = time.monotonic()
     failed: list[CaseResult] = []
+    reported = None
     run = 0
     for case in cases:
         result = run_case(case, config)
@@ -69,7 +86,11 @@ def run_mutant(name: str, cases: list[ModuleSpec], *, correct: bool, case_timeou
             failed.append(result)
             if not correct:
                 break
-    return MutantOutcome(name, description, correct, run, failed, time.monotonic() - start)
+        elif costlier and costlier_than_torch(result):
+            reported = result
+        if costlier and (failed or reported):
+            break
+    return MutantOutcome(name, description, correct, run, failed, time.monotonic() - start, costlier, reported)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +106,7 @@ def main(args: argparse.Namespace) -> int:
 
     options = resolve({"profile": args.profile, "case_timeout": args.case_timeout})
 
-    known = {**mutants.CORRECT, **mutants.MUTANTS}
+    known = {**mutants.CORRECT, **mutants.MUTANTS, **mutants.COSTLIER}
     names = list(known) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -95,14 +116,15 @@ def main(args: argparse.Namespace) -> int:
     print(f"selftest: profile {options.profile}, {len(cases)} module cases, case timeout {options.case_timeout:g} s")
     outcomes: list[MutantOutcome] = []
     for name in names:  # the rank pools stay up between mutants (closed at exit)
-        correct = name in mutants.CORRECT
-        outcome = run_mutant(name, cases, correct=correct, case_timeout=options.case_timeout,
-                             description=known[name])
+        costlier = name in mutants.COSTLIER
+        outcome = run_mutant(name, cases, correct=costlier or name in mutants.CORRECT,
+                             case_timeout=options.case_timeout, description=known[name], costlier=costlier)
         outcomes.append(outcome)
         print(_line(outcome), flush=True)
     mutant_outcomes = [o for o in outcomes if not o.correct]
     caught = sum(o.ok for o in mutant_outcomes)
-    correct_failed = [o.name for o in outcomes if o.correct and not o.ok]
+    correct_failed = [o.name for o in outcomes if o.correct and not o.costlier and not o.ok]
+    unreported = [o.name for o in outcomes if o.costlier and not o.ok]
     if mutant_outcomes:
         print(f"catch rate: {caught}/{len(mutant_outcomes)} mutants caught "
               f"({100.0 * caught / len(mutant_outcomes):.0f}%)")
@@ -111,11 +133,24 @@ def main(args: argparse.Namespace) -> int:
         print(f"MISSED: {', '.join(missed)}")
     if correct_failed:
         print(f"CORRECT IMPLEMENTATIONS FAILED: {', '.join(correct_failed)}")
-    return 0 if not missed and not correct_failed else 1
+    if unreported:
+        print(f"COSTLIER IMPLEMENTATIONS FAILED OR NOT REPORTED: {', '.join(unreported)}")
+    return 0 if not (missed or correct_failed or unreported) else 1
 
 
 def _line(outcome: MutantOutcome) -> str:
     timing = f"[{outcome.cases_run} cases, {outcome.duration_s:.1f} s]"
+    if outcome.costlier:
+        if outcome.ok:
+            cost = outcome.reported.collectives
+            return (f"REPORTED {outcome.name} ({outcome.description}): passed case {outcome.reported.spec.id}, "
+                    f"{cost['per_step']:g} collectives per training step where torch's SyncBatchNorm issues "
+                    f"{cost['torch_per_step']:g} {timing}")
+        if outcome.failed:
+            first = outcome.failed[0]
+            return (f"FAIL    {outcome.name}: costlier but correct implementation failed case {first.spec.id}: "
+                    f"{first_failure(first)} {timing}")
+        return f"MISSED  {outcome.name} ({outcome.description}): never reported costlier than torch's {timing}"
     if outcome.correct:
         if outcome.ok:
             return f"PASS    {outcome.name}: correct implementation passed all cases {timing}"

@@ -31,7 +31,7 @@ __all__ = ["describe", "where", "CLASSES", "CLASS_TITLES", "failure_class", "sev
            "exact_statement", "scaled_text", "case_class", "case_severity_key", "case_headline",
            "failed_cases_by_class", "verdict_of", "incomplete_text", "run_counts", "deviation_summary",
            "is_yardstick_suspect", "YARDSTICK_SUSPECT", "plural", "number", "failure_kind",
-           "phase_kind"]
+           "phase_kind", "root_detail"]
 
 # Failure classes, most telling first (the report's groups).
 CLASSES = ("rank failure", "NaN/inf", "dtype", "exact check", "numeric")
@@ -332,9 +332,10 @@ def failure_kind(failure: Any) -> str:
 
 
 def _failure_class(failure: Any) -> str:
-    """A failure that is not a comparison: a required error not raised is an exact check, the rest rank failures
-    (a rank raised, crashed, hung, or the harness could not run the case)."""
-    return "exact check" if failure_kind(failure) in ("missing_error", "wrong_error") else "rank failure"
+    """A failure that is not a comparison: a required error not raised and ranks that disagree on their collectives
+    are exact checks, the rest rank failures (a rank raised, crashed, hung, or the harness could not run the case)."""
+    return "exact check" if failure_kind(failure) in ("missing_error", "wrong_error", "collectives") \
+        else "rank failure"
 
 
 def case_class(case: dict[str, Any]) -> str:
@@ -352,7 +353,7 @@ def case_severity_key(case: dict[str, Any]) -> tuple[int, float, str]:
     return CLASSES.index(cls), -(value if not math.isnan(value) else 0.0), case.get("id", "")
 
 
-def _root_detail(c: dict[str, Any]) -> str:
+def root_detail(c: dict[str, Any]) -> str:
     """One root failure in a line: an exact check's statement; a number's error as a fraction of its magnitude
     and against its tolerance."""
     if is_exact(c):
@@ -381,7 +382,7 @@ def case_headline(case: dict[str, Any]) -> str:
         if groups:
             extra.append(f"{len(groups)} failing quantit{'y' if len(groups) == 1 else 'ies'}")
     elif groups:
-        first = _root_detail(groups[0][0])
+        first = root_detail(groups[0][0])
         if len(groups[0]) > 1:
             extra.append(f"also at {_compact(groups[0][1:])}")
         if len(groups) > 1:

@@ -132,16 +132,34 @@ def test_ranks_exit_when_the_controller_is_killed(tmp_path):
 
 
 # -- through run_case: a faulty SUT becomes a failed case, and the next case still runs ----------------------------
-def test_sut_deadlocking_on_empty_shard_fails_the_case_after_the_timeout(manager):
+def test_sut_deadlocking_on_empty_shard_is_named_in_seconds_not_after_the_timeout(manager):
+    """The rank with the empty shard skips the layer and returns; the collective audit proves that rank 0 waits in a
+    collective rank 1 never entered: the case fails at once, naming both and the collective."""
     spec = ModuleSpec(shard_sizes=(3, 0), channels=2, steps=1)
-    config = RunConfig.of(sut=f"{FAULTY}:deadlock_on_empty", case_timeout=3.0, manager=manager)
+    config = RunConfig.of(sut=f"{FAULTY}:deadlock_on_empty", case_timeout=60.0, manager=manager)
     start = time.monotonic()
     result = run_case(spec, config)
-    assert not result.passed and time.monotonic() - start < 20
-    report = result.report()
-    assert "did not finish" in report and "[0]" in report and "--case" in report, report
+    assert not result.passed and time.monotonic() - start < 10
+    (failure,) = result.failures
+    assert failure.kind == "collectives" and failure.rank == 1 and failure.phase == "train0", failure
+    assert failure.message.startswith("collective mismatch: rank 1 never entered all_gather float32 [5] #0 of group "
+                                      "0,1 at train0 (forward) that rank 0 waits in (rank 1 finished after issuing 0 "
+                                      "collectives on that group)"), failure.message
+    assert result.collectives["log"] == {"1": []} and result.collectives["inside"]["0"]["op"] == "all_gather"
+    assert "--case" in result.report()
     healthy = run_case(ModuleSpec(shard_sizes=(3, 2), channels=2, steps=1), RunConfig.of(manager=manager))
     assert healthy.passed, healthy.report()
+
+
+def test_a_hang_names_the_rank_that_did_not_enter_the_collective(manager):
+    """Rank 1 sleeps before the layer's first collective, rank 0 waits in it: when the case times out, the report
+    says which collective rank 0 waits in and that rank 1, not in a collective, never entered it."""
+    spec = ModuleSpec(shard_sizes=(3, 2), channels=2, steps=1)
+    result = run_case(spec, RunConfig.of(sut=f"{FAULTY}:sleep_on_rank1", case_timeout=3.0, manager=manager))
+    (failure,) = result.failures
+    assert failure.kind == "hung" and failure.rank == 1, failure
+    assert ("rank 0 waits in all_gather float32 [5] #0 of group 0,1 at train0 (forward), which rank 1 (at train0 "
+            "(forward), not in a collective, 0 collectives issued on that group) did not enter") in failure.message
 
 
 def test_sut_raising_on_one_rank_reports_that_rank_and_traceback(manager):

@@ -26,6 +26,7 @@ from ..rank import op as rank_op
 from ..result import CaseResult, Failure
 from ..spec import ModelSpec, ModuleSpec, OpSpec
 from . import model, module, op
+from .audit import collectives_of_failure
 from .base import CaseKind, Plan
 from .rank_failures import failures_from_rank_failure, failures_of_raised
 
@@ -160,6 +161,7 @@ def run_case(spec: Any, config: RunConfig) -> CaseResult:
         else:
             required = kind.required_errors(expected) if expected is not None else {}
             result.failures.extend(failures_from_rank_failure(failure, expected_errors=required))
+            result.collectives = collectives_of_failure(failure)
     else:
         settle(kind, spec, expected, actual, result)
     if result.unsupported and options.strict_features:

@@ -6,20 +6,23 @@ SyncBN shares statistics: the states must be identical).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
+from ..collectives import torch_collectives
 from ..compare import compare_agreement, compare_arrays, compare_exact
 from ..nets import LEARNING_RATE, make_batch, make_net, state_of
 from ..result import CaseResult
 from ..spec import ModelSpec
 from ..tf32 import tf32_mode
 from ..tolerances import model_tolerance
+from .audit import judge_collectives
 from .base import Plan
 from .module import shard_attributes
 
-__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "TIMEOUT_FACTOR"]
+__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "bn_channels", "TIMEOUT_FACTOR"]
 
 TIMEOUT_FACTOR = 3.0  # a model case trains a network: it gets three case timeouts
 
@@ -44,7 +47,20 @@ def judge(spec: ModelSpec, expected: tuple[dict[str, Any], dict[str, Any]], actu
           result: CaseResult) -> CaseResult:
     """The ranks' harness.rank.model.run results against the float64 run (and the yardstick)."""
     reference, yardstick = expected
-    return compare_model_run(spec, actual, reference, yardstick, result)
+    compare_model_run(spec, actual, reference, yardstick, result)
+    steps = [f"step{step}" for step in range(spec.steps)]
+    judge_collectives(result, actual, phases=steps, training=steps, input_dtype=spec.dtype,
+                      yardstick=torch_collectives(bn_channels(), [spec.world_size] * spec.world_size, spec.dtype))
+    return result
+
+
+@functools.lru_cache(maxsize=None)
+def bn_channels() -> tuple[int, ...]:
+    """The channels of the network's BatchNorm layers (harness.nets), in the order they run."""
+    import torch
+
+    net = make_net(ModelSpec(shard_sizes=(1, 1)), "float32", "cpu")
+    return tuple(m.num_features for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
 
 
 def compare_model_run(spec: ModelSpec, actual: list[dict[str, Any]], expected: dict[str, Any],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ..collectives import torch_collectives
 from ..compare import Comparison, compare_agreement, compare_arrays, compare_exact
 from ..errors import RankError
 from ..expected import ExpectedCase, ExpectedPhase, expected_module_case
@@ -15,6 +16,7 @@ from ..quantities import MODULE_QUANTITIES, Quantity
 from ..result import CaseResult, Failure
 from ..spec import ModuleSpec
 from ..tolerances import module_tolerance
+from .audit import judge_collectives
 from .base import Plan
 
 __all__ = ["plan", "judge", "required_errors", "compare_case", "attributes", "shard_attributes", "offset_attribute"]
@@ -50,7 +52,12 @@ def required_errors(expected: ExpectedCase) -> dict[int, dict[str, Any]]:
 
 
 def judge(spec: ModuleSpec, expected: ExpectedCase, actual: list[dict[str, Any]], result: CaseResult) -> CaseResult:
-    return compare_case(spec, expected, actual, result)
+    compare_case(spec, expected, actual, result)
+    phases = [spec.phase_name(p) for p in range(spec.steps + spec.eval_steps)]
+    group_sizes = [len(next(g for g in spec.rank_groups if r in g)) for r in range(spec.world_size)]
+    judge_collectives(result, actual, phases=phases, training=phases[:spec.steps], input_dtype=spec.dtype,
+                      yardstick=torch_collectives([spec.channels], group_sizes, spec.dtype))
+    return result
 
 
 def compare_case(spec: ModuleSpec, expected: ExpectedCase, actual: list[dict[str, Any]],

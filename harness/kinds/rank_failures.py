@@ -16,7 +16,8 @@ __all__ = ["failures_from_rank_failure", "failures_of_raised", "PEER_MESSAGES"]
 # What a rank's collective says when its peer process died (gloo, NCCL): a consequence, not a cause.
 PEER_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
                  "NCCL communicator was aborted", "Socket Timeout", "connection closed")
-_POOL_KINDS = {"crashed": "crashed", "timeout": "hung", "stalled": "stalled", "raised": "harness", "start": "harness"}
+_POOL_KINDS = {"crashed": "crashed", "timeout": "hung", "stalled": "stalled", "raised": "harness", "start": "harness",
+               "deadlock": "collectives"}
 
 
 def _is_peer_error(text: str) -> bool:
@@ -43,9 +44,19 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
         kind = "stalled"
     if kind == "harness" and failure.kind == "raised" and someone_died and _is_peer_error(str(failure)):
         kind = "peer"
-    failures.append(Failure(kind, str(failure), rank=failure.rank, traceback=failure.traceback))
+    failures.append(Failure(kind, str(failure), rank=failure.rank, traceback=failure.traceback,
+                            phase=_waiting_phase(failure) if failure.kind == "deadlock" else ""))
     failures.sort(key=lambda f: FAILURE_KINDS.index(f.kind))
     return failures
+
+
+def _waiting_phase(failure: RankFailure) -> str:
+    """The phase of the collective the waiting ranks were inside (harness.collectives.deadlock)."""
+    for rank in failure.waiting:
+        inside = (failure.collectives.get(rank) or {}).get("inside")
+        if inside:
+            return str(inside.get("phase", ""))
+    return ""
 
 
 def failures_of_raised(errors: dict[int, RankError]) -> list[Failure]:

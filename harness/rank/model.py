@@ -13,6 +13,7 @@ from ..nets import LEARNING_RATE, make_batch, make_net, state_of
 from ..options import RankOptions
 from ..spec import ModelSpec
 from ..tf32 import tf32_mode
+from .audit import CollectiveAudit
 from .prepare import implementation, unsupported_reason
 from .worker import RankContext
 
@@ -74,18 +75,21 @@ def _cpu_ddp_class():
 
 
 def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
-    """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step]}, or
-    {"unsupported": reason} when the SUT declares the network's configuration unsupported."""
+    """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step],
+    "collectives": [the collectives the SUT issued: harness.rank.audit]}, or {"unsupported": reason} when the SUT
+    declares the network's configuration unsupported."""
     case = ModelSpec.from_dict(spec)
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     factory = implementation(ctx, options, case.device)
     try:
-        return _train(ctx, case, device, options.sut, factory)
+        with CollectiveAudit(ctx) as audit:  # the conversion, DDP's construction and every step
+            result = _train(ctx, case, device, options.sut, factory)
     except Exception as exc:
         reason = unsupported_reason(exc)
         if reason is not None:
             return {"unsupported": reason}
         raise
+    return {**result, "collectives": audit.log}
 
 
 def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) -> dict[str, Any]:
@@ -104,11 +108,12 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) ->
     losses, states = [], []
     with tf32_mode(spec.tf32):
         for step in range(spec.steps):
-            ctx.progress(f"step{step}", "train")
+            ctx.progress(f"step{step}", "forward")
             x = torch.from_numpy(inputs[step, rows]).to(device=device, dtype=dtype)
             target = torch.from_numpy(targets[step, rows]).to(device=device, dtype=dtype)
             optimizer.zero_grad(set_to_none=False)
             loss = ((ddp(x) - target) ** 2).sum() * (spec.world_size / total)
+            ctx.progress(f"step{step}", "backward")
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))

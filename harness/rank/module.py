@@ -25,6 +25,7 @@ from ..options import RankOptions
 from ..quantities import MODULE_QUANTITIES
 from ..spec import ModuleSpec
 from ..sut import module_problem
+from .audit import CollectiveAudit
 from .prepare import implementation, unsupported_reason
 from .worker import RankContext
 
@@ -61,9 +62,7 @@ def _unsupported(exc: Exception, result: dict[str, Any]) -> bool:
 
 def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
     """Run the case on this rank; returns ``{"phases": [{quantity: value}], "error": RankError | None,
-    "unsupported": reason | None}``."""
-    import torch
-
+    "unsupported": reason | None, "collectives": [the collectives the SUT issued: harness.rank.audit]}``."""
     case = ModuleSpec.from_dict(spec)
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     ctx.progress("setup", "load")
@@ -72,8 +71,19 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     groups = [ctx.process_group(g) for g in case.rank_groups]
     mine = next(i for i, g in enumerate(case.rank_groups) if ctx.rank in g)
     process_group = None if case.groups is None else groups[mine]
-    params = make_params(case)
     result: dict[str, Any] = {"phases": [], "error": None, "unsupported": None}
+    with CollectiveAudit(ctx) as audit:  # from the SUT's construction to its last phase
+        _run_layer(ctx, case, factory, process_group, device, result)
+    result["collectives"] = audit.log
+    return result
+
+
+def _run_layer(ctx: RankContext, case: ModuleSpec, factory, process_group, device: str,
+               result: dict[str, Any]) -> None:
+    """Construct the SUT's layer, then run every phase; fills ``result`` (phases, error, unsupported)."""
+    import torch
+
+    params = make_params(case)
     quantities = [q for q in MODULE_QUANTITIES if q.source and q.applies(case)]
     try:
         ctx.progress("setup", "construct")
@@ -93,9 +103,9 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
                 module.num_batches_tracked.fill_(params.num_batches_tracked)
     except Exception as exc:  # noqa: BLE001 - the SUT's error, reported with this rank
         if _unsupported(exc, result):
-            return result
+            return
         result["error"] = RankError.from_exception("setup", "construct", exc)
-        return result
+        return
     for phase in range(case.steps + case.eval_steps):
         name = case.phase_name(phase)
         module.train(phase < case.steps)
@@ -124,5 +134,4 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
         module.zero_grad(set_to_none=True)
         result["phases"].append(record)
     ctx.progress("done", "")
-    return result
 

@@ -41,6 +41,7 @@ class RankContext:
     local_rank: int | None = None  # torchrun: the GPU is chosen by the local rank; None: by the rank
     position: tuple[str, str] = ("idle", "")  # (phase, stage) this rank reached last, for hang reports
     on_progress: Any = None  # called after each progress (the heartbeat thread then reports it at once)
+    collectives: Any = None  # the call's collective audit (harness.rank.audit), if one ran: its ``snapshot()``
 
     def progress(self, phase: str, stage: str) -> None:
         """Record how far this rank got (the heartbeat reports it to the controller at once)."""
@@ -85,6 +86,11 @@ class _Channel:
         with self.lock:
             self.conn.send((name, payload))
 
+    def audit_state(self) -> dict[str, Any]:
+        """{"collectives": the call's audit state} when a collective audit ran in it, else {}."""
+        audit = self.context.collectives if self.context is not None else None
+        return {"collectives": audit.snapshot()} if audit is not None else {}
+
     def heartbeat(self, interval: float) -> None:
         while True:
             self.moved.wait(interval)
@@ -92,7 +98,7 @@ class _Channel:
             if self.busy:
                 position = self.context.position if self.context is not None else self.position
                 try:
-                    self.send("beat", {"position": position})
+                    self.send("beat", {"position": position, **self.audit_state()})
                 except (OSError, ValueError, BrokenPipeError):
                     return
 
@@ -176,15 +182,16 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
         if name == "exit":
             break
         channel.busy = True
+        ctx.collectives = None
         ctx.progress("call", kwargs.get("target", ""))
         try:
             result = _resolve(kwargs["target"])(ctx, **kwargs.get("kwargs", {}))
             channel.busy = False
-            channel.send("result", {"value": result})
+            channel.send("result", {"value": result, **channel.audit_state()})
         except BaseException as exc:  # noqa: BLE001
             channel.busy = False
             channel.send("error", {"type": type(exc).__name__, "message": str(exc),
-                                   "traceback": traceback.format_exc()})
+                                   "traceback": traceback.format_exc(), **channel.audit_state()})
     try:
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - best effort at exit

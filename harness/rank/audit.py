@@ -1,0 +1,149 @@
+"""The collective audit inside a rank: every torch.distributed collective the SUT issues, recorded without changing
+what it does (harness.collectives reads the records in the controller).
+
+``CollectiveAudit(ctx)`` is a context manager: while it is open, torch.distributed's collective functions are
+wrapped, in ``torch.distributed`` and in ``torch.distributed.distributed_c10d`` alike (torch's SyncBatchNorm
+Function calls ``dist.all_gather`` and ``torch.distributed.all_reduce``, both looked up when called), and each call
+is recorded (harness.collectives.entry: op, dtype, shape, bytes, group, its index on that group, the phase and stage
+``ctx.progress`` last set) before the original function runs with the same arguments. A collective called from
+inside another (``all_gather_object`` calls ``all_gather``) is recorded once, as the outer one. While a rank is
+inside a collective, ``ctx.collectives`` says which (``snapshot``), and the heartbeat reports it at once
+(harness.rank.worker), so the controller can prove a deadlock (harness.collectives.deadlock) within a heartbeat.
+The log is ``audit.log``; rank entries return it with their result. On exit every function is restored.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import Any, Callable
+
+from ..collectives import Entry, entry, group_key, snapshot
+from .worker import RankContext
+
+__all__ = ["CollectiveAudit", "WRAPPED"]
+
+# The collectives wrapped, each with the argument that holds what this rank hands over (None: nothing, a barrier).
+WRAPPED: dict[str, str | None] = {
+    "all_reduce": "tensor", "all_gather": "tensor", "all_gather_into_tensor": "input_tensor",
+    "all_gather_single": "input_tensor", "_all_gather_base": "input_tensor",
+    "all_gather_coalesced": "input_tensor_list",
+    "all_reduce_coalesced": "tensors", "broadcast": "tensor", "reduce": "tensor", "gather": "tensor",
+    "scatter": "tensor", "reduce_scatter": "input_list", "reduce_scatter_tensor": "input",
+    "_reduce_scatter_base": "input", "all_to_all": "input_tensor_list", "all_to_all_single": "input",
+    "barrier": None, "monitored_barrier": None, "all_gather_object": "obj", "broadcast_object_list": "object_list",
+    "gather_object": "obj", "scatter_object_list": "scatter_object_input_list", "send": "tensor", "recv": "tensor",
+    "isend": "tensor", "irecv": "tensor",
+}
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+def _dtype_name(dtype: Any) -> str:
+    if dtype not in _DTYPE_NAMES:
+        _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return _DTYPE_NAMES[dtype]
+
+
+def _payload(value: Any) -> tuple[str, list[int], int, int]:
+    """(dtype, shape, numel, bytes) of what a rank hands over: a tensor, a list of tensors (shape [len, *first]),
+    objects ("object", sizes unknown) or nothing ("-")."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return _dtype_name(value.dtype), list(value.shape), value.numel(), value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)) and value and all(isinstance(t, torch.Tensor) for t in value):
+        return (_dtype_name(value[0].dtype), [len(value), *value[0].shape], sum(t.numel() for t in value),
+                sum(t.numel() * t.element_size() for t in value))
+    if value is None:
+        return "-", [], 0, 0
+    return "object", [], 0, 0
+
+
+class CollectiveAudit:
+    """Records the collectives issued on this rank while open (see the module's docstring)."""
+
+    def __init__(self, ctx: RankContext) -> None:
+        self.ctx = ctx
+        self.log: list[Entry] = []
+        self.inside: Entry | None = None
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._nested = threading.local()
+        self._saved: list[tuple[Any, str, Any]] = []
+        self._groups: dict[int, list[int]] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """This rank's audit state now (harness.collectives.snapshot), for the heartbeat and the final result."""
+        with self._lock:
+            return snapshot(self.log, self.inside)
+
+    def _members(self, group: Any) -> list[int]:
+        import torch.distributed as dist
+
+        key = id(group)
+        if key not in self._groups:
+            if group is None or group is dist.group.WORLD:
+                self._groups[key] = list(range(dist.get_world_size()))
+            else:
+                self._groups[key] = list(dist.get_process_group_ranks(group))
+        return self._groups[key]
+
+    def _record(self, op: str, signature: inspect.Signature, args: tuple, kwargs: dict) -> Entry:
+        try:
+            bound = signature.bind(*args, **kwargs).arguments
+        except TypeError:  # a call the function itself will refuse: record what can be read
+            bound = {}
+        argument = WRAPPED[op]
+        dtype, shape, numel, nbytes = _payload(bound.get(argument) if argument else None)
+        members = self._members(bound.get("group"))
+        key = group_key(members)
+        phase, stage = self.ctx.position
+        with self._lock:
+            index = self._counts.get(key, 0)
+            self._counts[key] = index + 1
+            record = entry(op, dtype=dtype, shape=shape, numel=numel, nbytes=nbytes, group=members, index=index,
+                           phase=phase, stage=stage)
+            self.log.append(record)
+            self.inside = record
+        return record
+
+    def _wrap(self, op: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(original)
+
+        def audited(*args: Any, **kwargs: Any) -> Any:
+            if getattr(self._nested, "depth", 0):
+                return original(*args, **kwargs)
+            self._record(op, signature, args, kwargs)
+            if self.ctx.on_progress is not None:
+                self.ctx.on_progress()  # the heartbeat says at once that this rank is inside the collective
+            self._nested.depth = 1
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._nested.depth = 0
+                with self._lock:
+                    self.inside = None
+
+        audited.__wrapped__ = original  # type: ignore[attr-defined]
+        audited.__name__ = audited.__qualname__ = op
+        return audited
+
+    def __enter__(self) -> CollectiveAudit:
+        import torch.distributed as dist
+        from torch.distributed import distributed_c10d
+
+        for op in WRAPPED:
+            original = getattr(distributed_c10d, op, None)
+            if original is None:  # not in this torch
+                continue
+            wrapper = self._wrap(op, original)
+            for module in (distributed_c10d, dist):
+                if getattr(module, op, None) is original:
+                    self._saved.append((module, op, original))
+                    setattr(module, op, wrapper)
+        self.ctx.collectives = self
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for module, op, original in reversed(self._saved):
+            setattr(module, op, original)
+        self._saved.clear()
