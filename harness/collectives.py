@@ -28,8 +28,9 @@ from typing import Any, Iterable, Sequence
 
 from .compare import Comparison, Tolerance
 
-__all__ = ["Entry", "entry", "group_key", "describe", "describe_sequence", "snapshot", "deadlock", "waiting_text",
-           "audit_checks", "required_precision", "cost", "torch_collectives", "per_step", "SEQUENCE", "PRECISION"]
+__all__ = ["Entry", "entry", "waits_in", "is_sut", "group_key", "describe", "describe_sequence", "snapshot", "deadlock",
+           "waiting_text", "audit_checks", "required_precision", "cost", "torch_collectives", "per_step", "SEQUENCE",
+           "PRECISION"]
 
 Entry = dict[str, Any]
 SEQUENCE = "collectives.sequence"
@@ -43,12 +44,13 @@ def group_key(members: Iterable[int]) -> str:
 
 
 def entry(op: str, *, dtype: str, shape: Sequence[int], numel: int, nbytes: int, group: Sequence[int], index: int,
-          phase: str, stage: str) -> Entry:
+          phase: str, stage: str, source: str = "sut") -> Entry:
     """One collective as a rank issued it: what it handed over (``dtype``, ``shape``, ``numel``, ``nbytes``: this
     rank's input, not what it received), on which group (global ranks), its ``index`` among this rank's
-    collectives on that group (from 0, per case), and where the rank was (``phase``, ``stage``)."""
+    collectives on that group (from 0, per case), where the rank was (``phase``, ``stage``) and who issued it
+    (``source``: "sut", or "ddp" for the model kind's gradient reduction, which is not the SUT's cost)."""
     return {"op": op, "dtype": dtype, "shape": list(shape), "numel": int(numel), "bytes": int(nbytes),
-            "group": list(group), "index": int(index), "phase": phase, "stage": stage}
+            "group": list(group), "index": int(index), "phase": phase, "stage": stage, "source": source}
 
 
 def _signature(e: Entry) -> tuple[Any, ...]:
@@ -74,53 +76,97 @@ def describe_sequence(entries: Sequence[Entry]) -> str:
     return ", ".join(_what(e) + (f" ({e['stage']})" if e.get("stage") else "") for e in entries)
 
 
-def snapshot(log: Sequence[Entry], inside: Entry | None) -> dict[str, Any]:
-    """A rank's audit state as its heartbeat carries it: collectives issued so far per group, and the one it is
-    inside now (None: not in a collective)."""
+def snapshot(log: Sequence[Entry], inside: Entry | None, pending: Sequence[Entry] = (), *,
+             final: bool = False) -> dict[str, Any]:
+    """A rank's audit state as its heartbeat carries it: collectives issued so far per group, the one it is inside
+    now (None: not in a collective) and the async ones in flight; ``final`` (the state a rank returns with) adds
+    the whole log."""
     counts: dict[str, int] = defaultdict(int)
     for e in log:
         counts[group_key(e["group"])] += 1
-    return {"counts": dict(counts), "inside": inside}
+    state = {"counts": dict(counts), "inside": inside, "pending": list(pending)}
+    if final:
+        state["log"] = list(log)
+    return state
+
+
+def is_sut(e: Entry) -> bool:
+    """Issued by the SUT (not the harness's DDP): what the cost and the precision check count."""
+    return e.get("source", "sut") == "sut"
+
+
+def waits_in(state: dict[str, Any] | None) -> list[Entry]:
+    """The collectives a rank waits in: the one it is inside and the async ones in flight."""
+    state = state or {}
+    return ([state["inside"]] if state.get("inside") else []) + list(state.get("pending") or [])
 
 
 # -- hangs ------------------------------------------------------------------------------------------------------------
-def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict[str, Any] | None]
-             ) -> tuple[str, int] | None:
-    """(statement, the rank that never entered) when a rank still running waits inside a collective that a
-    member of its group, finished, never entered; None when the evidence proves nothing.
+def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict[str, Any] | None], *,
+             settled: bool = False) -> tuple[str, int] | None:
+    """(statement, the rank at fault) when the audit states prove that ranks wait in a collective that cannot
+    complete; None when the evidence proves nothing.
 
     ``finished``: the final audit state (``snapshot``) of every rank that returned or raised (None: not audited);
-    ``pending``: the latest heartbeat state of every other rank. A waiting rank's state may be stale (it may have
-    left the collective since), but a collective it left was entered by every member, so a finished member that
-    issued fewer collectives on that group than the waiting rank's index + 1 proves the deadlock either way."""
+    ``pending``: the latest heartbeat state of every other rank. Two proofs: (1) a rank waits in collective #k of
+    a group of which a finished member issued k collectives or fewer: that member will never enter it; (2) two
+    ranks of a group issued their collective #k of that group with different ops, dtypes or shapes (one waits in
+    it, or, ``settled``: once a rank died and nothing moves any more, any #k): the sequences differ. A waiting
+    rank's state may be stale (it may have left the collective since), but a collective it left was entered by every
+    member, and a stale #k is still its k-th collective, so neither proof depends on timing."""
     absent: dict[tuple[str, int], dict[str, Any]] = {}
+    waits: dict[tuple[str, int], dict[int, Entry]] = defaultdict(dict)
     for rank, state in sorted(pending.items()):
-        inside = (state or {}).get("inside")
-        if not inside:
-            continue
-        key = group_key(inside["group"])
-        for member in inside["group"]:
-            final = finished.get(member)
-            if member == rank or final is None:
-                continue
-            issued = final.get("counts", {}).get(key, 0)
-            if issued <= inside["index"]:
-                slot = absent.setdefault((key, inside["index"]), {"entry": inside, "waiting": [], "absent": {}})
-                slot["waiting"].append(rank)
-                slot["absent"][member] = issued
-    if not absent:
-        return None
-    statements = []
+        for inside in waits_in(state):
+            key = group_key(inside["group"])
+            waits[(key, inside["index"])][rank] = inside
+            for member in inside["group"]:
+                final = finished.get(member)
+                if member == rank or final is None:
+                    continue
+                issued = final.get("counts", {}).get(key, 0)
+                if issued <= inside["index"]:
+                    slot = absent.setdefault((key, inside["index"]), {"entry": inside, "waiting": [], "absent": {}})
+                    if rank not in slot["waiting"]:
+                        slot["waiting"].append(rank)
+                    slot["absent"][member] = issued
+    for rank, state in sorted(finished.items()):  # what the finished ranks issued, at the slots that matter
+        for e in (state or {}).get("log") or []:
+            slot = (group_key(e["group"]), e["index"])
+            if settled or slot in waits:
+                waits[slot].setdefault(rank, e)
+    statements, culprits = [], []
     for _, slot in sorted(absent.items(), key=lambda item: (item[0][1], item[0][0])):
         missing, waiting = sorted(slot["absent"]), sorted(slot["waiting"])
         never = "; ".join(f"rank {r} finished after issuing {slot['absent'][r]} collective"
                           f"{'' if slot['absent'][r] == 1 else 's'} on that group" for r in missing)
-        statements.append(f"rank{'s' if len(missing) > 1 else ''} {','.join(map(str, missing))} never entered "
-                          f"{describe(slot['entry'])} that rank{'s' if len(waiting) > 1 else ''} "
-                          f"{','.join(map(str, waiting))} wait{'' if len(waiting) > 1 else 's'} in ({never})")
-    first = min(min(slot["absent"]) for slot in absent.values())
+        statements.append(f"{_ranks(missing)} never entered {describe(slot['entry'])} that {_ranks(waiting)} "
+                          f"wait{'' if len(waiting) > 1 else 's'} in ({never})")
+        culprits += missing
+    for _, by_rank in sorted(waits.items(), key=lambda item: (item[0][1], item[0][0])):
+        kinds: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for rank, e in sorted(by_rank.items()):
+            kinds[_signature(e)].append(rank)
+        if len(kinds) < 2:
+            continue
+        (_, most), *others = sorted(kinds.items(), key=lambda item: (-len(item[1]), item[1]))
+        for _, ranks in others:
+            mine, theirs = by_rank[ranks[0]], by_rank[most[0]]
+            statements.append(f"{_ranks(ranks)} issued {describe(mine)}{_by(mine)} where {_ranks(most)} issued "
+                              f"{describe(theirs)}{_by(theirs)}")
+            culprits += ranks
+    if not statements:
+        return None
     return ("collective mismatch: " + "; ".join(statements) + ": the ranks of a group must issue the same "
-            "collectives", first)
+            "collectives", culprits[0])
+
+
+def _by(e: Entry) -> str:
+    return "" if is_sut(e) else f" (issued by {e['source'].upper()}, not the SUT)"
+
+
+def _ranks(ranks: Sequence[int]) -> str:
+    return f"rank{'s' if len(ranks) > 1 else ''} {','.join(map(str, ranks))}"
 
 
 def waiting_text(finished: dict[int, dict[str, Any] | None], live: dict[int, dict[str, Any] | None],
@@ -132,8 +178,7 @@ def waiting_text(finished: dict[int, dict[str, Any] | None], live: dict[int, dic
     by_collective: dict[tuple[str, int], list[int]] = defaultdict(list)
     entries: dict[tuple[str, int], Entry] = {}
     for rank in sorted(waiting):
-        inside = (live.get(rank) or {}).get("inside")
-        if inside:
+        for inside in waits_in(live.get(rank)):
             key = (group_key(inside["group"]), inside["index"])
             by_collective[key].append(rank)
             entries.setdefault(key, inside)
@@ -147,11 +192,11 @@ def waiting_text(finished: dict[int, dict[str, Any] | None], live: dict[int, dic
             absent.append(member)
             state = finished.get(member) if member in finished else live.get(member)
             issued = state.get("counts", {}).get(key[0], 0) if state else None
-            inside = (state or {}).get("inside")
+            inside = waits_in(state)
             if member in finished:
                 where = "returned"
             elif inside:
-                where = f"inside {describe(inside)}"
+                where = f"waiting in {describe(inside[0])}"
             else:
                 where = f"at {_position(positions.get(member))}, not in a collective"
             done = f", {issued} collective{'' if issued == 1 else 's'} issued on that group" if issued is not None \
@@ -225,7 +270,7 @@ def audit_checks(logs: dict[int, Sequence[Entry]], phases: Sequence[str], input_
         if phase == "setup":
             continue
         for rank, entries in sorted(per_rank.items()):
-            floating = [e for e in entries if e["dtype"] in _PRECISION_ORDER]
+            floating = [e for e in entries if e["dtype"] in _PRECISION_ORDER and is_sut(e)]
             if not floating:
                 continue
             low = [e for e in floating if _PRECISION_ORDER[e["dtype"]] < _PRECISION_ORDER[need]]
@@ -244,8 +289,8 @@ def per_step(logs: dict[int, Sequence[Entry]], training_phases: Sequence[str]) -
     if not training_phases or not logs:
         return None
     phases = set(training_phases)
-    count = sum(1 for log in logs.values() for e in log if e["phase"] in phases)
-    nbytes = sum(e["bytes"] for log in logs.values() for e in log if e["phase"] in phases)
+    count = sum(1 for log in logs.values() for e in log if e["phase"] in phases and is_sut(e))
+    nbytes = sum(e["bytes"] for log in logs.values() for e in log if e["phase"] in phases and is_sut(e))
     steps = len(training_phases) * len(logs)
     return count / steps, nbytes / steps
 
@@ -278,7 +323,8 @@ def cost(logs: dict[int, Sequence[Entry]], training_phases: Sequence[str], yards
     case) every rank's log."""
     record: dict[str, Any] = {"per_step": None, "bytes_per_step": None, "torch_per_step": None,
                               "torch_bytes_per_step": None,
-                              "eval": sum(1 for log in logs.values() for e in log if e["phase"].startswith("eval"))}
+                              "eval": sum(1 for log in logs.values() for e in log
+                                          if e["phase"].startswith("eval") and is_sut(e))}
     measured = per_step(logs, training_phases)
     if measured is not None:
         record["per_step"], record["bytes_per_step"] = measured

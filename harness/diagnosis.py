@@ -11,6 +11,7 @@ rerun line).
 """
 from __future__ import annotations
 
+import math
 import textwrap
 from collections import Counter, defaultdict
 from itertools import combinations
@@ -18,14 +19,16 @@ from typing import Any
 
 from .errors import CaseError
 
-from .features import KIND_NAMES, conformance, features_of, record_kind
+from .collectives import SEQUENCE
+from .features import COST_KEYS, KIND_NAMES, case_cost, conformance, features_of, record_kind
 from .kinds import kind_named
 from .outcomes import FAILURES, OUTCOMES
 from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
-                      incomplete_text, is_yardstick_suspect, phase_kind, phase_order, plural, roots_and_knock_ons,
-                      run_counts, verdict_of)
+                      failure_text, incomplete_text, is_yardstick_suspect, label, phase_kind, phase_order, plural,
+                      root_detail, roots_and_knock_ons, run_counts, severity_key, verdict_of)
 
-__all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "CLUSTER_CHANCE"]
+__all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "communication_lines",
+           "byte_text", "CLUSTER_CHANCE"]
 
 Finding = dict[str, Any]  # {"text": sentence, "role": what it is, "children": [Finding, ...]}
 CLUSTER_CHANCE = 1e-3  # the most a cluster of failed cases may owe to chance (see _pattern_lines)
@@ -67,125 +70,282 @@ def _attributes(case: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
-def _pattern_lines(kind: str, failed: list[dict[str, Any]], passed: list[dict[str, Any]]) -> list[str]:
-    """What every failed case of a kind shares and no passing one has (or the most that can be said)."""
+# -- one line per root ------------------------------------------------------------------------------------------------
+# A failure that is not a comparison, as the root it is: a required error not raised is the "error" check, ranks
+# that disagree on their collectives the sequence check; a peer's connection error follows another rank's death.
+_FAILURE_ROOTS = {"missing_error": "error", "wrong_error": "error", "collectives": SEQUENCE}
+_CONSEQUENCES = frozenset({"peer"})
+_FAILURE_NAMES = {"raised": "a rank raised", "crashed": "a rank crashed", "hung": "ranks hung past the case timeout",
+                  "stalled": "a rank stopped answering", "missing_result": "a rank returned no result",
+                  "harness": "the harness could not run the case", "unsupported": "declared unsupported (strict)"}
+
+
+def _failure_root(failure: Any) -> str | None:
+    kind = failure_kind(failure)
+    if kind in _CONSEQUENCES:
+        return None
+    return _FAILURE_ROOTS.get(kind, kind)
+
+
+def _evidence(case: dict[str, Any]) -> dict[str, Any]:
+    """What one case says about each root: the roots that failed in it (their comparisons or failures), the
+    quantities that failed in it only as knock-ons, the checks it passed, the phases of each, the knock-ons folded
+    under each root."""
+    groups, knock_ons = roots_and_knock_ons(case)
+    comparisons = case.get("comparisons") or []
+    roots: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    folded: dict[str, Counter] = defaultdict(Counter)
+    for members in groups:
+        key = members[0]["quantity"]
+        roots[key] += members
+        for c in members:
+            for k in knock_ons.get(label(c), []):
+                folded[key][k["quantity"]] += 1
+    failures = case.get("failures") or []
+    for failure in failures:
+        key = _failure_root(failure)
+        if key is not None:
+            roots[key].append({"failure": failure, "phase": (failure.get("phase") if isinstance(failure, dict)
+                                                             else "") or ""})
+    failed = {c["quantity"] for c in comparisons if not c["passed"]}
+    checked: dict[str, set[str]] = defaultdict(set)
+    for c in comparisons:
+        checked[c["quantity"]].add(c["phase"])
+    passed = {q for q in checked if q not in failed}
+    ran = bool(comparisons) and not any(_failure_root(f) not in (None, "error", SEQUENCE) for f in failures)
+    if ran:  # a case whose ranks all finished had none of the rank failures
+        passed |= {kind for kind in _FAILURE_NAMES if kind not in roots}
+    return {"roots": dict(roots), "knock_only": failed - set(roots), "passed": passed, "checked": checked,
+            "folded": folded}
+
+
+def _root_name(key: str, items: list[dict[str, Any]]) -> str:
+    if key in _FAILURE_NAMES:
+        return _FAILURE_NAMES[key]
+    shown = list(dict.fromkeys(c["item"] for c in items if c.get("item")))
+    return key + (f" ({', '.join(shown[:4])}{', ...' if len(shown) > 4 else ''})" if shown else "")
+
+
+def _with(n: int, value: str) -> str:
+    return f"{n} with {value}"
+
+
+def _all_among(n_with: int, n_failed: int, total: int) -> float:
+    """The chance that ``n_failed`` failures, falling at random among ``total`` cases, all land among ``n_with``."""
+    return math.comb(n_with, n_failed) / math.comb(total, n_failed) if n_with >= n_failed else 0.0
+
+
+def _condition(failed: list[list[str]], passed: list[list[str]]) -> dict[str, Any]:
+    """What the cases where a root failed share against those where it was checked and passed (each case: its
+    attribute values), as a structured condition: ``kind`` "every" (a value every failure has and no pass has),
+    "pair" (two values only the failures have together), "necessary" (a value every failure has, some passes too),
+    "groups" (values only failures have, each on several), "none" or "everywhere" (it never passed); with the
+    counts and ``chance``, the most that chance could explain it (the probability that failures falling at random
+    would show it, times the number of values or pairs tried: Bonferroni). A condition is ``significant`` when
+    ``chance`` < CLUSTER_CHANCE; the wording says when it is not."""
     n_f, n_p = len(failed), len(passed)
-    f_name, p_name = f"failed {kind} case" + ("s" if n_f != 1 else ""), f"passing {kind} cases"
+    total = n_f + n_p
     if not n_p:
-        return [f"no {kind} case passed: nothing to compare the failures with"]
+        return {"kind": "everywhere", "failed": n_f, "passed": 0, "significant": False, "chance": 1.0}
     has_f: dict[str, set[int]] = defaultdict(set)
     has_p: dict[str, set[int]] = defaultdict(set)
-    for i, case in enumerate(failed):
-        for value in _attributes(case):
-            has_f[value].add(i)
-    for i, case in enumerate(passed):
-        for value in _attributes(case):
-            has_p[value].add(i)
-    # One value per distinct set of cases (the first spelling): "float16 input" and a feature of the same cases.
+    for i, values in enumerate(failed):
+        for v in values:
+            has_f[v].add(i)
+    for i, values in enumerate(passed):
+        for v in values:
+            has_p[v].add(i)
     seen: set[tuple[frozenset[int], frozenset[int]]] = set()
     values = []
-    for value in has_f:
-        key = (frozenset(has_f[value]), frozenset(has_p[value]))
-        if key not in seen:
+    for v in list(has_f) + [v for v in has_p if v not in has_f]:
+        key = (frozenset(has_f[v]), frozenset(has_p[v]))
+        if key not in seen and len(has_f[v]) + len(has_p[v]) < total:  # a value every case has says nothing
             seen.add(key)
-            values.append(value)
-    shared = [v for v in values if len(has_f[v]) == n_f and len(has_p[v]) < n_p]
-    clean = [v for v in shared if not has_p[v]]
+            values.append(v)
+    tried = max(len(values), 1)
+    base = {"failed": n_f, "passed": n_p}
+    every = [v for v in values if len(has_f[v]) == n_f]
+    clean = [v for v in every if not has_p[v]]
     if clean:
-        return [f"{n_f} of {n_f} {f_name} {_have(n_f)} {v}; 0 of {n_p} {p_name} do"
-                for v in clean[:3]]
-    pairs = [(a, b) for a, b in combinations(shared, 2) if not has_p[a] & has_p[b]]
+        chance = min(1.0, tried * _all_among(n_f, n_f, total))
+        return {**base, "kind": "every", "values": clean[:2], "chance": chance,
+                "significant": chance < CLUSTER_CHANCE}
+    pairs = [(a, b) for a, b in combinations(every, 2) if not has_p[a] & has_p[b]]
     if pairs:
         a, b = min(pairs, key=lambda ab: len(has_p[ab[0]]) + len(has_p[ab[1]]))
-        return [f"{n_f} of {n_f} {f_name} {_have(n_f)} {a} and {b}; 0 of {n_p} {p_name} have both "
-                f"({len(has_p[a])} {_have(len(has_p[a]))} {a}, {len(has_p[b])} {_have(len(has_p[b]))} {b})"]
-    # Clusters: a value no passing case has, on enough failed cases that chance does not explain it: were each
-    # case to fail at the kind's failure rate, all k cases with the value failing has probability rate**k.
-    rate = n_f / (n_f + n_p)
-    lines, left = [], set(range(n_f))
-    while len(lines) < 3:
-        best = max((v for v in values if not has_p[v] and len(has_f[v] & left) >= 2
-                    and rate ** len(has_f[v]) < CLUSTER_CHANCE), key=lambda v: len(has_f[v] & left), default=None)
+        chance = min(1.0, math.comb(tried, 2) * _all_among(n_f, n_f, total))
+        if chance < CLUSTER_CHANCE:
+            return {**base, "kind": "pair", "values": [a, b], "passed_with": [len(has_p[a]), len(has_p[b])],
+                    "chance": chance, "significant": True}
+    if every:
+        v = min(every, key=lambda value: len(has_p[value]))
+        chance = min(1.0, tried * _all_among(n_f + len(has_p[v]), n_f, total))
+        if chance < CLUSTER_CHANCE:
+            return {**base, "kind": "necessary", "values": [v], "passed_with": len(has_p[v]), "chance": chance,
+                    "significant": True, "exceptions": _exceptions(has_p[v], values, has_f, has_p)}
+    groups, left = [], set(range(n_f))
+    while len(groups) < 3:  # values no passing case has, on failures that chance does not explain (all of them fail)
+        def chance_of(value: str) -> float:  # every case with the value failed: all of them among the failures
+            return min(1.0, tried * _all_among(n_f, len(has_f[value]), total))
+
+        best = max((v for v in values if not has_p[v] and len(has_f[v] & left) >= 2 and chance_of(v) < CLUSTER_CHANCE),
+                   key=lambda v: len(has_f[v] & left), default=None)
         if best is None:
             break
-        lines.append(f"{len(has_f[best])} of {n_f} {f_name} have {best}; 0 of {n_p} {p_name} do")
+        groups.append({"value": best, "failed": len(has_f[best]), "chance": chance_of(best)})
         left -= has_f[best]
-    if lines:
-        if left:
-            lines.append(f"the other {plural(len(left), f'failed {kind} case')} share no parameter that every "
-                         f"passing {kind} case lacks")
-        return lines
-    telling = [v for v in shared if v not in _DEFAULTS]
-    if telling:
-        fewest = min(len(has_p[v]) for v in telling)
-        best = [v for v in telling if len(has_p[v]) == fewest][:2]
-        return [f"{n_f} of {n_f} {f_name} have {v}; so do {len(has_p[v])} of {n_p} {p_name}" for v in best] + \
-            [f"no case parameter separates failed from passing {kind} cases"]
-    return [f"the failed {kind} cases share no case parameter that passing ones lack"]
+    if groups:
+        return {**base, "kind": "groups", "groups": groups, "unexplained": len(left), "significant": True,
+                "chance": max(g["chance"] for g in groups)}
+    if every:  # a value every failure has, too common among the passes to tell from chance
+        v = min(every, key=lambda value: len(has_p[value]))
+        return {**base, "kind": "necessary", "values": [v], "passed_with": len(has_p[v]),
+                "chance": min(1.0, tried * _all_among(n_f + len(has_p[v]), n_f, total)), "significant": False}
+    return {**base, "kind": "none", "significant": False, "chance": 1.0}
 
 
-def _quantity_lines(kind: str, failed: list[dict[str, Any]]) -> list[str]:
-    """Which quantities failed first (roots, by the cases they failed in), where, and which never failed."""
-    root_cases: Counter = Counter()
-    items: dict[str, list[str]] = defaultdict(list)
-    phases: set[str] = set()
+def _exceptions(cases: set[int], values: list[str], has_f: dict[str, set[int]], has_p: dict[str, set[int]]
+                ) -> list[list[Any]]:
+    """The passing ``cases`` described by values no failed case has (at most two, covering them all), as
+    [[value, cases], ...]; [] when two such values do not cover them."""
+    left, found = set(cases), []
+    while left and len(found) < 2:
+        best = max((v for v in values if not has_f[v] and has_p[v] & left), key=lambda v: len(has_p[v] & left),
+                   default=None)
+        if best is None:
+            return []
+        found.append([best, len(has_p[best] & left)])
+        left -= has_p[best]
+    return found if not left else []
+
+
+def _condition_text(condition: dict[str, Any]) -> tuple[str, list[str]]:
+    """The condition as a clause and, for groups of failures, one line per group."""
+    kind, n_f, n_p = condition["kind"], condition["failed"], condition["passed"]
+    if kind == "everywhere":
+        return "in every case where it was checked", []
+    if kind == "every":
+        v = condition["values"][0]
+        also = f" (and {condition['values'][1]})" if len(condition["values"]) > 1 else ""
+        if condition["significant"]:
+            return f"every one with {v}{also}, none of the {n_p} without", []
+        return (f"all {n_f} have {v}{also}, none of the {n_p} where it passed do (too few cases to rule out "
+                f"chance)", [])
+    if kind == "pair":
+        a, b = condition["values"]
+        with_a, with_b = condition["passed_with"]
+        return (f"every one with {a} and {b}; none of the {n_p} where it passed has both ({with_a} "
+                f"{_have(with_a)} {a}, {with_b} {_have(with_b)} {b})", [])
+    if kind == "necessary":
+        v, with_v = condition["values"][0], condition["passed_with"]
+        if condition["significant"]:
+            exceptions = condition.get("exceptions") or []
+            why = f" ({', '.join(f'{n} with {w}' for w, n in exceptions)})" if exceptions else ""
+            return (f"every one with {v}; none of the {n_p - with_v} without it failed, {with_v} with it passed"
+                    f"{why}", [])
+        if v not in _DEFAULTS and 2 * with_v <= n_p:
+            return (f"all {n_f} have {v}, as do {with_v} of the {n_p} where it passed: no case parameter sets them "
+                    "apart", [])
+        return f"no case parameter sets them apart from the {n_p} where it passed", []
+    if kind == "groups":
+        lines = [f"{g['failed']} with {g['value']} (none of the {n_p} where it passed has it)"
+                 for g in condition["groups"]]
+        if condition["unexplained"]:
+            lines.append(f"the other {condition['unexplained']} share no case parameter that every passing case "
+                         "lacks")
+        return f"in {len(condition['groups'])} group{'s' if len(condition['groups']) > 1 else ''}:", lines
+    return f"no case parameter sets them apart from the {n_p} where it passed", []
+
+
+def _phase_text(root_phases: set[str], checked_phases: set[str]) -> str:
+    if not root_phases or root_phases == {""}:
+        return ""
+    ordered = sorted(p for p in root_phases if p)
+    ordered.sort(key=phase_order)
+    text = ", at " + (", ".join(ordered) if len(ordered) <= 3 else f"{ordered[0]} ... {ordered[-1]}")
+    failed_kinds = {phase_kind(p) for p in ordered}
+    checked_kinds = {phase_kind(p) for p in checked_phases if p}
+    if failed_kinds < checked_kinds and len(failed_kinds) == 1:
+        name = {"train": "training", "eval": "eval", "step": "training"}.get(next(iter(failed_kinds)), "")
+        if name:
+            text += f" ({name} phases only)"
+    return text
+
+
+def _root_findings(kind: str, cases: list[dict[str, Any]]) -> list[Finding]:
+    """One finding per root quantity, exact check or kind of rank failure that failed in a case of ``kind`` (roots
+    failing in exactly the same cases share one): where it failed against where it was checked and passed, the
+    phases, the knock-ons folded under it, an example."""
+    evidence = [_evidence(case) for case in cases]
+    attributes = [_attributes(case) for case in cases]
+    keys = list(dict.fromkeys(k for e in evidence for k in e["roots"]))
+    by_sets: dict[tuple[frozenset[int], frozenset[int]], list[str]] = {}
+    for key in keys:
+        failed = frozenset(i for i, e in enumerate(evidence) if key in e["roots"])
+        passed = frozenset(i for i, e in enumerate(evidence) if key in e["passed"] and key not in e["roots"])
+        by_sets.setdefault((failed, passed), []).append(key)
+    findings = []
+    for (failed, passed), names in sorted(by_sets.items(), key=lambda item: (-len(item[0][0]), item[1][0])):
+        items = [c for i in failed for key in names for c in evidence[i]["roots"][key]]
+        knock_only = sum(1 for i, e in enumerate(evidence) if i not in failed and set(names) & e["knock_only"])
+        condition = _condition([attributes[i] for i in sorted(failed)], [attributes[i] for i in sorted(passed)])
+        clause, group_lines = _condition_text(condition)
+        root_phases = {c["phase"] for c in items}
+        checked_phases = {p for i in failed | passed for key in names for p in evidence[i]["checked"].get(key, ())}
+        name = " and ".join(_root_name(key, [c for c in items if c.get("quantity") == key]) for key in names)
+        n_f = len(failed)
+        text = (f"{name}: failed in {n_f} of {n_f + len(passed)} case{'s' if n_f + len(passed) != 1 else ''} "
+                f"where it was checked{_phase_text(root_phases, checked_phases)}; {clause}")
+        if knock_only:
+            text += f" (in {knock_only} more it failed only as a knock-on of another root)"
+        children = [_finding(line, "group") for line in group_lines]
+        folded: Counter = Counter()
+        for i in failed:
+            for key in names:
+                folded.update(evidence[i]["folded"].get(key, {}))
+        if folded:
+            children.append(_finding("knock-ons folded under it: " + ", ".join(
+                f"{q} {n}" for q, n in folded.most_common(5)) + (" ..." if len(folded) > 5 else ""), "knock-ons"))
+        example = _example(cases, failed, names)
+        if example:
+            children.append(_finding(example, "example"))
+        data = {"roots": names, "failed": n_f, "checked": n_f + len(passed), "knock_on_only": knock_only,
+                "phases": sorted((p for p in root_phases if p), key=phase_order), "condition": condition,
+                "failed_cases": [cases[i]["id"] for i in sorted(failed)][:20], "knock_ons": dict(folded)}
+        findings.append({**_finding(text, "root", children), "data": data})
+    return findings
+
+
+def _example(cases: list[dict[str, Any]], failed: frozenset[int], names: list[str]) -> str:
+    """The most severe failure of the root, with its case: a statement, or an error against its magnitude."""
+    best = None
+    for i in failed:
+        case = cases[i]
+        for failure in case.get("failures") or []:
+            if _failure_root(failure) in names:
+                text = (failure_text(failure).strip().splitlines() or [""])[0]
+                return f"e.g. {case['id']}: {text}"
+        groups, _ = roots_and_knock_ons(case)
+        for members in groups:
+            if members[0]["quantity"] in names and (best is None or severity_key(members[0]) < severity_key(best[1])):
+                best = (case, members[0])
+    if best is None:
+        return ""
+    return f"e.g. {best[0]['id']}: {root_detail(best[1])}"
+
+
+def _never_failed(cases: list[dict[str, Any]]) -> str:
     compared: dict[str, None] = {}
-    failed_names: set[str] = set()
-    knock = 0
-    kinds: Counter = Counter()
-    eval_ran = eval_knock = 0
-    for case in failed:
-        groups, knock_ons = roots_and_knock_ons(case)
-        knock += sum(len(v) for v in knock_ons.values())
-        for name in dict.fromkeys(g[0]["quantity"] for g in groups):
-            root_cases[name] += 1
-        for g in groups:
-            phases.update(c["phase"] for c in g)
-            if g[0].get("item") and g[0]["item"] not in items[g[0]["quantity"]]:
-                items[g[0]["quantity"]].append(g[0]["item"])
+    failed: set[str] = set()
+    for case in cases:
         for c in case.get("comparisons") or []:
             compared.setdefault(c["quantity"])
             if not c["passed"]:
-                failed_names.add(c["quantity"])
-        kinds.update(failure_kind(f) for f in case.get("failures") or [])
-        evals = [c for c in case.get("comparisons") or [] if phase_kind(c["phase"]) == "eval"]
-        eval_ran += bool(evals)
-        eval_knock += any(not c["passed"] for c in evals)
-    lines = []
-    if kinds:
-        with_failures = sum(bool(c.get("failures")) for c in failed)
-        lines.append(f"{with_failures} of {len(failed)} failed {kind} cases had a failure that is not a comparison: "
-                     + ", ".join(f"{k} {n}" for k, n in kinds.most_common()))
-    if root_cases:
-        named = []
-        for name, n in root_cases.most_common(8):
-            shown = items.get(name, [])
-            detail = f" ({', '.join(shown[:4])}{', ...' if len(shown) > 4 else ''})" if shown else ""
-            named.append(f"{name}{detail} in {n} of {plural(len(failed), 'case')}")
-        more = f" and {len(root_cases) - 8} more" if len(root_cases) > 8 else ""
-        where = ""
-        if kind != "op":
-            ordered = sorted(phases, key=phase_order)
-            phase_kinds = {phase_kind(p) for p in ordered}
-            where = "; at " + ", ".join(ordered)
-            if phase_kinds == {"train"}:
-                where += " (training phases only"
-                if eval_ran:
-                    where += f"; {eval_ran} of these cases also ran eval phases, " + (
-                        f"where {eval_knock} failed only as knock-ons" if eval_knock else "which passed")
-                where += ")"
-            elif phase_kinds == {"eval"}:
-                where += " (eval phases only)"
-        if knock:
-            lines.append(f"root causes: {'; '.join(named)}{more}{where}; plus {plural(knock, 'knock-on failure')} "
-                         "computed from them")
-        else:
-            lines.append(f"failed quantities (all roots, no knock-ons): {'; '.join(named)}{more}{where}")
-    never = [q for q in compared if q not in failed_names]
-    if never and failed_names:
-        lines.append(f"never failed in these cases: {', '.join(never[:12])}"
-                     + (f" and {len(never) - 12} more" if len(never) > 12 else ""))
-    return lines
+                failed.add(c["quantity"])
+    never = [q for q in compared if q not in failed]
+    if not (never and failed):
+        return ""
+    return f"never failed: {', '.join(never[:12])}" + (f" and {len(never) - 12} more" if len(never) > 12 else "")
 
 
 def diagnose(document: dict[str, Any]) -> list[Finding]:
@@ -212,10 +372,12 @@ def diagnose(document: dict[str, Any]) -> list[Finding]:
                                  "failed"))
     for kind in kinds:
         passed = [c for c in cases if c.get("outcome") == "passed" and record_kind(c) == kind]
-        children = [_finding(line, "pattern") for line in _pattern_lines(kind, by_kind[kind], passed)]
-        children += [_finding(line, "quantities") for line in _quantity_lines(kind, by_kind[kind])]
-        findings.append(_finding(f"{kind} cases: {len(by_kind[kind])} failed, {len(passed)} passed", "kind",
-                                 children))
+        children = _root_findings(kind, by_kind[kind] + passed)
+        never = _never_failed(by_kind[kind])
+        if never:
+            children.append(_finding(never, "never failed"))
+        findings.append(_finding(f"{kind} cases: {len(by_kind[kind])} failed, {len(passed)} passed; each failing "
+                                 "root against the cases where it was checked and passed:", "kind", children))
     deviations = [c for c in cases if c.get("outcome") == "xfailed"]
     gone = [c for c in cases if c.get("outcome") == "xpassed"]
     reasons = Counter(deviation_summary(c.get("xfail_reason") or "") for c in deviations + gone)
@@ -269,6 +431,45 @@ def conformance_lines(document: dict[str, Any], *, width: int = 116) -> list[str
     return lines
 
 
+def byte_text(n: float) -> str:
+    """'52 B', '1.2 kB', '3.4 MB'."""
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.3g} B"
+
+
+def communication_lines(document: dict[str, Any], *, shown_features: int = 5) -> list[str]:
+    """What the ranks said to each other (harness.collectives.cost of every case that measured it): collectives and
+    bytes per training step and rank against torch's SyncBatchNorm, the cases that issue more collectives than it
+    (reported, never failed), and the features whose cost differs most from torch's."""
+    costs = [(case, cost) for case in document.get("cases") or [] if (cost := case_cost(case)) is not None]
+    if not costs:
+        return []
+    mean = {key: sum(cost[key] for _, cost in costs) / len(costs) for key in COST_KEYS}
+    lines = [f"{mean['per_step']:.3g} collectives and {byte_text(mean['bytes_per_step'])} per training step and "
+             f"rank (torch's SyncBatchNorm: {mean['torch_per_step']:.3g} and {byte_text(mean['torch_bytes_per_step'])}"
+             f"), mean over {plural(len(costs), 'case')}"]
+    costlier = [(case, cost) for case, cost in costs if cost["per_step"] > cost["torch_per_step"]]
+    if costlier:
+        case, cost = costlier[0]
+        lines.append(f"{plural(len(costlier), 'case')} issue more collectives per training step than torch's "
+                     f"SyncBatchNorm (reported, not failed), e.g. {case['id']}: {cost['per_step']:g} instead of "
+                     f"{cost['torch_per_step']:g}")
+    differing = []
+    for row in conformance(document.get("cases") or []):
+        cost = row.mean_cost()
+        if cost is not None and abs(cost["per_step"] - cost["torch_per_step"]) > 1e-9:
+            differing.append((cost["per_step"] - cost["torch_per_step"], row.feature.name, cost))
+    if differing:
+        differing.sort(key=lambda item: -item[0])
+        more = f" and {len(differing) - shown_features} more" if len(differing) > shown_features else ""
+        lines += textwrap.wrap("by feature, where the mean differs from torch's: " + ", ".join(
+            f"{name} {cost['per_step']:.3g} (torch's {cost['torch_per_step']:.3g})"
+            for _, name, cost in differing[:shown_features]) + more, 116, subsequent_indent="  ")
+    return lines
+
+
 def _header(document: dict[str, Any]) -> str:
     word = verdict_of(document)
     counts = run_counts(document)
@@ -293,6 +494,9 @@ def run_summary_lines(document: dict[str, Any], *, shown_cases: int = 15) -> lis
     lines += render_findings(diagnose(document), "  ")
     lines += ["", "Conformance by feature (cases: pass, FAIL, known deviation, unsupported):"]
     lines += ["  " + line for line in conformance_lines(document)]
+    communication = communication_lines(document)
+    if communication:
+        lines += ["", "Communication (the collective audit):"] + ["  " + line for line in communication]
     groups = failed_cases_by_class(document)
     total = sum(len(members) for _, members in groups)
     if total:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from .outcomes import COLUMNS, outcome
 
 __all__ = ["Feature", "FEATURES", "record_kind", "features_of", "conformance", "FeatureRow", "COLUMNS",
-           "column_of", "KIND_NAMES"]
+           "column_of", "KIND_NAMES", "case_cost", "COST_KEYS"]
 
 HALF = ("float16", "bfloat16")
 Params = dict[str, Any]
@@ -141,10 +141,22 @@ class FeatureRow:
     counts: Counter  # column -> cases
     failing_cases: list[str]  # ids
     unsupported_reasons: Counter  # reason -> cases
+    # Communication per training step and rank, summed over the cases that measured it (harness.collectives.cost):
+    # "cases", "per_step", "bytes_per_step", "torch_per_step", "torch_bytes_per_step", "costlier" (cases issuing
+    # more collectives per step than torch's SyncBatchNorm).
+    communication: Counter = field(default_factory=Counter)
 
     @property
     def cases(self) -> int:
         return sum(self.counts.values())
+
+    def mean_cost(self) -> dict[str, float] | None:
+        """Collectives and bytes per training step and rank, the SUT's and torch's, averaged over the cases that
+        measured them; None when none did."""
+        n = self.communication["cases"]
+        if not n:
+            return None
+        return {key: self.communication[key] / n for key in COST_KEYS}
 
     @property
     def status(self) -> str:
@@ -160,8 +172,22 @@ class FeatureRow:
         return "known deviation" if c["known deviation"] else "passing"
 
 
+COST_KEYS = ("per_step", "bytes_per_step", "torch_per_step", "torch_bytes_per_step")
+
+
+def case_cost(case: dict[str, Any]) -> dict[str, float] | None:
+    """A case record's communication per training step and rank against torch's SyncBatchNorm (the record's
+    ``collectives``), or None when it was not measured (an older document, an op case, a case that did not
+    finish)."""
+    cost = case.get("collectives") or {}
+    if any(cost.get(key) is None for key in COST_KEYS):
+        return None
+    return {key: float(cost[key]) for key in COST_KEYS}
+
+
 def conformance(cases: Iterable[dict[str, Any]]) -> list[FeatureRow]:
-    """Per feature (in FEATURES order), the cases by column; features no case has are left out."""
+    """Per feature (in FEATURES order), the cases by column and their communication; features no case has are left
+    out."""
     rows = {f.name: FeatureRow(f, Counter(), [], Counter()) for f in FEATURES}
     for case in cases:
         column = column_of(case.get("outcome", ""))
@@ -176,4 +202,9 @@ def conformance(cases: Iterable[dict[str, Any]]) -> list[FeatureRow]:
                     row.failing_cases.append(case["id"])
                 if column == "unsupported":
                     row.unsupported_reasons[case.get("unsupported") or "no reason given"] += 1
+                cost = case_cost(case)
+                if cost is not None:
+                    row.communication["cases"] += 1
+                    row.communication.update(cost)
+                    row.communication["costlier"] += cost["per_step"] > cost["torch_per_step"]
     return [row for row in rows.values() if row.cases]

@@ -17,7 +17,7 @@ import torch.distributed as dist
 
 from .reference_suts import F64, AllReduceSyncBN, GatherSyncBN, dims
 
-__all__ = ["CORRECT", "MUTANTS", "HANGING", "COSTLIER"]
+__all__ = ["CORRECT", "MUTANTS", "HANGING", "COSTLIER", "COMBINED", "COMBINED_PARTS"]
 
 
 # -- mutants: one bug each ----------------------------------------------------------------------------------------
@@ -344,6 +344,23 @@ HANGING = ("empty_skips_collective",)
 # Costlier, not wrong: the suite must pass each, and report that it issues more collectives than torch's SyncBN.
 _COSTLIER_CLASSES = {"extra_collective": (ExtraCollective, "an extra all_reduce per training step")}
 COSTLIER = {name: what for name, (_, what) in _COSTLIER_CLASSES.items()}
-for _name, (_cls, _bug) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES}.items():
+# Several independent mutants in one SUT (each overrides its own hooks): the diagnosis must give each defect its own
+# line with its true condition (tests/test_diagnosis_combined.py). Not part of the self-test.
+_COMBINED_PARTS = {
+    "counter_and_even_shards": ("no_batch_count", "assumes_even_shards"),
+    "momentum_grads_and_count_one": ("momentum_none_ignored", "param_grads_reduced", "count_one_no_error"),
+    "empty_skip_half_gather_and_momentum": ("empty_skips_collective", "half_gather", "momentum_none_ignored"),
+}
+COMBINED_PARTS = _COMBINED_PARTS
+COMBINED = {name: " + ".join(MUTANTS[part] for part in parts) for name, parts in _COMBINED_PARTS.items()}
+
+
+def _combined(name: str, parts: tuple[str, ...]) -> type:
+    bases = tuple(_MUTANT_CLASSES[part][0] for part in parts)
+    return type(name, bases, {"__doc__": f"{COMBINED[name]} ({', '.join(parts)})"})
+
+
+_COMBINED_CLASSES = {name: (_combined(name, parts), COMBINED[name]) for name, parts in _COMBINED_PARTS.items()}
+for _name, (_cls, _bug) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES, **_COMBINED_CLASSES}.items():
     globals()[_name] = _factory(_cls)
-__all__ += [*CORRECT, *MUTANTS, *COSTLIER]
+__all__ += [*CORRECT, *MUTANTS, *COSTLIER, *COMBINED]

@@ -235,9 +235,9 @@ class RankPool:
                     replies[rank] = ("stalled", {"silent_s": now - self._heard[rank]})
                     del pending[rank]
                     failed(rank, quick=True)
-            if pending and any("collectives" in payload for _, payload in replies.values()):
+            if pending and (self._audits or any("collectives" in payload for _, payload in replies.values())):
                 proof = collectives.deadlock(self._finished_audits(replies), {r: self._audits.get(r) for r in pending})
-                if proof is not None:  # ranks wait in a collective a finished member never entered: no use waiting
+                if proof is not None:  # ranks wait in a collective that cannot complete: no use waiting
                     break
         self._busy = False
         now = time.monotonic()
@@ -266,7 +266,16 @@ class RankPool:
         if proof is not None and not (crashed or stalled or raised):
             raise RankFailure(f"{proof[0]}; rank(s) {hung} had not returned and were stopped at once (not after the "
                               "case timeout); the pool was restarted", rank=proof[1], kind="deadlock", **context)
+        if proof is None and (crashed or stalled):  # did the ranks' collectives disagree before one died?
+            proof = collectives.deadlock(finished_audits, live_audits, settled=True)
         in_collective, absent = collectives.waiting_text(finished_audits, live_audits, hung, positions)
+
+        def fail(message: str, *, rank: int | None, kind: str, traceback: str = "") -> RankFailure:
+            """The failure; when the audit proved a collective mismatch, that is the cause and the rest follows."""
+            if proof is not None:
+                return RankFailure(f"{proof[0]}; then {message}", rank=proof[1], kind="deadlock", traceback=traceback,
+                                   **context)
+            return RankFailure(message, rank=rank, kind=kind, traceback=traceback, **context)
 
         def silence(r: int, seconds: float) -> str:
             if positions[r] is None:
@@ -284,21 +293,21 @@ class RankPool:
             also = "".join(f"; rank {r} crashed too ({codes[r]})" for r in crashed[1:])
             others = f"; rank(s) {[r for r in raised if r != rank]} raised after it (connection errors)" \
                 if raised else ""
-            raise RankFailure(f"rank {rank} crashed ({codes[rank]}) while trying to {what}, at "
-                              f"{_where(positions[rank])}{also}{others}{silent_text}{waiting_text}{restarted}",
-                              rank=rank, kind="crashed", **context)
+            raise fail(f"rank {rank} crashed ({codes[rank]}) while trying to {what}, at "
+                       f"{_where(positions[rank])}{also}{others}{silent_text}{waiting_text}{restarted}",
+                       rank=rank, kind="crashed")
         if stalled:
             silences = ", ".join(silence(r, replies[r][1]["silent_s"]) for r in stalled)
-            raise RankFailure(f"rank(s) {stalled} stopped answering while trying to {what} (process stopped, or "
-                              f"stuck in native code holding the interpreter): {silences}{silent_text}"
-                              f"{waiting_text}{restarted}", rank=stalled[0], kind="stalled", **context)
+            raise fail(f"rank(s) {stalled} stopped answering while trying to {what} (process stopped, or stuck in "
+                       f"native code holding the interpreter): {silences}{silent_text}{waiting_text}{restarted}",
+                       rank=stalled[0], kind="stalled")
         if raised:
             rank = raised[0] if first_error not in raised else first_error
             info = replies[rank][1]
             extra = f"; rank(s) {[r for r in raised if r != rank]} raised too" if len(raised) > 1 else ""
-            raise RankFailure(f"rank {rank} raised {info['type']} while trying to {what}: {info['message']}{extra}"
-                              f"{silent_text}{waiting_text}{restarted}", rank=rank, kind="raised",
-                              traceback=info.get("traceback", ""), **context)
+            raise fail(f"rank {rank} raised {info['type']} while trying to {what}: {info['message']}{extra}"
+                       f"{silent_text}{waiting_text}{restarted}", rank=rank, kind="raised",
+                       traceback=info.get("traceback", ""))
         answered = sorted(replies)
         limit = nominal_timeout or timeout
         within = f"within the start timeout of {limit:g} s" if starting else f"within {limit:g} s"
@@ -322,8 +331,8 @@ class RankPool:
         elif not silent:
             parts.append("every rank is alive: a deadlock, or too slow for --case-timeout")
         single = silent if silent else (absent or hung)  # the rank the others wait for, when the audit names it
-        raise RankFailure("; ".join(parts) + restarted, rank=single[0] if len(single) == 1 else None,
-                          kind="start" if starting else "timeout", **context)
+        raise fail("; ".join(parts) + restarted, rank=single[0] if len(single) == 1 else None,
+                   kind="start" if starting else "timeout")
 
     def close(self) -> None:
         """End the ranks: asked to exit when idle, killed at once when busy (a call or the start under way)."""

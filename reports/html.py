@@ -20,9 +20,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness.features import COLUMNS, conformance
+from harness.features import COLUMNS, case_cost, conformance
 from harness.outcomes import FAILING, OUTCOMES
-from harness.diagnosis import diagnose
+from harness.diagnosis import byte_text, communication_lines, diagnose
 from harness.verdict import (CLASS_TITLES, case_headline, deviation_summary, exact_statement, failed_cases_by_class,
                              failure_text, incomplete_text, is_exact, roots_and_knock_ons,
                              run_counts, scaled_text, verdict_of)
@@ -52,6 +52,8 @@ h3{font-size:15px;margin:18px 0 6px}h4{font-size:14px;margin:0 0 4px;word-break:
 .count.passed b{color:#1a7f37}.count.xfailed b,.count.unsupported b{color:#9a6700}
 ul.diag{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px 8px 28px;margin:6px 0}
 ul.diag ul{padding-left:18px;list-style:circle;font-weight:400}ul.diag li.kind{font-weight:600}
+ul.diag li.example,ul.diag li.knock-ons,ul.diag li.never-failed{color:#57606a;font-size:13px}
+td.costlier{color:#9a6700;font-weight:600}
 table{border-collapse:collapse;background:#fff;margin:6px 0}td,th{border:1px solid #d0d7de;padding:3px 7px;
 vertical-align:top;text-align:left}th{background:#f3f5f7;font-weight:600}td.num{text-align:right;
 font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -127,7 +129,8 @@ def _findings(findings: list[dict[str, Any]]) -> str:
     """harness.diagnosis' findings as nested lists (a finding about a case kind in bold)."""
     items = []
     for finding in findings:
-        css = ' class="kind"' if finding.get("role") == "kind" else ""
+        role = str(finding.get("role") or "").replace(" ", "-")
+        css = f' class="{e(role)}"' if role else ""
         children = finding.get("children") or []
         items.append(f"<li{css}>{e(finding['text'])}" + (f"<ul>{_findings(children)}</ul>" if children else "")
                      + "</li>")
@@ -153,12 +156,28 @@ def _conformance_table(document: dict[str, Any]) -> str:
                         + f">{c[col] or ''}</td>" for col in COLUMNS)
         out.append(f'<tr class="{css}"><td class="feature" title="{e(row.feature.description)}">'
                    f"{e(row.feature.name)}</td><td class=num>{row.cases}</td>"
-                   + cells + f"<td>{e(reasons)}</td></tr>")
+                   + cells + f"<td>{e(reasons)}</td>" + _cost_cells(row.mean_cost()) + "</tr>")
     head = ("<tr><th>feature</th><th>cases</th><th>supported, passing</th><th>supported, failing</th>"
-            "<th>known deviation</th><th>declared unsupported</th><th>unsupported because</th></tr>")
+            "<th>known deviation</th><th>declared unsupported</th><th>unsupported because</th>"
+            "<th title=\"per training step and rank, mean over the cases that measured it\">collectives / step "
+            "(torch's)</th><th>bytes / step (torch's)</th></tr>")
+    communication = communication_lines(document)
     return ("<h2>Conformance by feature</h2><p class=dim>A case counts in every feature it has; a known deviation "
-            "fails as documented (harness/known_deviations.toml); skipped cases count nowhere.</p>"
-            f'<table class="conf">{head}{"".join(out)}</table>' + _area_table(document))
+            "fails as documented (harness/known_deviations.toml); skipped cases count nowhere. Communication is the "
+            "collective audit's: what the SUT's ranks issued per training step, against torch's SyncBatchNorm on "
+            "the same cases (more collectives are reported, never failed).</p>"
+            f'<table class="conf">{head}{"".join(out)}</table>'
+            + (f"<p>{'<br>'.join(e(line) for line in communication)}</p>" if communication else "")
+            + _area_table(document))
+
+
+def _cost_cells(cost: dict[str, float] | None) -> str:
+    if cost is None:
+        return "<td></td><td></td>"
+    css = " costlier" if cost["per_step"] > cost["torch_per_step"] + 1e-9 else ""
+    nbytes = f'{byte_text(cost["bytes_per_step"])} ({byte_text(cost["torch_bytes_per_step"])})'
+    return (f'<td class="num{css}">{cost["per_step"]:.3g} ({cost["torch_per_step"]:.3g})</td>'
+            f'<td class="num{css}">{e(nbytes)}</td>')
 
 
 def _area_table(document: dict[str, Any]) -> str:
@@ -274,9 +293,11 @@ def _passing(document: dict[str, Any]) -> str:
     for area in sorted(by_area):
         rows = "".join(f'<tr><td><code>{e(c["id"])}</code></td><td class=num>{len(c["comparisons"])}</td>'
                        f'<td class=num>{fmt(case_worst(c, failed_only=False))}</td>'
+                       f'{_cost_cells(case_cost(c))}'
                        f'<td class=num>{as_float(c.get("duration_s")):.2f}s</td></tr>' for c in by_area[area])
         out.append(f"<details><summary>{e(area)}: {len(by_area[area])} passed</summary><table><tr><th>case</th>"
-                   f"<th>comparisons</th><th>worst err / allowed</th><th>time</th></tr>{rows}</table></details>")
+                   f"<th>comparisons</th><th>worst err / allowed</th><th>collectives / step (torch's)</th>"
+                   f"<th>bytes / step (torch's)</th><th>time</th></tr>{rows}</table></details>")
     return "".join(out)
 
 

@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable
 
+from harness.collectives import describe, describe_sequence
 from harness.verdict import (case_headline, exact_statement, failure_text, is_exact, is_yardstick_suspect,
                              roots_and_knock_ons, scaled_text, where)
 from harness.verdict import label as comparison_label
@@ -243,9 +244,46 @@ def _plots(case: dict[str, Any]) -> str:
     return '<div class="groups">' + "".join(plots) + "</div>" if plots else ""
 
 
+def _failing_phase(case: dict[str, Any]) -> str:
+    """The phase a failed case went wrong at: its collective mismatch's, else its worst root's, else ""."""
+    for failure in case.get("failures") or []:
+        if isinstance(failure, dict) and failure.get("phase"):
+            return str(failure["phase"])
+    groups, _ = roots_and_knock_ons(case)
+    return str(groups[0][0]["phase"]) if groups else ""
+
+
+def _collectives(case: dict[str, Any]) -> str:
+    """What each rank issued at the failing phase (the collective audit's log), and the collective a rank was
+    waiting in when the case was stopped; the case's communication per training step against torch's."""
+    record = case.get("collectives") or {}
+    logs, inside = record.get("log") or {}, record.get("inside") or {}
+    phase = _failing_phase(case)
+    rows = []
+    for rank in sorted(set(logs) | set(inside), key=int):
+        entries = [x for x in logs.get(rank) or [] if not phase or x.get("phase") == phase]
+        issued = describe_sequence(entries) if rank in logs else "(did not return its log)"
+        waiting = describe(inside[rank]) if rank in inside else ""
+        rows.append(f"<tr><td class=num>{e(rank)}</td><td>{e(issued)}</td><td>{e(waiting)}</td></tr>")
+    cost = ""
+    if record.get("per_step") is not None and record.get("torch_per_step") is not None:
+        cost = (f"<p class=dim>per training step and rank: {fmt(record['per_step'])} collectives, "
+                f"{fmt(record.get('bytes_per_step'))} bytes (torch's SyncBatchNorm: {fmt(record['torch_per_step'])},"
+                f" {fmt(record.get('torch_bytes_per_step'))} bytes)</p>")
+    if not rows:
+        return cost
+    where = f" at {e(phase)}" if phase else ""
+    about_them = any(str(c.get("quantity", "")).startswith("collectives.") and not c.get("passed")
+                     for c in case.get("comparisons") or []) or any(
+        isinstance(f, dict) and f.get("kind") == "collectives" for f in case.get("failures") or [])
+    return (f"<details class=collectives{' open' if about_them else ''}><summary>collectives the ranks issued{where} (the collective audit)"
+            f"</summary><table><tr><th>rank</th><th>issued{where}</th><th>waiting in when stopped</th></tr>"
+            f"{''.join(rows)}</table>{cost}</details>")
+
+
 def case_fragment(case: dict[str, Any]) -> str:
-    """One failed case in full: parameters, rank failures, root causes with their knock-ons folded, heat maps,
-    histograms, rerun."""
+    """One failed case in full: parameters, rank failures, root causes with their knock-ons folded, the collectives
+    of the failing phase, heat maps, histograms, rerun."""
     parts = [_params(case)]
     if case.get("unsupported"):
         parts.append(f"<p>declared unsupported by the implementation: {e(case['unsupported'])}</p>")
@@ -253,6 +291,7 @@ def case_fragment(case: dict[str, Any]) -> str:
         parts.append("<div class=other><b>rank failures and other failures</b>"
                      + "".join(pre(failure_text(f)) for f in case["failures"]) + "</div>")
     parts.append(_root_table(case))
+    parts.append(_collectives(case))
     if not case.get("comparisons") and not case.get("failures") and not case.get("unsupported"):
         parts.append("<p>nothing was compared: a case that compares nothing fails</p>")
     parts.append(_plots(case))

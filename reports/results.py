@@ -15,7 +15,8 @@ Document (``"schema": "syncbn-harness/results", "version": 3``)::
                  "deviation_failed_comparisons" (inside them)},
      "cases": [case record, ...],                       # sorted by case id
      "property_tests": [{nodeid, outcome, examples, passed_examples, dtypes, worst_passing_ratio,
-                         worst_passing_case}, ...]}     # hypothesis tests: what they ran (examples are not cases)
+                         worst_passing_case}, ...],     # hypothesis tests: what they ran (examples are not cases)
+     "diagnosis": [finding, ...]}                       # optional (absent before): harness.diagnosis.diagnose
 
 Case record: id, kind (harness.kinds: "module" | "op" | "model"), area (tags[0]), tags, params (the spec's
 fields), device, backend, world_size, outcome (harness.outcomes: "passed" | "failed" | "xfailed" | "xpassed" |
@@ -27,6 +28,17 @@ a required error not raised, ...), comparisons, duration_s, rerun, nodeid, worke
 allowed), tolerance {atol, rtol, reason, scale}, worst {index, global_sample, location, actual, expected} or null,
 channel_ratio, ratio_histogram (bins: harness.compare.RATIO_HISTOGRAM_EDGES), note, knock_on_of (the root failure
 it follows from, harness.verdict).
+
+Optional fields (a reader tolerates their absence: documents written before them lack them):
+- a case record's ``collectives`` (module and model cases: harness.collectives.cost): per_step, bytes_per_step
+  (collectives and bytes per training step and rank, the SUT's), torch_per_step, torch_bytes_per_step (torch's
+  SyncBatchNorm for the same case), eval (collectives at eval phases), and for a failed case ``log`` (rank -> the
+  collectives it issued: op, dtype, shape, numel, bytes, group, index, phase, stage, source) and, for a case whose
+  ranks did not finish, ``inside`` (rank -> the collective it waited in);
+- the document's ``diagnosis``: the findings of harness.diagnosis.diagnose, each {text, role, children} and, for a
+  root (role "root"), ``data``: {roots, failed, checked, knock_on_only, phases, condition, failed_cases, knock_ons},
+  the condition structured (kind "every" / "pair" / "necessary" / "groups" / "none" / "everywhere", its values,
+  counts and chance).
 
 Version 3 (this harness): a case record's kind is ``kind`` (version 2 called it ``level``). Version 2: comparisons
 carry exact / statement / item / knock_on_of / tolerance.scale, failures are records, not strings, and the document
@@ -50,6 +62,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.compare import RATIO_HISTOGRAM_EDGES
+from harness.diagnosis import diagnose
 from harness.kinds import kind_of
 from harness.verdict import mark_knock_ons
 
@@ -216,13 +229,15 @@ def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit
     """The results document. ``incomplete``: {reason, cases_run, cases_selected, not_run} when the run did not
     finish (interrupted, terminated, a worker lost): such a document never reads as passed."""
     ordered = sorted(cases, key=lambda c: c["id"])
-    return {"schema": SCHEMA, "version": VERSION,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "exit_status": exit_status, "status": "incomplete" if incomplete else "complete",
-            "incomplete": jsonable(incomplete) if incomplete else None,
-            "ratio_histogram_edges": list(RATIO_HISTOGRAM_EDGES),
-            "environment": env, "summary": summarize(ordered, property_tests), "cases": ordered,
-            "property_tests": jsonable(property_tests or [])}
+    document = {"schema": SCHEMA, "version": VERSION,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "exit_status": exit_status, "status": "incomplete" if incomplete else "complete",
+                "incomplete": jsonable(incomplete) if incomplete else None,
+                "ratio_histogram_edges": list(RATIO_HISTOGRAM_EDGES),
+                "environment": env, "summary": summarize(ordered, property_tests), "cases": ordered,
+                "property_tests": jsonable(property_tests or [])}
+    document["diagnosis"] = jsonable(diagnose(document))
+    return document
 
 
 def write_atomically(path: str | os.PathLike[str], text: str) -> Path:

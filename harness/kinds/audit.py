@@ -27,10 +27,10 @@ def judge_collectives(result: CaseResult, actual: list[Any], *, phases: Sequence
 def collectives_of_failure(failure: RankFailure) -> dict[str, Any] | None:
     """What is known of the ranks' collectives when a case did not finish: the logs of the ranks that returned and
     the collective each other rank was inside (None when no audit ran)."""
-    logs = {rank: value["collectives"] for rank, value in failure.partial.items()
-            if isinstance(value, dict) and isinstance(value.get("collectives"), list)}
-    inside = {rank: state["inside"] for rank, state in failure.collectives.items()
-              if isinstance(state, dict) and state.get("inside")}
+    logs = {rank: state["log"] for rank, state in failure.collectives.items()
+            if isinstance(state, dict) and isinstance(state.get("log"), list)}  # ranks that returned or raised
+    inside = {rank: collectives.waits_in(state)[0] for rank, state in failure.collectives.items()
+              if isinstance(state, dict) and collectives.waits_in(state) and rank not in logs}
     if not (logs or inside):
         return None
     return {"log": {str(rank): log for rank, log in sorted(logs.items())},

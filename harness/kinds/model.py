@@ -20,7 +20,7 @@ from ..tf32 import tf32_mode
 from ..tolerances import model_tolerance
 from .audit import judge_collectives
 from .base import Plan
-from .module import shard_attributes
+from .module import group_attributes, shard_attributes
 
 __all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "bn_channels", "TIMEOUT_FACTOR"]
 
@@ -40,7 +40,8 @@ def attributes(p: dict[str, Any]) -> list[str]:
     """A model case's parameters as the diagnosis compares them (harness.kinds.CaseKind.attributes)."""
     momentum = p.get("momentum")
     return [f"dtype {p.get('dtype')}", "momentum None" if momentum is None else f"momentum {float(momentum):g}",
-            *shard_attributes(p), f"world size {len(p.get('shard_sizes') or ())}"]
+            *shard_attributes(p), *group_attributes({**p, "spatial": ()}),
+            f"world size {len(p.get('shard_sizes') or ())}"]
 
 
 def judge(spec: ModelSpec, expected: tuple[dict[str, Any], dict[str, Any]], actual: list[dict[str, Any]],

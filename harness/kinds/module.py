@@ -19,7 +19,8 @@ from ..tolerances import module_tolerance
 from .audit import judge_collectives
 from .base import Plan
 
-__all__ = ["plan", "judge", "required_errors", "compare_case", "attributes", "shard_attributes", "offset_attribute"]
+__all__ = ["plan", "judge", "required_errors", "compare_case", "attributes", "shard_attributes", "offset_attribute",
+           "group_attributes"]
 
 
 def plan(spec: ModuleSpec):
@@ -43,7 +44,7 @@ def attributes(p: dict[str, Any]) -> list[str]:
             "process groups" if p.get("groups") else "no process groups", f"{p.get('data')} data",
             "momentum None" if momentum is None else f"momentum {float(momentum):g}", *shard_attributes(p),
             "unequal element counts per rank" if len(counts) > 1 else "equal element counts per rank",
-            *offset_attribute(p), f"world size {len(sizes)}"]
+            *group_attributes(p), *offset_attribute(p), f"world size {len(sizes)}"]
 
 
 def required_errors(expected: ExpectedCase) -> dict[int, dict[str, Any]]:
@@ -150,6 +151,28 @@ def shard_attributes(p: dict[str, Any]) -> list[str]:
     sizes = list(p.get("shard_sizes") or ())
     return ["uneven shards" if len(set(sizes)) > 1 else "even shards",
             "an empty shard" if 0 in sizes else "no empty shard"]
+
+
+def group_attributes(p: dict[str, Any]) -> list[str]:
+    """How the elements are spread within each process group (all ranks when there are none): what a SyncBN that
+    weighs ranks equally, drops empty ranks or divides by the group's count depends on."""
+    sizes = list(p.get("shard_sizes") or ())
+    spatials = p.get("rank_spatial") or [p.get("spatial") or ()] * len(sizes)
+    counts = [n * math.prod(s) for n, s in zip(sizes, spatials)]
+    groups = p.get("groups") or [list(range(len(sizes)))]
+    values = ["unequal element counts within a group" if any(len({counts[r] for r in g}) > 1 for g in groups)
+              else "equal element counts within every group"]
+    if any(0 < counts[r] for g in groups for r in g) and any(counts[r] == 0 for g in groups for r in g):
+        values.append("an empty rank beside ranks with data in its group" if any(
+            0 in [counts[r] for r in g] and any(counts[r] for r in g) for g in groups) else "no empty rank beside data")
+    if any(all(counts[r] == 0 for r in g) for g in groups):
+        values.append("a group whose shards are all empty")
+    if any(sum(counts[r] for r in g) == 1 for g in groups):
+        values.append("a group holding a single value per channel")
+    if any(len(g) == 1 for g in groups):
+        values.append("a rank alone in its group")
+    values.append("a group of several ranks" if any(len(g) > 1 for g in groups) else "every rank alone in its group")
+    return values
 
 
 def offset_attribute(p: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..collectives import waits_in
 from ..errors import RankError, RankFailure
 from ..result import FAILURE_KINDS, Failure
 
@@ -53,9 +54,9 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
 def _waiting_phase(failure: RankFailure) -> str:
     """The phase of the collective the waiting ranks were inside (harness.collectives.deadlock)."""
     for rank in failure.waiting:
-        inside = (failure.collectives.get(rank) or {}).get("inside")
-        if inside:
-            return str(inside.get("phase", ""))
+        waiting_in = waits_in(failure.collectives.get(rank))
+        if waiting_in:
+            return str(waiting_in[0].get("phase", ""))
     return ""
 
 

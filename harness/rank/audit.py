@@ -7,15 +7,18 @@ Function calls ``dist.all_gather`` and ``torch.distributed.all_reduce``, both lo
 is recorded (harness.collectives.entry: op, dtype, shape, bytes, group, its index on that group, the phase and stage
 ``ctx.progress`` last set) before the original function runs with the same arguments. A collective called from
 inside another (``all_gather_object`` calls ``all_gather``) is recorded once, as the outer one. While a rank is
-inside a collective, ``ctx.collectives`` says which (``snapshot``), and the heartbeat reports it at once
-(harness.rank.worker), so the controller can prove a deadlock (harness.collectives.deadlock) within a heartbeat.
+inside a collective (or has an async one in flight: until its future completes), ``ctx.collectives`` says which
+(``snapshot``), and the heartbeat reports it at once (harness.rank.worker), so the controller can prove a deadlock
+(harness.collectives.deadlock) within a heartbeat. ``issued_by("ddp")`` marks collectives that are not the SUT's
+(the model kind's DDP gradient reduction).
 The log is ``audit.log``; rank entries return it with their result. On exit every function is restored.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..collectives import Entry, entry, group_key, snapshot
 from .worker import RankContext
@@ -65,16 +68,29 @@ class CollectiveAudit:
         self.ctx = ctx
         self.log: list[Entry] = []
         self.inside: Entry | None = None
+        self.pending: list[Entry] = []  # async collectives issued and not completed
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._nested = threading.local()
         self._saved: list[tuple[Any, str, Any]] = []
         self._groups: dict[int, list[int]] = {}
+        self._source = "sut"
 
-    def snapshot(self) -> dict[str, Any]:
-        """This rank's audit state now (harness.collectives.snapshot), for the heartbeat and the final result."""
+    def snapshot(self, *, final: bool = False) -> dict[str, Any]:
+        """This rank's audit state now (harness.collectives.snapshot), for the heartbeat; ``final``, with the whole
+        log, for the result."""
         with self._lock:
-            return snapshot(self.log, self.inside)
+            return snapshot(self.log, self.inside, self.pending, final=final)
+
+    @contextlib.contextmanager
+    def issued_by(self, source: str) -> Iterator[None]:
+        """Record the collectives issued inside as ``source``'s, not the SUT's (the harness's DDP: its gradient
+        reduction is checked for agreement, not counted as the SUT's cost)."""
+        previous, self._source = self._source, source
+        try:
+            yield
+        finally:
+            self._source = previous
 
     def _members(self, group: Any) -> list[int]:
         import torch.distributed as dist
@@ -101,7 +117,7 @@ class CollectiveAudit:
             index = self._counts.get(key, 0)
             self._counts[key] = index + 1
             record = entry(op, dtype=dtype, shape=shape, numel=numel, nbytes=nbytes, group=members, index=index,
-                           phase=phase, stage=stage)
+                           phase=phase, stage=stage, source=self._source)
             self.log.append(record)
             self.inside = record
         return record
@@ -112,20 +128,40 @@ class CollectiveAudit:
         def audited(*args: Any, **kwargs: Any) -> Any:
             if getattr(self._nested, "depth", 0):
                 return original(*args, **kwargs)
-            self._record(op, signature, args, kwargs)
+            record = self._record(op, signature, args, kwargs)
             if self.ctx.on_progress is not None:
                 self.ctx.on_progress()  # the heartbeat says at once that this rank is inside the collective
             self._nested.depth = 1
             try:
-                return original(*args, **kwargs)
+                work = original(*args, **kwargs)
             finally:
                 self._nested.depth = 0
                 with self._lock:
                     self.inside = None
+            self._track(record, work)
+            return work
 
         audited.__wrapped__ = original  # type: ignore[attr-defined]
         audited.__name__ = audited.__qualname__ = op
         return audited
+
+    def _track(self, record: Entry, work: Any) -> None:
+        """An async collective (a work handle) counts as waited in until its future completes."""
+        future = getattr(work, "get_future", None)
+        if future is None:
+            return
+        with self._lock:
+            self.pending.append(record)
+
+        def done(_: Any) -> None:
+            with self._lock:
+                if record in self.pending:
+                    self.pending.remove(record)
+
+        try:
+            future().add_done_callback(done)
+        except RuntimeError:  # a backend without futures: no way to tell when it completes
+            done(None)
 
     def __enter__(self) -> CollectiveAudit:
         import torch.distributed as dist

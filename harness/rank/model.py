@@ -74,6 +74,22 @@ def _cpu_ddp_class():
     return CpuDistributedDataParallel
 
 
+def _audit_gradient_reduction(ddp, ctx: RankContext) -> None:
+    """DDP reduces gradients with torch's allreduce_hook, the Python twin of its built-in reduction ("DDP results is
+    expected to be same as the case where no hook was registered"), so that the collective audit sees DDP's
+    communication too, marked as DDP's (not the SUT's cost): a rank waiting in DDP's reduction while the others wait
+    in the SUT's collective is then a visible mismatch, not a silent hang."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    audit = ctx.collectives
+
+    def hook(state, bucket):
+        with audit.issued_by("ddp"):
+            return default_hooks.allreduce_hook(state, bucket)
+
+    ddp.register_comm_hook(None, hook)
+
+
 def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
     """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step],
     "collectives": [the collectives the SUT issued: harness.rank.audit]}, or {"unsupported": reason} when the SUT
@@ -100,6 +116,7 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) ->
     net = _convert(make_net(spec, spec.dtype, device), sut, factory, spec.device)
     wrapper = DistributedDataParallel if spec.device == "cuda" else _cpu_ddp_class()
     ddp = wrapper(net, device_ids=[torch.device(device)] if spec.device == "cuda" else None)
+    _audit_gradient_reduction(ddp, ctx)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=LEARNING_RATE)
     inputs, targets = make_batch(spec)
     start = sum(spec.shard_sizes[:ctx.rank])

@@ -86,10 +86,11 @@ class _Channel:
         with self.lock:
             self.conn.send((name, payload))
 
-    def audit_state(self) -> dict[str, Any]:
-        """{"collectives": the call's audit state} when a collective audit ran in it, else {}."""
+    def audit_state(self, *, final: bool = False) -> dict[str, Any]:
+        """{"collectives": the call's audit state (``final``: with its whole log)} when a collective audit ran in
+        it, else {}."""
         audit = self.context.collectives if self.context is not None else None
-        return {"collectives": audit.snapshot()} if audit is not None else {}
+        return {"collectives": audit.snapshot(final=final)} if audit is not None else {}
 
     def heartbeat(self, interval: float) -> None:
         while True:
@@ -187,11 +188,11 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
         try:
             result = _resolve(kwargs["target"])(ctx, **kwargs.get("kwargs", {}))
             channel.busy = False
-            channel.send("result", {"value": result, **channel.audit_state()})
+            channel.send("result", {"value": result, **channel.audit_state(final=True)})
         except BaseException as exc:  # noqa: BLE001
             channel.busy = False
             channel.send("error", {"type": type(exc).__name__, "message": str(exc),
-                                   "traceback": traceback.format_exc(), **channel.audit_state()})
+                                   "traceback": traceback.format_exc(), **channel.audit_state(final=True)})
     try:
         dist.destroy_process_group()
     except Exception:  # noqa: BLE001 - best effort at exit
