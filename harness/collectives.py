@@ -77,13 +77,14 @@ def describe_sequence(entries: Sequence[Entry]) -> str:
 
 
 def snapshot(log: Sequence[Entry], inside: Entry | None, pending: Sequence[Entry] = (), *,
-             final: bool = False) -> dict[str, Any]:
-    """A rank's audit state as its heartbeat carries it: collectives issued so far per group, the one it is inside
-    now (None: not in a collective) and the async ones in flight; ``final`` (the state a rank returns with) adds
-    the whole log."""
-    counts: dict[str, int] = defaultdict(int)
-    for e in log:
-        counts[group_key(e["group"])] += 1
+             final: bool = False, counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """A rank's audit state as its heartbeat carries it: collectives issued so far per group (``counts``, counted
+    from ``log`` when not given), the one it is inside now (None: not in a collective) and the async ones in
+    flight; ``final`` (the state a rank returns with) adds the whole log."""
+    if counts is None:
+        counts = defaultdict(int)
+        for e in log:
+            counts[group_key(e["group"])] += 1
     state = {"counts": dict(counts), "inside": inside, "pending": list(pending)}
     if final:
         state["log"] = list(log)

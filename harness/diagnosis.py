@@ -28,7 +28,7 @@ from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cas
                       root_detail, roots_and_knock_ons, run_counts, severity_key, verdict_of)
 
 __all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "communication_lines",
-           "byte_text", "CLUSTER_CHANCE"]
+           "byte_text", "case_attributes", "CLUSTER_CHANCE"]
 
 Finding = dict[str, Any]  # {"text": sentence, "role": what it is, "children": [Finding, ...]}
 CLUSTER_CHANCE = 1e-3  # the most a cluster of failed cases may owe to chance (see _pattern_lines)
@@ -56,7 +56,7 @@ def render_findings(findings: list[Finding], indent: str = "") -> list[str]:
     return lines
 
 
-def _attributes(case: dict[str, Any]) -> list[str]:
+def case_attributes(case: dict[str, Any]) -> list[str]:
     """A case's parameters as readable values (its kind's: harness.kinds.CaseKind.attributes, then the device, the
     area and the features of harness.features) that failed and passing cases can be compared on."""
     p = case.get("params") or {}
@@ -111,12 +111,24 @@ def _evidence(case: dict[str, Any]) -> dict[str, Any]:
     checked: dict[str, set[str]] = defaultdict(set)
     for c in comparisons:
         checked[c["quantity"]].add(c["phase"])
-    passed = {q for q in checked if q not in failed}
+    passed: set[str] = {q for q in checked if q not in failed}
+    if case.get("outcome") == "passed" and not comparisons:  # a trimmed document: it passed whatever it checked
+        passed = _EVERY
     ran = bool(comparisons) and not any(_failure_root(f) not in (None, "error", SEQUENCE) for f in failures)
     if ran:  # a case whose ranks all finished had none of the rank failures
         passed |= {kind for kind in _FAILURE_NAMES if kind not in roots}
     return {"roots": dict(roots), "knock_only": failed - set(roots), "passed": passed, "checked": checked,
             "folded": folded}
+
+
+class _Every(frozenset):
+    """Every check: what a passing case whose record keeps no comparisons (a trimmed document) passed."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+_EVERY = _Every()
 
 
 def _root_name(key: str, items: list[dict[str, Any]]) -> str:
@@ -228,7 +240,7 @@ def _condition_text(condition: dict[str, Any]) -> tuple[str, list[str]]:
         v = condition["values"][0]
         also = f" (and {condition['values'][1]})" if len(condition["values"]) > 1 else ""
         if condition["significant"]:
-            return f"every one with {v}{also}, none of the {n_p} without", []
+            return f"every one with {v}{also}; it passed in all {n_p} cases without", []
         return (f"all {n_f} have {v}{also}, none of the {n_p} where it passed do (too few cases to rule out "
                 f"chance)", [])
     if kind == "pair":
@@ -277,7 +289,7 @@ def _root_findings(kind: str, cases: list[dict[str, Any]]) -> list[Finding]:
     failing in exactly the same cases share one): where it failed against where it was checked and passed, the
     phases, the knock-ons folded under it, an example."""
     evidence = [_evidence(case) for case in cases]
-    attributes = [_attributes(case) for case in cases]
+    attributes = [case_attributes(case) for case in cases]
     keys = list(dict.fromkeys(k for e in evidence for k in e["roots"]))
     by_sets: dict[tuple[frozenset[int], frozenset[int]], list[str]] = {}
     for key in keys:
@@ -294,8 +306,12 @@ def _root_findings(kind: str, cases: list[dict[str, Any]]) -> list[Finding]:
         checked_phases = {p for i in failed | passed for key in names for p in evidence[i]["checked"].get(key, ())}
         name = " and ".join(_root_name(key, [c for c in items if c.get("quantity") == key]) for key in names)
         n_f = len(failed)
-        text = (f"{name}: failed in {n_f} of {n_f + len(passed)} case{'s' if n_f + len(passed) != 1 else ''} "
-                f"where it was checked{_phase_text(root_phases, checked_phases)}; {clause}")
+        if any(evidence[i]["passed"] is _EVERY for i in passed):
+            text = (f"{name}: failed in {plural(n_f, 'case')}{_phase_text(root_phases, checked_phases)}; against "
+                    f"the {len(passed)} passing ones (this document keeps no comparisons of passing cases): {clause}")
+        else:
+            text = (f"{name}: failed in {n_f} of {n_f + len(passed)} case{'s' if n_f + len(passed) != 1 else ''} "
+                    f"where it was checked{_phase_text(root_phases, checked_phases)}; {clause}")
         if knock_only:
             text += f" (in {knock_only} more it failed only as a knock-on of another root)"
         children = [_finding(line, "group") for line in group_lines]

@@ -346,13 +346,12 @@ _COSTLIER_CLASSES = {"extra_collective": (ExtraCollective, "an extra all_reduce 
 COSTLIER = {name: what for name, (_, what) in _COSTLIER_CLASSES.items()}
 # Several independent mutants in one SUT (each overrides its own hooks): the diagnosis must give each defect its own
 # line with its true condition (tests/test_diagnosis_combined.py). Not part of the self-test.
-_COMBINED_PARTS = {
+COMBINED_PARTS = {
     "counter_and_even_shards": ("no_batch_count", "assumes_even_shards"),
     "momentum_grads_and_count_one": ("momentum_none_ignored", "param_grads_reduced", "count_one_no_error"),
-    "empty_skip_half_gather_and_momentum": ("empty_skips_collective", "half_gather", "momentum_none_ignored"),
+    "empty_skip_half_gather_and_count_one": ("empty_skips_collective", "half_gather", "count_one_no_error"),
 }
-COMBINED_PARTS = _COMBINED_PARTS
-COMBINED = {name: " + ".join(MUTANTS[part] for part in parts) for name, parts in _COMBINED_PARTS.items()}
+COMBINED = {name: " + ".join(MUTANTS[part] for part in parts) for name, parts in COMBINED_PARTS.items()}
 
 
 def _combined(name: str, parts: tuple[str, ...]) -> type:
@@ -360,7 +359,7 @@ def _combined(name: str, parts: tuple[str, ...]) -> type:
     return type(name, bases, {"__doc__": f"{COMBINED[name]} ({', '.join(parts)})"})
 
 
-_COMBINED_CLASSES = {name: (_combined(name, parts), COMBINED[name]) for name, parts in _COMBINED_PARTS.items()}
+_COMBINED_CLASSES = {name: (_combined(name, parts), COMBINED[name]) for name, parts in COMBINED_PARTS.items()}
 for _name, (_cls, _bug) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES, **_COMBINED_CLASSES}.items():
     globals()[_name] = _factory(_cls)
 __all__ += [*CORRECT, *MUTANTS, *COSTLIER, *COMBINED]

@@ -276,8 +276,9 @@ def _collectives(case: dict[str, Any]) -> str:
     about_them = any(str(c.get("quantity", "")).startswith("collectives.") and not c.get("passed")
                      for c in case.get("comparisons") or []) or any(
         isinstance(f, dict) and f.get("kind") == "collectives" for f in case.get("failures") or [])
-    return (f"<details class=collectives{' open' if about_them else ''}><summary>collectives the ranks issued{where} (the collective audit)"
-            f"</summary><table><tr><th>rank</th><th>issued{where}</th><th>waiting in when stopped</th></tr>"
+    opened = " open" if about_them else ""
+    return (f"<details class=collectives{opened}><summary>collectives the ranks issued{where} (the collective "
+            f"audit)</summary><table><tr><th>rank</th><th>issued{where}</th><th>waiting in when stopped</th></tr>"
             f"{''.join(rows)}</table>{cost}</details>")
 
 

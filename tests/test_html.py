@@ -225,7 +225,9 @@ def test_h100_run_first_screen(h100_document):
     text = render_html(h100_document)
     assert outline(text).headings[0] == ("h1", "SyncBN conformance: FAILED")
     first = text[text.index("<h2>Diagnosis"):text.index("<h2>Conformance by feature")]
-    assert "8 of 8 failed module cases have dtype float16 with float32 parameters; 0 of 145 passing" in first
+    assert ('<li class="root">grad_bias: failed in 8 cases, at train0, train1, train2 (training phases only); '
+            "against the 145 passing ones (this document keeps no comparisons of passing cases): every one with dtype "
+            "float16 with float32 parameters; it passed in all 145 cases without") in first
     assert h2s(text)[:3] == ["Diagnosis", "Conformance by feature", "Failures"]
     assert [t.split(":")[0] for tag, t in outline(text).headings if tag == "h3"] == \
         ["Numeric failures (by scaled error, largest first)"]

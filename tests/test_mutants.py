@@ -42,10 +42,14 @@ def test_mutant_failure_names_quantity(name):
 def test_every_mutant_is_a_contract_factory():
     from harness.sut import load_factory
 
-    for name in [*mutants.CORRECT, *mutants.MUTANTS]:
+    for name in [*mutants.CORRECT, *mutants.MUTANTS, *mutants.COSTLIER, *mutants.COMBINED]:
         assert callable(load_factory(f"harness.mutants:{name}"))
     assert len(mutants.MUTANTS) >= 15
     assert set(mutants.HANGING) <= set(mutants.MUTANTS)
+    for name, parts in mutants.COMBINED_PARTS.items():  # independent: no two parts override the same hook
+        hooks = [{h for h in vars(mutants._MUTANT_CLASSES[part][0]) if h.startswith("_") and not h.startswith("__")}
+                 for part in parts]
+        assert all(not (a & b) for i, a in enumerate(hooks) for b in hooks[i + 1:]), (name, hooks)
 
 
 # The four case dimensions the third-party SyncBNs slipped through, each with the mutant that reproduces the miss:

@@ -10,7 +10,7 @@ import numpy as np
 from harness import cli
 from harness.catalogue import module_cases
 from harness.expected import expected_module_case
-from harness.mutants import CORRECT, MUTANTS
+from harness.mutants import CORRECT, COSTLIER, MUTANTS
 from harness.selftest import ordered_cases, run_mutant
 from harness.spec import ModuleSpec
 from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
@@ -19,15 +19,25 @@ from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
 @pytest.mark.processes
 def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys):
     """The quick selftest, in CI: every mutant of the catalogue caught, no false failure of a correct SyncBN."""
-    # 5 s: a case takes well under a second, and the mutant that deadlocks is caught by its hang (harness.mutants)
+    # 5 s: a case takes well under a second; the mutant that deadlocks is caught by the collective audit at once
     code = cli.main(["selftest", "--profile", "quick", "--case-timeout", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(rf"^catch rate: {len(MUTANTS)}/{len(MUTANTS)} mutants caught \(100%\)", out, re.M), out
     for name in CORRECT:
         assert re.search(rf"^PASS    {name}: correct implementation passed all cases", out, re.M), out
-    for name in MUTANTS:  # by a comparison ("output at train0, rank 1") or a failure ("rank(s) [0] did not ...")
+    for name in MUTANTS:  # by a comparison ("output at train0, rank 1") or a failure ("collective mismatch: ...")
         assert re.search(rf"^CAUGHT  {name} \(.*\) by case w\d+_\S+: \S+", out, re.M), out
+    for name in COSTLIER:  # passes, and is reported as costlier than torch's SyncBatchNorm
+        assert re.search(rf"^REPORTED {name} \(.*\): passed case w\d+_\S+, 3 collectives per training step where "
+                         r"torch's SyncBatchNorm issues 2 ", out, re.M), out
+    # The collective mutants, each by a statement naming the rank and the collective, in seconds (not a timeout).
+    assert re.search(r"^CAUGHT  empty_skips_collective \(.*\) by case \S+: collective mismatch: rank \d never entered "
+                     r"all_reduce float64 \[2x3\] #0 of group [\d,]+ at train0 \(forward\) that rank", out, re.M), out
+    assert re.search(r"^CAUGHT  half_gather \(.*\) by case \S+: rank 0 exchanged all_gather float16 \[3x3\] #0 of "
+                     r"group 0,1,2 at train0 \(forward\): statistics travel in at least float32", out, re.M), out
+    hang = re.search(r"^CAUGHT  empty_skips_collective .* \[(\d+) cases, ([\d.]+) s\]$", out, re.M)
+    assert float(hang.group(2)) < 5 * int(hang.group(1)), hang.group(0)  # never a case timeout (5 s) per case
 
 
 def test_selftest_rejects_unknown_names(capsys):

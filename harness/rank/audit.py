@@ -16,6 +16,7 @@ The log is ``audit.log``; rank entries return it with their result. On exit ever
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import threading
 from typing import Any, Callable, Iterator
@@ -61,6 +62,12 @@ def _payload(value: Any) -> tuple[str, list[int], int, int]:
     return "object", [], 0, 0
 
 
+@functools.lru_cache(maxsize=None)
+def _positions(function: Callable[..., Any]) -> dict[str, int]:
+    """Where each parameter of a collective sits among the positional arguments (read once per function)."""
+    return {name: i for i, name in enumerate(inspect.signature(function).parameters)}
+
+
 class CollectiveAudit:
     """Records the collectives issued on this rank while open (see the module's docstring)."""
 
@@ -80,7 +87,7 @@ class CollectiveAudit:
         """This rank's audit state now (harness.collectives.snapshot), for the heartbeat; ``final``, with the whole
         log, for the result."""
         with self._lock:
-            return snapshot(self.log, self.inside, self.pending, final=final)
+            return snapshot(self.log, self.inside, self.pending, final=final, counts=self._counts)
 
     @contextlib.contextmanager
     def issued_by(self, source: str) -> Iterator[None]:
@@ -103,14 +110,17 @@ class CollectiveAudit:
                 self._groups[key] = list(dist.get_process_group_ranks(group))
         return self._groups[key]
 
-    def _record(self, op: str, signature: inspect.Signature, args: tuple, kwargs: dict) -> Entry:
-        try:
-            bound = signature.bind(*args, **kwargs).arguments
-        except TypeError:  # a call the function itself will refuse: record what can be read
-            bound = {}
-        argument = WRAPPED[op]
-        dtype, shape, numel, nbytes = _payload(bound.get(argument) if argument else None)
-        members = self._members(bound.get("group"))
+    def _record(self, op: str, positions: dict[str, int], args: tuple, kwargs: dict) -> Entry:
+        def argument(name: str | None) -> Any:
+            if name is None:
+                return None
+            if name in kwargs:
+                return kwargs[name]
+            position = positions.get(name, len(args))
+            return args[position] if position < len(args) else None
+
+        dtype, shape, numel, nbytes = _payload(argument(WRAPPED[op]))
+        members = self._members(argument("group"))
         key = group_key(members)
         phase, stage = self.ctx.position
         with self._lock:
@@ -123,12 +133,12 @@ class CollectiveAudit:
         return record
 
     def _wrap(self, op: str, original: Callable[..., Any]) -> Callable[..., Any]:
-        signature = inspect.signature(original)
+        positions = _positions(original)
 
         def audited(*args: Any, **kwargs: Any) -> Any:
             if getattr(self._nested, "depth", 0):
                 return original(*args, **kwargs)
-            record = self._record(op, signature, args, kwargs)
+            record = self._record(op, positions, args, kwargs)
             if self.ctx.on_progress is not None:
                 self.ctx.on_progress()  # the heartbeat says at once that this rank is inside the collective
             self._nested.depth = 1
