@@ -9,9 +9,13 @@ import torch
 import torch.distributed as dist
 
 from harness import collectives
-from harness.collectives import audit_checks, cost, deadlock, entry, snapshot, torch_collectives, waiting_text
+from harness.collectives import (audit_checks, cost, deadlock, entry, is_sut, snapshot, torch_collectives,
+                                 waiting_text)
+from harness.kinds import RunConfig, run_case
+from harness.kinds.model import bn_channels
 from harness.rank.audit import CollectiveAudit
 from harness.rank.worker import RankContext
+from harness.spec import ModelSpec, ModuleSpec
 
 
 def _e(op="all_reduce", dtype="float64", shape=(2, 3), group=(0, 1, 2), index=0, phase="train0", stage="forward",
@@ -172,3 +176,35 @@ def test_cost_per_training_step_against_torchs_syncbatchnorm():
     assert record["per_step"] == pytest.approx(9 / 6) and record["torch_per_step"] == pytest.approx(4 / 3)
     assert record["log"]["1"] == extra and record["eval"] == 0
     assert cost({0: log}, [], yardstick, keep_log=False)["per_step"] is None  # no training phase: no cost
+
+
+# -- live: torch's SyncBatchNorm is the yardstick ---------------------------------------------------------------------
+@pytest.mark.processes
+@pytest.mark.parametrize("spec", [
+    ModuleSpec(shard_sizes=(3, 2), channels=3, spatial=(2,), steps=2, eval_steps=1),
+    ModuleSpec(shard_sizes=(3, 0, 2), channels=4, spatial=(2,), dtype="float64", steps=1),
+    ModuleSpec(shard_sizes=(3, 2), channels=2, spatial=(2, 2), dtype="float16", param_dtype="float32", steps=1),
+    ModuleSpec(shard_sizes=(2, 3, 1), channels=3, spatial=(2,), groups=((0, 2), (1,)), steps=1),
+    ModelSpec(shard_sizes=(4, 3), steps=2),
+], ids=lambda spec: spec.id)
+def test_torchs_syncbatchnorm_issues_exactly_what_the_yardstick_says(spec):
+    """What the README and the cost column say torch's SyncBatchNorm issues per training step (torch_collectives)
+    is what the audit records of the real Function: the same ops, dtypes and sizes, rank by rank; it passes every
+    audit check."""
+    result = run_case(spec, RunConfig.of(sut="torch"))
+    assert result.passed, result.report()
+    cost = result.collectives
+    if isinstance(spec, ModelSpec):
+        phases = [f"step{k}" for k in range(spec.steps)]
+        yardstick = torch_collectives(bn_channels(), [spec.world_size] * spec.world_size, spec.dtype)
+    else:
+        phases = [spec.phase_name(k) for k in range(spec.steps)]
+        yardstick = torch_collectives([spec.channels], [len(next(g for g in spec.rank_groups if r in g))
+                                                        for r in range(spec.world_size)], spec.dtype)
+    for rank, log in cost["log"].items():
+        for phase in phases:
+            issued = sorted((e["op"], e["dtype"], e["numel"]) for e in log if e["phase"] == phase and is_sut(e))
+            assert issued == sorted((e["op"], e["dtype"], e["numel"]) for e in yardstick[int(rank)]), (rank, phase)
+    assert cost["per_step"] == cost["torch_per_step"] and cost["bytes_per_step"] == cost["torch_bytes_per_step"]
+    assert cost["eval"] == 0 and "log" not in result.record()["collectives"]
+    assert any(c.quantity == collectives.SEQUENCE for c in result.comparisons) or spec.world_size == 1 or spec.groups
