@@ -1,13 +1,21 @@
 """What the failures of a run have in common, and how the implementation conforms, feature by feature.
 
-Works on a results document (records only, versions 1-3). ``diagnose`` states what the failed cases share that
-the passing ones do not (case parameters, the failing root quantities and phases), in counts taken from the
-document and never beyond them, like hypothesis's explain phase. It returns structured findings (``Finding``: a
-sentence, its role and the findings under it), which the console (``render_findings``) and the HTML report
-(reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
-failing, known deviation, declared unsupported); ``run_summary_lines`` is the console summary of a run (the
-verdict of harness.verdict, the diagnosis, the table, the failed cases by severity with their root cause and
-rerun line).
+Works on a results document (records only, versions 1-3). ``diagnose`` gives, per case kind, one line per failing
+root (a root quantity of harness.verdict, an exact check, a kind of rank failure; roots failing in exactly the same
+cases share a line): in how many of the cases where it was checked it failed, at which phases, and what those cases
+share against the cases where it was checked and passed (their attributes: the kind's ``CaseKind.attributes``, the
+device, the area, the features of harness.features), with its knock-ons and an example folded under it. Pooling
+every failed case before asking what they share would hide independent defects behind each other; asked per root,
+each defect reads as its own line. A condition is claimed only when chance cannot explain it, like hypothesis's
+explain phase: the probability that the failures, falling at random among the checked cases, would show it, times
+the number of values (or pairs) tried, must be below CLUSTER_CHANCE; otherwise the line says the cases are too few,
+or that no case parameter sets them apart. The findings are structured (``Finding``: a sentence, its role, the
+findings under it, and for a root its ``data``), rendered alike by the console (``render_findings``) and the HTML
+report (reports.html), and stored in the results document. ``conformance_lines`` is the table of harness.features
+(per feature: passing, failing, known deviation, declared unsupported); ``communication_lines`` what the ranks
+exchanged per training step against torch's SyncBatchNorm (harness.collectives); ``run_summary_lines`` is the
+console summary of a run (the verdict of harness.verdict, the diagnosis, the table, the communication, the failed
+cases by severity with their root cause and rerun line).
 """
 from __future__ import annotations
 
@@ -31,7 +39,7 @@ __all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_s
            "byte_text", "case_attributes", "CLUSTER_CHANCE"]
 
 Finding = dict[str, Any]  # {"text": sentence, "role": what it is, "children": [Finding, ...]}
-CLUSTER_CHANCE = 1e-3  # the most a cluster of failed cases may owe to chance (see _pattern_lines)
+CLUSTER_CHANCE = 1e-3  # the most a claimed condition may owe to chance (see _condition)
 # Values most cases have: they describe no pattern unless no passing case has them.
 _DEFAULTS = frozenset({"no empty shard", "no process groups", "data not offset", "no eval steps", "even shards",
                        "affine", "running statistics", "normal data", "layout contiguous", "training steps",

@@ -7,7 +7,11 @@ waits inside a collective, so the controller tells apart:
 - a rank that crashed (its process died: exit code), reported first, its peers' "connection closed" errors after it;
 - a rank that stalled (no heartbeat for STALL_S: stopped, or stuck in native code holding the interpreter);
 - ranks that are alive but did not finish in time, each with the phase it reached (a deadlock: some rank skipped a
-  collective the others wait in).
+  collective the others wait in), and, where the ranks run a collective audit (harness.rank.audit), which collective
+  they wait in and which rank of its group did not enter it;
+- ranks whose collectives disagree: a rank that returned without entering the collective the others wait in, or
+  ranks waiting in their k-th collective of a group with different ops, dtypes or shapes (harness.collectives.
+  deadlock, from the heartbeats' audit states): the call stops at once, not at its timeout, naming that rank.
 A rank silent for SILENT_S when the time runs out is reported as stopped answering, apart from those waiting.
 Start-up is bounded by ``start_timeout_s`` (the ``--start-timeout`` option): a start fails after that long, or
 after STALL_S if a rank stops answering sooner. A pool with a crashed, stalled or hung rank is torn down and

@@ -6,7 +6,9 @@ event carrying the traceback, so the controller can name the rank that raised. W
 running a call) a heartbeat thread sends ``beat`` events with the position the rank reached last
 (``RankContext.progress``; a new position at once), also while the main thread waits inside a collective (a gloo
 wait releases the interpreter; tests/test_faults.py checks it), so the controller can tell a rank that stopped
-answering from one that waits on the others. A watchdog thread ends the rank if the controller disappears
+answering from one that waits on the others; while a collective audit runs (harness.rank.audit), a beat also
+carries its state (the collectives issued, the one waited in), and a result or error its final state, from which the
+controller can prove a deadlock. A watchdog thread ends the rank if the controller disappears
 (removing the pool's directory), so no rank or file outlives it. Ranks ignore SIGINT: a Ctrl-C reaches the whole
 process group, and the controller, which ends its pools, decides what an interrupt means.
 """
