@@ -150,7 +150,10 @@ def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict
             kinds[_signature(e)].append(rank)
         if len(kinds) < 2:
             continue
-        (_, most), *others = sorted(kinds.items(), key=lambda item: (-len(item[1]), item[1]))
+        # The ranks most of the group agree with; between equals, those that issued it earlier in the program (a
+        # rank that reached its k-th collective at a later phase or stage skipped one on the way).
+        (_, most), *others = sorted(kinds.items(), key=lambda item: (-len(item[1]), _when(by_rank[item[1][0]]),
+                                                                     item[1]))
         for _, ranks in others:
             mine, theirs = by_rank[ranks[0]], by_rank[most[0]]
             statements.append(f"{_ranks(ranks)} issued {describe(mine)}{_by(mine)} where {_ranks(most)} issued "
@@ -160,6 +163,18 @@ def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict
         return None
     return ("collective mismatch: " + "; ".join(statements) + ": the ranks of a group must issue the same "
             "collectives", culprits[0])
+
+
+_STAGES = {"construct": 0, "forward": 1, "backward": 2}
+
+
+def _when(e: Entry) -> tuple[int, int, int]:
+    """Where in a case's program a collective was issued: setup, then train0, train1, ..., eval0, ...; forward
+    before backward (step phases count as training)."""
+    phase = str(e.get("phase", ""))
+    kind = phase.rstrip("0123456789")
+    number = int(phase[len(kind):] or 0)
+    return {"setup": 0, "train": 1, "step": 1, "eval": 2}.get(kind, 3), number, _STAGES.get(e.get("stage", ""), 3)
 
 
 def _by(e: Entry) -> str:

@@ -304,7 +304,8 @@ def _root_findings(kind: str, cases: list[dict[str, Any]]) -> list[Finding]:
         failed = frozenset(i for i, e in enumerate(evidence) if key in e["roots"])
         passed = frozenset(i for i, e in enumerate(evidence) if key in e["passed"] and key not in e["roots"])
         by_sets.setdefault((failed, passed), []).append(key)
-    findings = []
+    findings: list[Finding] = []
+    failed_sets: list[frozenset[int]] = []
     for (failed, passed), names in sorted(by_sets.items(), key=lambda item: (-len(item[0][0]), item[1][0])):
         items = [c for i in failed for key in names for c in evidence[i]["roots"][key]]
         knock_only = sum(1 for i, e in enumerate(evidence) if i not in failed and set(names) & e["knock_only"])
@@ -337,7 +338,27 @@ def _root_findings(kind: str, cases: list[dict[str, Any]]) -> list[Finding]:
                 "phases": sorted((p for p in root_phases if p), key=phase_order), "condition": condition,
                 "failed_cases": [cases[i]["id"] for i in sorted(failed)][:20], "knock_ons": dict(folded)}
         findings.append({**_finding(text, "root", children), "data": data})
+        failed_sets.append(failed)
+    _note_shared_conditions(findings, failed_sets, attributes)
     return findings
+
+
+def _note_shared_conditions(findings: list[Finding], failed_sets: list[frozenset[int]],
+                            attributes: list[list[str]]) -> None:
+    """A root line without a condition of its own whose failures all have the value another line's condition
+    names (a defect seen through a second quantity, where the first one's tolerance hid it) says so: a fact about
+    the failed cases, for the reader to weigh, not a claim that they share a cause."""
+    named = [(i, f["data"]["condition"]["values"][0]) for i, f in enumerate(findings)
+             if f["data"]["condition"]["kind"] in ("every", "necessary") and f["data"]["condition"]["significant"]]
+    for i, finding in enumerate(findings):
+        if finding["data"]["condition"]["significant"] or finding["data"]["condition"]["kind"] == "everywhere":
+            continue
+        own = finding["data"]["condition"].get("values") or []
+        for j, value in named:
+            if j != i and value not in own and all(value in attributes[k] for k in failed_sets[i]):
+                other = " and ".join(findings[j]["data"]["roots"])
+                finding["text"] += f" (all {len(failed_sets[i])} have {value}, as {other}'s failures do)"
+                break
 
 
 def _example(cases: list[dict[str, Any]], failed: frozenset[int], names: list[str]) -> str:
@@ -358,9 +379,11 @@ def _example(cases: list[dict[str, Any]], failed: frozenset[int], names: list[st
     return f"e.g. {best[0]['id']}: {root_detail(best[1])}"
 
 
-def _never_failed(cases: list[dict[str, Any]]) -> str:
+def _never_failed(cases: list[dict[str, Any]], roots: set[str]) -> str:
+    """The quantities compared in the failed cases that never failed (and are no root: a failure that is not a
+    comparison can be one)."""
     compared: dict[str, None] = {}
-    failed: set[str] = set()
+    failed: set[str] = set(roots)
     for case in cases:
         for c in case.get("comparisons") or []:
             compared.setdefault(c["quantity"])
@@ -397,7 +420,7 @@ def diagnose(document: dict[str, Any]) -> list[Finding]:
     for kind in kinds:
         passed = [c for c in cases if c.get("outcome") == "passed" and record_kind(c) == kind]
         children = _root_findings(kind, by_kind[kind] + passed)
-        never = _never_failed(by_kind[kind])
+        never = _never_failed(by_kind[kind], {key for f in children for key in f["data"]["roots"]})
         if never:
             children.append(_finding(never, "never failed"))
         findings.append(_finding(f"{kind} cases: {len(by_kind[kind])} failed, {len(passed)} passed; each failing "

@@ -99,6 +99,9 @@ def test_ranks_waiting_in_the_same_collective_with_different_signatures_are_a_mi
     assert proof[0].startswith("collective mismatch: rank 1 issued all_reduce float32 [565] #0 of group 0,1,2 at "
                                "train0 (backward) (issued by DDP, not the SUT) where ranks 0,2 issued all_gather "
                                "float16 [3x4] #0")
+    # Between equals, the rank that reached its #0 later in the program (backward) skipped one: it is named.
+    proof = deadlock({}, {1: snapshot([ddp], None, [ddp]), 2: snapshot([], gather)})
+    assert proof[1] == 1 and proof[0].startswith("collective mismatch: rank 1 issued all_reduce"), proof
     finished = {1: snapshot([ddp], None, final=True)}
     assert deadlock(finished, {0: snapshot([], None)}) is None
     assert deadlock(finished, {0: snapshot([gather], None)}, settled=True) is None  # 0's log is unknown: its
