@@ -120,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         options = resolve(vars(args))
         if options.device == "cuda" and not torch.cuda.is_available():
             raise CaseError("--device cuda: torch.cuda.is_available() is False")
-        check_sut(options.sut)
+        check_sut(options.sut, option=options.spelled("sut"))
         if options.kernels:
-            check_kernels(options.kernels)
+            check_kernels(options.kernels, option=options.spelled("kernels"))
         cases, skipped = select_cases(options.profile, options.device, world_size, options.case, options.area)
     except CaseError as exc:
         print(f"harness.launch: usage error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ from typing import Any
 from harness.features import COLUMNS, conformance
 from harness.outcomes import FAILING, OUTCOMES
 from harness.diagnosis import diagnose
+from harness.verdict import nothing_tested_text
 from harness.verdict import (CLASS_TITLES, case_headline, deviation_summary, exact_statement, failed_cases_by_class,
                              failure_text, incomplete_text, is_exact, roots_and_knock_ons,
                              run_counts, scaled_text, verdict_of)
@@ -99,8 +100,10 @@ def _outcome_counts(document: dict[str, Any]) -> str:
 def _verdict_bar(document: dict[str, Any]) -> str:
     word = verdict_of(document)
     env = document.get("environment", {})
-    css = {"PASSED": "pass", "FAILED": "fail", "INCOMPLETE": "incomplete"}.get(word, "none")
+    css = {"PASSED": "pass", "FAILED": "fail", "INCOMPLETE": "incomplete"}.get(word, "fail")  # nothing tested fails
     title = f"SyncBN conformance: {word}"
+    if word == "NO CASES RAN":
+        title += f" ({nothing_tested_text(document)})"
     if document.get("status") == "incomplete":  # FAILED (a failure was seen) or INCOMPLETE (none was)
         title += f" (incomplete: {incomplete_text(document)})" if word == "FAILED" else f": {incomplete_text(document)}"
     context = [f"{len(document.get('cases') or [])} cases", f"sut {env.get('sut', '?')}",
