@@ -105,8 +105,6 @@ def kill_parent(num_features, **kwargs):
 def refuses_shared_weight(num_features, **kwargs):
     """Works as a layer, but its module does not let the model kind replace its weight (a read-only property over
     its own parameter): the model-case contract broken, which must be blamed on the SUT, not the harness."""
-    import torch
-
     class ReadOnlyWeight(type(torch_factory(num_features, **kwargs))):
         def __setattr__(self, name, value):
             if name == "weight" and "weight" in self._parameters:
