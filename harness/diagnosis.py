@@ -32,8 +32,8 @@ from .features import COST_KEYS, KIND_NAMES, case_cost, conformance, features_of
 from .kinds import kind_named
 from .outcomes import FAILURES, OUTCOMES
 from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
-                      failure_text, incomplete_text, is_yardstick_suspect, label, phase_kind, phase_order, plural,
-                      root_detail, roots_and_knock_ons, run_counts, severity_key, verdict_of)
+                      failure_text, incomplete_text, is_yardstick_suspect, label, nothing_tested_text, phase_kind,
+                      phase_order, plural, root_detail, roots_and_knock_ons, run_counts, severity_key, verdict_of)
 
 __all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "communication_lines",
            "byte_text", "case_attributes", "CLUSTER_CHANCE"]
@@ -522,6 +522,8 @@ def _header(document: dict[str, Any]) -> str:
     counts = run_counts(document)
     env = document.get("environment") or {}
     text = f"SyncBN conformance: {word}"
+    if word == "NO CASES RAN":
+        text += f" ({nothing_tested_text(document)})"
     if document.get("status") == "incomplete":
         text += f" (incomplete: {incomplete_text(document)})" if word == "FAILED" else f", {incomplete_text(document)}"
     text += f": {plural(sum(counts.values()), 'case')}"

@@ -63,6 +63,7 @@ from typing import Any, Iterable
 
 from harness.compare import RATIO_HISTOGRAM_EDGES
 from harness.diagnosis import diagnose
+from harness.files import write_atomically
 from harness.kinds import kind_of
 from harness.verdict import mark_knock_ons
 
@@ -238,17 +239,6 @@ def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit
                 "property_tests": jsonable(property_tests or [])}
     document["diagnosis"] = jsonable(diagnose(document))
     return document
-
-
-def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, then rename it into place (a reader never sees half a
-    file, and a run killed while writing leaves the previous file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def save_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -21,10 +21,9 @@ from ..tolerances import model_tolerance
 from .audit import judge_collectives
 from .base import Plan
 from .module import group_attributes, shard_attributes
+from .rank_failures import failures_of_raised
 
-__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "bn_channels", "TIMEOUT_FACTOR"]
-
-TIMEOUT_FACTOR = 3.0  # a model case trains a network: it gets three case timeouts
+__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "bn_channels"]
 
 
 def plan(spec: ModelSpec):
@@ -46,7 +45,12 @@ def attributes(p: dict[str, Any]) -> list[str]:
 
 def judge(spec: ModelSpec, expected: tuple[dict[str, Any], dict[str, Any]], actual: list[dict[str, Any]],
           result: CaseResult) -> CaseResult:
-    """The ranks' harness.rank.model.run results against the float64 run (and the yardstick)."""
+    """The ranks' harness.rank.model.run results against the float64 run (and the yardstick); a rank whose SUT
+    raised is that rank's failure."""
+    errors = {r: v["error"] for r, v in enumerate(actual) if v.get("error") is not None}
+    if errors:
+        result.failures.extend(failures_of_raised(errors))
+        return result
     reference, yardstick = expected
     compare_model_run(spec, actual, reference, yardstick, result)
     steps = [f"step{step}" for step in range(spec.steps)]
