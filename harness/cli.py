@@ -3,7 +3,7 @@ report (the summary of a results document).
 
 Exit codes everywhere: 0 all passed, 1 a case failed (or a regression), 2 usage error, 3 the run did not complete.
 The options are harness.options' table; the commands live in their own modules (harness.suite for run,
-reports.gate, harness.selftest), this module only wires them. ``run`` checks what it can before pytest starts
+harness.reports.gate, harness.selftest), this module only wires them. ``run`` checks what it can before pytest starts
 (harness.suite.preflight): a problem is one line on stderr, ``python -m harness run: <option>=<value>: <rule>``
 (followed by the SUT's own traceback when importing it raised), and exit 2.
 """
@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reports import gate, summary
+    from harness.reports import gate, summary
 
     from . import selftest
 

@@ -152,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     import torch.distributed as dist
 
-    from reports.html import write_html
-    from reports.results import build_document, case_record, environment, save_results
+    from harness.reports.html import write_html
+    from harness.reports.results import build_document, case_record, environment, save_results
 
     from .deviations import load_known_deviations, match_deviation
     from .kinds import kind_of

@@ -78,7 +78,7 @@ SUITE_PLUGIN = "syncbn-suite-run"
 class SuiteRun:
     """The pytest plugin object a command hands to pytest.main: the options it resolved and checked (preflight),
     which harness.pytest_plugin uses as they are instead of resolving and checking them again, and the output files
-    the command keeps to itself (reports.pytest_reports writes them but does not print their paths: the gate's
+    the command keeps to itself (harness.reports.pytest_reports writes them but does not print their paths: the gate's
     per-run results, in a directory it deletes). pytest-xdist workers get the options from the command line."""
 
     def __init__(self, options: Options, unannounced: Sequence[str] = ()) -> None:

@@ -4,10 +4,10 @@
 
 Prints the verdict line, the diagnosis (what the failed cases share that the passing ones do not), the conformance
 table by feature, the failed cases by severity with their root cause in a line each and their rerun commands
-(harness.diagnosis.run_summary_lines); ``--report`` also writes the HTML report (reports.html). Reads version 1 and 2
-documents. Exit codes as the main job's: 0 the document passed (or no case ran: every case skipped or declared
-unsupported, which the verdict line says), 1 a case failed, 2 usage error (an unreadable document), 3 the run was
-incomplete.
+(harness.diagnosis.run_summary_lines); ``--report`` also writes the HTML report (harness.reports.html). Reads
+version 1 and 2 documents. Exit codes as the main job's: 0 the document passed (or no case ran: every case skipped or
+declared unsupported, which the verdict line says), 1 a case failed, 2 usage error (an unreadable document), 3 the run
+was incomplete.
 """
 from __future__ import annotations
 

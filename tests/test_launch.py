@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from reports.results import load_results
+from harness.reports.results import load_results
 
 pytestmark = pytest.mark.processes  # every test here starts torchrun
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reference import (
+from harness.reference import (
     Buffers,
     batch_norm_backward_elemt,
     batch_norm_backward_reduce,
