@@ -10,6 +10,7 @@ harness.reports.gate, harness.selftest), this module only wires them. ``run`` ch
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable
 
@@ -17,7 +18,7 @@ from .errors import CaseError
 from .options import EXIT_USAGE
 from .suite import add_suite_arguments, preflight, resolve_suite_options, run_suite
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "console"]
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -35,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import selftest
 
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.splitlines()[0])
+    prog = "syncbn-harness" if os.path.basename(sys.argv[0]) == "syncbn-harness" else "python -m harness"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser("run", help="run the conformance suite against an implementation (default: torch)")
     add_suite_arguments(run)
@@ -59,3 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     handler: Callable[[argparse.Namespace], int] = args.handler
     return handler(args)
+
+
+def console() -> int:
+    """The ``syncbn-harness`` command (pyproject.toml): ``python -m harness``, the current directory importable
+    as ``python -m`` makes it (a ``--sut package.module:factory`` of the project the command runs in)."""
+    sys.path.insert(0, os.getcwd())
+    return main()
