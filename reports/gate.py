@@ -117,7 +117,8 @@ def summarize_results(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for case in document["cases"]:
         key = environment_key(case, env)
         entry = out.setdefault(key, {"recorded": {k: env.get(k) for k in (
-            "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_dirty", "sut", "kernels")}
+            "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_version", "harness_dirty", "sut",
+            "kernels")}
             | {"created": document.get("created"), "runs": 1}, "cases": {}})
         quantities = {}
         for c in case["comparisons"]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+
+import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "w2_n3.3_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
@@ -76,6 +79,10 @@ def _build_and_install(where: Path) -> Installed:
     (packages / "outer-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run([str(venv / "bin" / "python"), *pip[1:], "install", "--no-deps", "--no-index", str(wheel)],
                    check=True, capture_output=True, text=True, timeout=300)
+    # The venv inside a git repository with a commit, as a project's .venv is: not the harness's revision.
+    for args in (["init", "-q"], ["-c", "user.name=ci", "-c", "user.email=ci@example.com", "commit", "-q",
+                                  "--allow-empty", "-m", "a project"]):
+        subprocess.run(["git", *args], cwd=where, check=True, capture_output=True, timeout=60)
     return Installed(wheel, venv)
 
 
@@ -151,6 +158,8 @@ def test_the_installed_commands_run_from_a_project_with_its_own_reports_and_case
     assert passed.returncode == 0, _output(passed)
     assert "SyncBN conformance: PASSED: 1 case (1 passed)" in passed.stdout, _output(passed)
     assert "SyncBN conformance: PASSED" in (project / "syncbn-report.html").read_text()
+    environment = json.loads((project / "results.json").read_text())["environment"]
+    assert (environment["harness_version"], environment["harness_revision"]) == (harness.__version__, "unknown")
 
     failed = installed.run("python", "-m", "harness", "run", "--sut", "broken.py:factory", "--case", CASE,
                            "--report", "broken.html", cwd=project, **refuse)
