@@ -271,3 +271,18 @@ def test_gloo_is_pinned_to_loopback_on_one_host_only() -> None:
     chosen = {"GLOO_SOCKET_IFNAME": "eth1"}
     loopback_on_one_host(chosen, world_size=2, local_world_size=2)
     assert chosen == {"GLOO_SOCKET_IFNAME": "eth1"}
+
+
+def test_the_suites_hypothesis_profile_is_registered_not_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A project's hypothesis tests keep the profile they run with: the suite's is registered under its own name
+    and applied to its property tests alone (harness.pytest_plugin.hypothesis_settings)."""
+    from hypothesis import settings
+
+    from harness.strategies import register_hypothesis_profile
+
+    monkeypatch.delenv("HYPOTHESIS_PROFILE", raising=False)
+
+    before = settings.get_current_profile_name()
+    assert register_hypothesis_profile("quick", 7) == "syncbn-ci-quick-7"
+    assert settings.get_current_profile_name() == before
+    assert settings.get_profile("syncbn-ci-quick-7").max_examples == 7
