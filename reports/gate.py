@@ -366,8 +366,11 @@ def main(args: argparse.Namespace) -> int:
             return _usage(f"environment {key}: the baseline selected {base.get('selection')}, this run {wanted}; "
                           f"run the gate with the options the baseline was recorded with")
         recorded = base.get("recorded", {})
+        harness = str(recorded.get("harness_revision"))[:12]
+        if harness in ("None", "unknown") and recorded.get("harness_version"):  # an installed harness
+            harness = recorded["harness_version"]
         print(f"gate: {key}: {len(entry['cases'])} cases against baseline of {recorded.get('recorded_at', '?')} "
-              f"(torch {recorded.get('torch')}, harness {str(recorded.get('harness_revision'))[:12]}, "
+              f"(torch {recorded.get('torch')}, harness {harness}, "
               f"sut {recorded.get('sut')}, {recorded.get('runs', 1)} run(s)); now torch "
               f"{entry['recorded'].get('torch')}, sut {entry['recorded'].get('sut')}")
         judge(entry, base, growth_factor=args.growth_factor, growth_floor=args.growth_floor, report=report)

@@ -242,6 +242,7 @@ def test_the_ci_shell_recipe_gates_a_pull_request(installed: Installed, tmp_path
     assert "SyncBN conformance: PASSED" in (first / "base-report.html").read_text()  # the run on main
     assert "SyncBN conformance: PASSED" in (first / "syncbn-report.html").read_text()  # the PR's
     assert "gate: PASSED" in same.stdout, _output(same)
+    assert f"harness {harness.__version__}, " in same.stdout, _output(same)  # installed: its version, no revision
 
     (repo / "my_bn.py").write_text(BROKEN)
     git("commit", "-q", "-am", "a faster SyncBatchNorm")
