@@ -180,6 +180,9 @@ def test_the_pytest_plugin_joins_a_projects_run_only_when_asked(installed: Insta
     # Installed, not asked for: pytest lists the plugin, and nothing of the harness runs or reports.
     assert "syncbn-harness-" in plain.stdout and "syncbn-harness:" not in plain.stdout, _output(plain)
     assert "test_catalogue" not in plain.stdout and "SyncBN conformance" not in plain.stdout, _output(plain)
+    light = installed.run("python", "-c", "import sys, harness.pytest_entry; assert 'torch' not in sys.modules",
+                          cwd=project)
+    assert light.returncode == 0, _output(light)  # what every pytest start of the project imports: no torch
 
     joined = installed.run(*pytest_, "--syncbn-sut", "correct.py:factory", "--syncbn-case", CASE,
                            "--syncbn-report", "suite.html", cwd=project)
