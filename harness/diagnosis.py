@@ -11,11 +11,11 @@ explain phase: the probability that the failures, falling at random among the ch
 the number of values (or pairs) tried, must be below CLUSTER_CHANCE; otherwise the line says the cases are too few,
 or that no case parameter sets them apart. The findings are structured (``Finding``: a sentence, its role, the
 findings under it, and for a root its ``data``), rendered alike by the console (``render_findings``) and the HTML
-report (reports.html), and stored in the results document. ``conformance_lines`` is the table of harness.features
-(per feature: passing, failing, known deviation, declared unsupported); ``communication_lines`` what the ranks
-exchanged per training step against torch's SyncBatchNorm (harness.collectives); ``run_summary_lines`` is the
-console summary of a run (the verdict of harness.verdict, the diagnosis, the table, the communication, the failed
-cases by severity with their root cause and rerun line).
+report (harness.reports.html), and stored in the results document. ``conformance_lines`` is the table of
+harness.features (per feature: passing, failing, known deviation, declared unsupported); ``communication_lines`` what
+the ranks exchanged per training step against torch's SyncBatchNorm (harness.collectives); ``run_summary_lines`` is
+the console summary of a run (the verdict of harness.verdict, the diagnosis, the table, the communication, the
+failed cases by severity with their root cause and rerun line).
 """
 from __future__ import annotations
 

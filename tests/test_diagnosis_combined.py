@@ -19,7 +19,7 @@ from harness.diagnosis import case_attributes, diagnose
 from harness.kinds import RunConfig, run_case
 from harness.result import CaseResult
 from harness.spec import ModuleSpec
-from reports.results import build_document, case_record
+from harness.reports.results import build_document, case_record
 
 
 def _roots(document: dict) -> dict[tuple[str, ...], dict]:
