@@ -28,7 +28,8 @@ from typing import Any, Iterable, Sequence
 
 from .compare import Comparison, Tolerance
 
-__all__ = ["Entry", "entry", "waits_in", "is_sut", "group_key", "describe", "describe_sequence", "snapshot", "deadlock",
+__all__ = ["P2P", "Entry", "entry", "waits_in", "is_sut", "group_key", "describe", "describe_sequence", "snapshot",
+           "deadlock",
            "waiting_text", "audit_checks", "required_precision", "cost", "torch_collectives", "per_step", "SEQUENCE",
            "PRECISION"]
 
@@ -53,9 +54,20 @@ def entry(op: str, *, dtype: str, shape: Sequence[int], numel: int, nbytes: int,
             "group": list(group), "index": int(index), "phase": phase, "stage": stage, "source": source}
 
 
+# Point-to-point operations are no collectives: a send and its recv differ by design, and they are counted apart
+# (harness.rank.audit numbers them on their own), logged and costed but never compared across ranks.
+P2P = frozenset({"send", "recv", "isend", "irecv", "batch_isend_irecv"})
+# Collectives whose ranks may legitimately hand over different sizes (uneven splits): compared by op and dtype.
+_UNEVEN = frozenset({"all_to_all", "all_to_all_single"})
+
+
 def _signature(e: Entry) -> tuple[Any, ...]:
     """What the ranks of a group must agree on, collective by collective."""
-    return e["op"], e["dtype"], tuple(e["shape"])
+    return (e["op"], e["dtype"]) if e["op"] in _UNEVEN else (e["op"], e["dtype"], tuple(e["shape"]))
+
+
+def _compared(e: Entry) -> bool:
+    return e["op"] not in P2P
 
 
 def _what(e: Entry) -> str:
@@ -118,7 +130,7 @@ def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict
     absent: dict[tuple[str, int], dict[str, Any]] = {}
     waits: dict[tuple[str, int], dict[int, Entry]] = defaultdict(dict)
     for rank, state in sorted(pending.items()):
-        for inside in waits_in(state):
+        for inside in filter(_compared, waits_in(state)):
             key = group_key(inside["group"])
             waits[(key, inside["index"])][rank] = inside
             for member in inside["group"]:
@@ -132,7 +144,7 @@ def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict
                         slot["waiting"].append(rank)
                     slot["absent"][member] = issued
     for rank, state in sorted(finished.items()):  # what the finished ranks issued, at the slots that matter
-        for e in (state or {}).get("log") or []:
+        for e in filter(_compared, (state or {}).get("log") or []):
             slot = (group_key(e["group"]), e["index"])
             if settled or slot in waits:
                 waits[slot].setdefault(rank, e)
@@ -194,7 +206,7 @@ def waiting_text(finished: dict[int, dict[str, Any] | None], live: dict[int, dic
     by_collective: dict[tuple[str, int], list[int]] = defaultdict(list)
     entries: dict[tuple[str, int], Entry] = {}
     for rank in sorted(waiting):
-        for inside in waits_in(live.get(rank)):
+        for inside in filter(_compared, waits_in(live.get(rank))):
             key = (group_key(inside["group"]), inside["index"])
             by_collective[key].append(rank)
             entries.setdefault(key, inside)
@@ -271,14 +283,15 @@ def audit_checks(logs: dict[int, Sequence[Entry]], phases: Sequence[str], input_
     need = required_precision(input_dtype)
     for phase in ordered:
         per_rank = by_phase[phase]
-        groups = {group_key(e["group"]): tuple(e["group"]) for entries in per_rank.values() for e in entries}
+        groups = {group_key(e["group"]): tuple(e["group"]) for entries in per_rank.values() for e in entries
+                  if _compared(e)}
         for key, members in sorted(groups.items()):
             if len(members) < 2:
                 continue
             first = members[0]
-            theirs = [e for e in per_rank.get(first, []) if group_key(e["group"]) == key]
+            theirs = [e for e in per_rank.get(first, []) if group_key(e["group"]) == key and _compared(e)]
             for rank in members[1:]:
-                mine = [e for e in per_rank.get(rank, []) if group_key(e["group"]) == key]
+                mine = [e for e in per_rank.get(rank, []) if group_key(e["group"]) == key and _compared(e)]
                 checks.append(_check(SEQUENCE, phase, rank, (first, rank),
                                      _sequence_statement(phase, key, first, rank, mine, theirs),
                                      "the ranks of a group issue the same collectives, in the same order, with "

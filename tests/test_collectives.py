@@ -108,6 +108,19 @@ def test_ranks_waiting_in_the_same_collective_with_different_signatures_are_a_mi
     assert deadlock(finished, {0: snapshot([], gather)}, settled=True)[1] == 1      # waiting state is known
 
 
+def test_point_to_point_and_uneven_all_to_all_are_no_false_alarm():
+    """A send and its recv differ by design (logged, never compared); all_to_all may hand over uneven splits
+    (compared by op and dtype only). A rank waiting in its recv proves nothing either."""
+    send = [_e("send", shape=(4,), group=(0, 1), phase="train0")]
+    recv = [_e("recv", shape=(4,), group=(0, 1), phase="train0")]
+    assert all(c.passed for c in audit_checks({0: send, 1: recv}, ["train0"], "float32"))
+    uneven = [_e("all_to_all_single", shape=(n,), group=(0, 1), phase="train0") for n in (3, 5)]
+    assert all(c.passed for c in audit_checks({0: uneven[:1], 1: uneven[1:]}, ["train0"], "float32"))
+    assert not all(c.passed for c in audit_checks({0: uneven[:1], 1: [_e("all_reduce", shape=(3,), group=(0, 1))]},
+                                                  ["train0"], "float32"))
+    assert deadlock({1: snapshot([], None, final=True)}, {0: snapshot([], recv[0])}) is None
+
+
 def test_a_hang_names_the_rank_not_in_the_collective():
     text, absent = waiting_text({}, {0: snapshot([], _e(group=(0, 1))), 1: snapshot([], None)}, [0, 1],
                                 {1: ("train0", "forward")})

@@ -21,7 +21,7 @@ import inspect
 import threading
 from typing import Any, Callable, Iterator
 
-from ..collectives import Entry, entry, group_key, snapshot
+from ..collectives import P2P, Entry, entry, group_key, snapshot
 from .worker import RankContext
 
 __all__ = ["CollectiveAudit", "WRAPPED"]
@@ -121,7 +121,7 @@ class CollectiveAudit:
 
         dtype, shape, numel, nbytes = _payload(argument(WRAPPED[op]))
         members = self._members(argument("group"))
-        key = group_key(members)
+        key = ("p2p " if op in P2P else "") + group_key(members)  # point-to-point numbered apart from collectives
         phase, stage = self.ctx.position
         with self._lock:
             index = self._counts.get(key, 0)
