@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, NamedTuple, Sequence
 
 from .compare import Comparison, Tolerance
 
-__all__ = ["P2P", "Entry", "entry", "waits_in", "is_sut", "group_key", "describe", "describe_sequence", "snapshot",
-           "deadlock",
+__all__ = ["P2P", "Proof", "Entry", "entry", "waits_in", "is_sut", "group_key", "describe", "describe_sequence",
+           "snapshot", "deadlock",
            "waiting_text", "audit_checks", "required_precision", "cost", "torch_collectives", "per_step", "SEQUENCE",
            "PRECISION"]
 
@@ -115,10 +115,18 @@ def waits_in(state: dict[str, Any] | None) -> list[Entry]:
 
 
 # -- hangs ------------------------------------------------------------------------------------------------------------
+class Proof(NamedTuple):
+    """What harness.collectives.deadlock proved: the statement, the rank at fault, the phase of the collective."""
+
+    statement: str
+    rank: int
+    phase: str
+
+
 def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict[str, Any] | None], *,
-             settled: bool = False) -> tuple[str, int] | None:
-    """(statement, the rank at fault) when the audit states prove that ranks wait in a collective that cannot
-    complete; None when the evidence proves nothing.
+             settled: bool = False) -> Proof | None:
+    """The proof (statement, the rank at fault, the phase) when the audit states show that ranks wait in a
+    collective that cannot complete; None when the evidence proves nothing.
 
     ``finished``: the final audit state (``snapshot``) of every rank that returned or raised (None: not audited);
     ``pending``: the latest heartbeat state of every other rank. Two proofs: (1) a rank waits in collective #k of
@@ -148,7 +156,7 @@ def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict
             slot = (group_key(e["group"]), e["index"])
             if settled or slot in waits:
                 waits[slot].setdefault(rank, e)
-    statements, culprits = [], []
+    statements, culprits, phases = [], [], []
     for _, slot in sorted(absent.items(), key=lambda item: (item[0][1], item[0][0])):
         missing, waiting = sorted(slot["absent"]), sorted(slot["waiting"])
         never = "; ".join(f"rank {r} finished after issuing {slot['absent'][r]} collective"
@@ -156,6 +164,7 @@ def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict
         statements.append(f"{_ranks(missing)} never entered {describe(slot['entry'])} that {_ranks(waiting)} "
                           f"wait{'' if len(waiting) > 1 else 's'} in ({never})")
         culprits += missing
+        phases.append(slot["entry"]["phase"])
     for _, by_rank in sorted(waits.items(), key=lambda item: (item[0][1], item[0][0])):
         kinds: dict[tuple[Any, ...], list[int]] = defaultdict(list)
         for rank, e in sorted(by_rank.items()):
@@ -171,10 +180,11 @@ def deadlock(finished: dict[int, dict[str, Any] | None], pending: dict[int, dict
             statements.append(f"{_ranks(ranks)} issued {describe(mine)}{_by(mine)} where {_ranks(most)} issued "
                               f"{describe(theirs)}{_by(theirs)}")
             culprits += ranks
+            phases.append(theirs["phase"])
     if not statements:
         return None
-    return ("collective mismatch: " + "; ".join(statements) + ": the ranks of a group must issue the same "
-            "collectives", culprits[0])
+    return Proof("collective mismatch: " + "; ".join(statements) + ": the ranks of a group must issue the same "
+                 "collectives", culprits[0], phases[0])
 
 
 _STAGES = {"construct": 0, "forward": 1, "backward": 2}

@@ -21,7 +21,7 @@ class RankFailure(RuntimeError):
     def __init__(self, message: str, *, rank: int | None, kind: str, traceback: str = "",
                  partial: dict[int, object] | None = None, stalled: tuple[int, ...] = (),
                  waiting: tuple[int, ...] = (), crashed: tuple[int, ...] = (),
-                 collectives: dict[int, object] | None = None) -> None:
+                 collectives: dict[int, object] | None = None, phase: str = "") -> None:
         super().__init__(message)
         self.rank = rank
         self.kind = kind  # "raised", "crashed", "timeout", "start", "deadlock" (proved by the collective audit)
@@ -31,6 +31,7 @@ class RankFailure(RuntimeError):
         self.waiting = waiting  # ranks alive but not done (waiting on the others)
         self.crashed = crashed
         self.collectives = collectives or {}  # rank -> its collective audit state (harness.collectives.snapshot)
+        self.phase = phase  # where it went wrong, when known (the phase of a mismatched collective)
 
 
 @dataclass

@@ -204,7 +204,7 @@ class RankPool:
         self._heard = {rank: start for rank in pending}  # a busy rank beats; silence counts from now
         self._positions = {}  # where each rank got in this call (a rank not heard from has none)
         self._audits = {}  # which collectives each rank issued in this call, and the one it is inside
-        proof: tuple[str, int] | None = None
+        proof: collectives.Proof | None = None
 
         def failed(rank: int, quick: bool) -> None:
             nonlocal first_error, deadline
@@ -268,8 +268,9 @@ class RankPool:
         context = dict(partial=partial, stalled=tuple(stalled or silent), waiting=tuple(waiting),
                        crashed=tuple(crashed), collectives={**finished_audits, **live_audits})
         if proof is not None and not (crashed or stalled or raised):
-            raise RankFailure(f"{proof[0]}; rank(s) {hung} had not returned and were stopped at once (not after the "
-                              "case timeout); the pool was restarted", rank=proof[1], kind="deadlock", **context)
+            raise RankFailure(f"{proof.statement}; rank(s) {hung} had not returned and were stopped at once (not "
+                              "after the case timeout); the pool was restarted", rank=proof.rank, kind="deadlock",
+                              phase=proof.phase, **context)
         if proof is None and (crashed or stalled):  # did the ranks' collectives disagree before one died?
             proof = collectives.deadlock(finished_audits, live_audits, settled=True)
         in_collective, absent = collectives.waiting_text(finished_audits, live_audits, hung, positions)
@@ -277,8 +278,8 @@ class RankPool:
         def fail(message: str, *, rank: int | None, kind: str, traceback: str = "") -> RankFailure:
             """The failure; when the audit proved a collective mismatch, that is the cause and the rest follows."""
             if proof is not None:
-                return RankFailure(f"{proof[0]}; then {message}", rank=proof[1], kind="deadlock", traceback=traceback,
-                                   **context)
+                return RankFailure(f"{proof.statement}; then {message}", rank=proof.rank, kind="deadlock",
+                                   phase=proof.phase, traceback=traceback, **context)
             return RankFailure(message, rank=rank, kind=kind, traceback=traceback, **context)
 
         def silence(r: int, seconds: float) -> str:

@@ -76,7 +76,10 @@ def test_a_rank_that_finished_without_entering_the_collective_is_named():
     proof = deadlock({1: snapshot([], None, final=True)}, {0: waiting, 2: waiting})
     assert proof == ("collective mismatch: rank 1 never entered all_reduce float64 [2x3] #0 of group 0,1,2 at train0 "
                      "(forward) that ranks 0,2 wait in (rank 1 finished after issuing 0 collectives on that group): "
-                     "the ranks of a group must issue the same collectives", 1)
+                     "the ranks of a group must issue the same collectives", 1, "train0")
+    # Ranks of another group may be further on: the phase is the collective's, not theirs.
+    ahead = snapshot([], _e(group=(3, 4), index=2, phase="train1"))
+    assert deadlock({1: snapshot([], None, final=True)}, {0: waiting, 3: ahead}).phase == "train0"
 
 
 def test_nothing_is_proved_from_stale_or_partial_evidence():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..collectives import waits_in
 from ..errors import RankError, RankFailure
 from ..result import FAILURE_KINDS, Failure
 
@@ -46,18 +45,9 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
     if kind == "harness" and failure.kind == "raised" and someone_died and _is_peer_error(str(failure)):
         kind = "peer"
     failures.append(Failure(kind, str(failure), rank=failure.rank, traceback=failure.traceback,
-                            phase=_waiting_phase(failure) if failure.kind == "deadlock" else ""))
+                            phase=failure.phase))
     failures.sort(key=lambda f: FAILURE_KINDS.index(f.kind))
     return failures
-
-
-def _waiting_phase(failure: RankFailure) -> str:
-    """The phase of the collective the waiting ranks were inside (harness.collectives.deadlock)."""
-    for rank in failure.waiting:
-        waiting_in = waits_in(failure.collectives.get(rank))
-        if waiting_in:
-            return str(waiting_in[0].get("phase", ""))
-    return ""
 
 
 def failures_of_raised(errors: dict[int, RankError]) -> list[Failure]:
