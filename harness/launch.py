@@ -170,13 +170,15 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     from reports.html import write_html
     from reports.results import build_document, case_record, environment, save_results
 
-    from .deviations import load_known_deviations, match_deviation
+    from .deviations import known_defect, load_known_deviations, match_deviation
+    from .sut import built_on
     from .kinds import kind_of
     from .options import EXIT_FAILED, EXIT_OK, rerun_command
     from .outcomes import FAILING, OUTCOMES
 
     deviations = load_known_deviations()
     sut = options.sut
+    base = built_on(sut)  # checked before the group existed (check_sut)
     records: list[dict[str, Any]] = []
     counts: Counter = Counter()  # outcome (harness.outcomes) -> cases
     aborting = 0
@@ -203,7 +205,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
             print(f"harness.launch HTML report: {write_html(document, options.report)}", flush=True)
 
     for spec in cases:
-        known = match_deviation(deviations, sut, spec.id)
+        known = match_deviation(deviations, sut, spec.id, built_on=base)
         if known is not None and known.aborts:  # every rank decides alike: same file, same id
             aborting += 1
             skipped_here.add(spec.id)
@@ -231,6 +233,8 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
             status = known.outcome(result)
         else:
             status = "passed" if result.passed else "failed"
+        if status == "failed":
+            result.known_defect = known_defect(deviations, sut, result)
         counts[status] += 1
         print(f"[{status.upper():7}] {spec.id} ({result.duration_s:.2f}s)", flush=True)
         if status == "failed":
@@ -238,8 +242,9 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         elif status == "xpassed":
             print(f"  known deviation ({known.link}) no longer reproduces: update harness/known_deviations.toml",
                   flush=True)
-        records.append(case_record(spec, result, outcome=status, backend=ctx.backend,
-                                   xfail_reason=f"{known.reason} ({known.link})" if known else ""))
+        records.append(case_record(spec, result, outcome=status, backend=ctx.backend, sut=sut,
+                                   xfail_reason=f"{known.reason} ({known.link})" if known and status != "passed"
+                                   else ""))
         write_results(None)
     failed = sum(counts[name] for name in FAILING)
     if ctx.rank == 0:

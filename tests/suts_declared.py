@@ -45,3 +45,19 @@ def supports_nothing(num_features, **kwargs):
     from harness.sut import Unsupported as HarnessUnsupported
 
     raise HarnessUnsupported("nothing is implemented yet")
+
+
+class EmptyShardUnsupported(AllReduceSyncBN):
+    """Correct, but declares a rank's empty shard unsupported, from that rank alone (only it sees its shard is
+    empty): the other ranks are then already waiting for it in the first collective."""
+
+    def forward(self, x):
+        if x.shape[0] == 0:
+            from harness.sut import Unsupported as HarnessUnsupported
+
+            raise HarnessUnsupported("an empty shard on this rank is not supported", features="empty shards")
+        return super().forward(x)
+
+
+def empty_shard_unsupported(num_features, **kwargs):
+    return EmptyShardUnsupported(num_features, **kwargs)
