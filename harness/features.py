@@ -15,10 +15,11 @@ What a count is about:
   features its declaration concerns and as "not judged" under its other features (a 5-D case of a 4-D-only SUT is
   unsupported as "5-D input", not as "float32 input"). Which features those are (``unsupported_features``): the ones
   the SUT named (``Unsupported(reason, features=[...])``, names of FEATURES), else inferred from the run's evidence,
-  never beyond it: for each reason, the features every case declared with it has and no judged case has; if they
-  share none (a reason covering float16 and bfloat16 cases), per case, its features no judged case has; if none,
-  the feature is unknown and the case is unsupported only in its kind's row ("module cases"). A kind's row counts
-  every case of the kind as it ended.
+  never beyond it: for each reason and case kind, the features every case declared with it has and no judged case
+  has; if they share none (a reason covering float16 and bfloat16 cases), per case, its features no judged case
+  has; if none, or if no case of its kind was judged (nothing to tell the features apart with), the feature is
+  unknown and the case is unsupported only in its kind's row ("module cases"). A kind's row counts every case of
+  the kind as it ended.
 """
 from __future__ import annotations
 
@@ -189,10 +190,12 @@ def unsupported_features(cases: Iterable[dict[str, Any]]) -> dict[str, Declared]
     concerns (module docstring: named by the SUT, else inferred from the cases that were judged)."""
     cases = [c for c in cases if judges_sut(c)]
     judged: set[str] = set()
+    judged_kinds: set[str] = set()
     for case in cases:
         if case.get("outcome") in JUDGED:
             judged.update(features_of(case.get("params") or {}, record_kind(case)))
-    by_reason: dict[str, list[dict[str, Any]]] = {}
+            judged_kinds.add(record_kind(case))
+    by_reason: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (reason, kind): kinds have different features
     found: dict[str, Declared] = {}
     for case in cases:
         if case.get("outcome") != "unsupported":
@@ -201,8 +204,11 @@ def unsupported_features(cases: Iterable[dict[str, Any]]) -> dict[str, Declared]
         if named:
             found[case["id"]] = Declared(named, "declared")
         else:
-            by_reason.setdefault(case.get("unsupported") or "", []).append(case)
-    for members in by_reason.values():
+            by_reason.setdefault((case.get("unsupported") or "", record_kind(case)), []).append(case)
+    for (_, kind), members in by_reason.items():
+        if kind not in judged_kinds:  # nothing of the kind was judged: nothing to tell its features apart with
+            found.update({c["id"]: Declared((), "unknown") for c in members})
+            continue
         own = {c["id"]: [f for f in features_of(c.get("params") or {}, record_kind(c)) if f not in judged]
                for c in members}
         shared = [f for f in own[members[0]["id"]] if all(f in own[c["id"]] for c in members)]
@@ -213,15 +219,11 @@ def unsupported_features(cases: Iterable[dict[str, Any]]) -> dict[str, Declared]
 
 
 def declared_region(cases: Iterable[dict[str, Any]]) -> frozenset[str]:
-    """The features the SUT declared unsupported, as far as the evidence shows: named by the SUT, or inferred when at
-    least one case was judged (with none, every feature of an unsupported case would look unsupported). Kind rows
-    ("module cases") count only when the SUT named them."""
-    cases = list(cases)
-    evidence = any(judges_sut(c) and c.get("outcome") in JUDGED for c in cases)
+    """The features the SUT declared unsupported, as far as the evidence shows (``unsupported_features``: named by
+    the SUT, or inferred against judged cases). Kind rows ("module cases") count only when the SUT named them."""
     region: set[str] = set()
     for declared in unsupported_features(cases).values():
-        if declared.how == "declared" or (declared.how == "inferred" and evidence):
-            region.update(f for f in declared.features if declared.how == "declared" or f not in _KIND_ROWS)
+        region.update(f for f in declared.features if declared.how == "declared" or f not in _KIND_ROWS)
     return frozenset(region)
 
 

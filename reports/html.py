@@ -25,7 +25,7 @@ from harness.outcomes import FAILING, OUTCOMES
 from harness.diagnosis import diagnose
 from harness.counts import property_lines
 from harness.features import NOT_JUDGED, unsupported_features
-from harness.verdict import apart_counts, apart_text, describe, nothing_tested_text
+from harness.verdict import apart_counts, apart_text, describe, known_defect_text, nothing_tested_text
 from harness.verdict import (CLASS_TITLES, case_headline, deviation_summary, exact_statement, failed_cases_by_class,
                              failure_text, incomplete_text, is_exact, roots_and_knock_ons,
                              run_counts, scaled_text, verdict_of)
@@ -139,7 +139,8 @@ def _worst_failure(document: dict[str, Any]) -> str:
     return (f'<section class="worst"><h2>Worst failure <span class=dim>({e(kind)}; <a href="#{e(case["id"])}">its '
             f'card</a> if shown below)</span></h2>'
             f'<div class="headline">{e(case_headline(case))}</div><code>{e(case["id"])}</code>'
-            f"<pre>{e(lines)}</pre>"
+            + (f"<p>{e(known_defect_text(case))}</p>" if known_defect_text(case) else "")
+            + f"<pre>{e(lines)}</pre>"
             + (f'<div class="rerun">rerun: <code class="cmd">{e(rerun)}</code></div>' if rerun else "")
             + "</section>")
 

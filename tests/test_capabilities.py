@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from harness.catalogue import module_cases
-from harness.kinds import run_case
-from harness.pool import PoolManager
-from harness.kinds import RunConfig
-from harness.spec import ModuleSpec
+from harness.features import conformance
+from harness.kinds import RunConfig, run_case
+from harness.pool import _ERROR_GRACE_S, PoolManager
+from harness.spec import ModelSpec, ModuleSpec
 
 pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
 
@@ -64,9 +64,11 @@ def test_unsupported_outcome_in_the_results(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", MOMENTUM_NONE.id, "--sut",
                            f"{SUTS}:no_momentum_none", "--json", str(out), "--report", str(tmp_path / "r.html")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]  # the one case was not judged
     (case,) = json.loads(out.read_text())["cases"]
     assert case["outcome"] == "unsupported" and case["unsupported"] == "momentum=None is not implemented"
+    assert "declared unsupported: 1 case (momentum=None is not implemented: 1, concerning feature not identified)" \
+        in done.stdout  # nothing was judged: nothing tells its features apart
 
 
 def test_a_run_that_judged_nothing_fails_and_says_why(tmp_path):
@@ -83,3 +85,38 @@ def test_a_run_that_judged_nothing_fails_and_says_why(tmp_path):
     assert verdict in done.stdout and verdict in report.read_text()
     document = json.loads(out.read_text())
     assert document["exit_status"] == 1 and set(document["summary"]["outcomes"]) == {"unsupported"}
+
+
+def test_one_ranks_unsupported_ends_the_case_in_seconds(manager):
+    """Only the rank whose shard is empty declares (in its forward, while the others already wait for it in the
+    first collective): the case is unsupported, with the feature the SUT named, in about the quick grace (1 s), not
+    the 10 s grace after an error nor a hang, in a module case and in a model case (DDP)."""
+    config = _config(manager, "empty_shard_unsupported")
+    for supported, empty in ((FOUR_D.replace(shard_sizes=(3, 2, 2)), FOUR_D.replace(shard_sizes=(3, 0, 2))),
+                             (ModelSpec((5, 1, 3)), ModelSpec((5, 0, 3), seed=2))):
+        assert run_case(supported, config).passed  # the pool of world size 3 is up: the timing is the case's
+        result = run_case(empty, config)
+        assert result.unsupported == "an empty shard on this rank is not supported" and not result.failures
+        assert result.unsupported_features == ("empty shards",)
+        assert result.duration_s < _ERROR_GRACE_S / 2, f"{empty.id}: {result.duration_s:.1f} s"
+
+
+def test_a_sut_without_half_precision_passes_with_its_half_property_test_not_exercised(tmp_path):
+    """Declaring float16/bfloat16 unsupported is not a failure: the half cases are unsupported (under the half
+    features, not judged under the others), the half property test, whose every example lies in the declared
+    region, reads "not exercised" (not PASSED, not hypothesis's Unsatisfiable), and the run exits 0."""
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--sut", f"{SUTS}:no_half_precision", "--profile",
+                           "quick", "--json", str(out), "--report", str(tmp_path / "r.html"), "--", "-k",
+                           "dtypes or test_generated_half_case"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    document = json.loads(out.read_text())
+    (half,) = document["property_tests"]
+    assert half["outcome"] == "not exercised" and half["judged_examples"] == 0 < half["minimum_judged"]
+    assert set(half["avoided_features"]) >= {"float16 input", "bfloat16 input"}
+    assert "test_generated_half_case: NOT EXERCISED: 0 of " in done.stdout
+    assert document["summary"]["outcomes"]["unsupported"] >= 1 and "failed" not in document["summary"]["outcomes"]
+    rows = {row.feature.name: row for row in conformance(document["cases"])}
+    assert rows["float16 input"].status == "unsupported" and rows["half module"].status == "not judged"
+    assert rows["float32 input"].status == "passing"

@@ -320,8 +320,8 @@ def test_declared_features_win_over_inference_and_a_reason_over_several_features
     assert dict(rows["4-D input"].counts) == {"passing": 1, "not judged": 3}
     assert rows["4-D input"].not_judged_for["feature not identified"] == 1
     assert rows["module cases"].counts["unsupported"] == 4
-    # What the property tests avoid: the declared and inferred features, not the kind's row; nothing without a judged
-    # case (then every feature of an unsupported case would look unsupported).
+    # What the property tests avoid: the declared and inferred features, not the kind's row; no inferred one without
+    # a judged case of the kind (then every feature of an unsupported case would look unsupported).
     assert declared_region(_document(records)["cases"]) == {"5-D input", "float16 input", "bfloat16 input",
                                                            "half module", "half input, float32 parameters"}
     assert declared_region(_document(records[2:])["cases"]) == {"5-D input"}
