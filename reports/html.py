@@ -1,15 +1,17 @@
 """The HTML report of a run: one self-contained file (inline CSS and SVG, no script, no network).
 
 The first screen answers "did it pass, what is wrong, what is supported": the verdict bar (PASSED, FAILED,
-INCOMPLETE with how many cases ran, NO CASES RAN), the diagnosis (harness.diagnosis.diagnose: what the failed cases
-share that the passing ones do not), the conformance table (harness.features: per feature, cases passing, failing,
-failing as a known deviation, declared unsupported). Then the failed cases in severity groups (rank failures,
-NaN/inf, dtype, exact checks, numeric by scaled error: harness.verdict), each with its root causes first (an exact
-check as its statement, a number as its error in units of the quantity's magnitude and against its tolerance), the
-knock-on failures folded under their root, a rank x channel heat map of max |err| / allowed, a histogram of
-element errors against the tolerance line and the rerun command; then the known deviations (by reason, the full
-reason folded), the cases declared unsupported (by reason), passing cases with near misses (error above half the
-tolerance), property tests, skipped cases and the environment (with what a CPU run takes from the harness's own
+INCOMPLETE with how many cases ran, NO CASES RAN), the counts (the cases that judged the SUT; op cases that judged
+torch's kernels under another SUT apart), the worst failure, the diagnosis (harness.diagnosis.diagnose: what the
+failed cases share that the passing ones do not; what was judged, harness.counts), the conformance table
+(harness.features: per feature, cases passing, failing, failing as a known deviation, declared unsupported for this
+feature, not judged). Then the failed cases in severity groups (rank failures, NaN/inf, dtype, exact checks, numeric
+by scaled error: harness.verdict), each with its root causes first (an exact check as its statement, a number as its
+error in units of the quantity's magnitude and against its tolerance), the knock-on failures folded under their
+root, a rank x channel heat map of max |err| / allowed, a histogram of element errors against the tolerance line and
+the rerun command; then the known deviations (by reason, the full reason folded), the cases declared unsupported (by
+reason, with the features it concerns), passing cases with near misses (error above half the tolerance), property
+tests (what each tried), skipped cases and the environment (with what a CPU run takes from the harness's own
 kernels). Every string that comes from a run (and so possibly from the implementation under test) goes through
 html.escape. Version-1 documents (an older run) render too.
 """
