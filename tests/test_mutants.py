@@ -56,7 +56,9 @@ _EVEN_OFFSET = ModuleSpec(shard_sizes=(4, 4), channels=3, spatial=(3, 2), loc=10
 _HALF_FAR = ModuleSpec(shard_sizes=(6, 5), channels=4, spatial=(5, 4), dtype="float16", loc=300.0, scale=100.0,
                      steps=2, eval_steps=1)
 NEW_DIMENSIONS = [
-    ("count_by_batch_size", _RANK_SPATIAL, "output", _RANK_SPATIAL.replace(rank_spatial=None, spatial=(4, 5))),
+    # Each rank counts with its own spatial size: their running_mean differ (an agreement root, shown first as an exact
+    # check: "running_mean on rank 1 differs from rank 0's"), and the output is wrong (a root too).
+    ("count_by_batch_size", _RANK_SPATIAL, "running_mean", _RANK_SPATIAL.replace(rank_spatial=None, spatial=(4, 5))),
     ("variance_floor", _CONSTANT, "grad_input", _CONSTANT.replace(data="normal")),
     ("naive_variance_f32", _EVEN_OFFSET, "output", _EVEN_OFFSET.replace(loc=0.0)),
     ("squares_in_half", _HALF_FAR, "output", _HALF_FAR.replace(loc=0.0, scale=1.0)),
