@@ -83,22 +83,23 @@ def test_an_undeclared_sut_gets_the_signature_of_torchs_defect_only_when_it_matc
 @pytest.mark.processes
 def test_a_torch_wrapper_on_torchs_cpu_bf16_defect(tmp_path):
     """The catalogue's case of torch's CPU bf16 channels-last grad_bias defect: the undeclared wrapper fails, with
-    the signature note in the console, the results record and the HTML; the declared one is a known deviation."""
+    the signature note in the console, the results record and the HTML; the declared one fails exactly as the
+    inherited deviation documents (an expected failure)."""
+    from harness.kinds import RunConfig, run_case
+
     case = "w2_n5.3_c8_nchw6x5_bf16pf32_cl_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
     assert case == BF16_CL.id
-    runs = {}
-    for name in ("torch_wrapper", "torch_wrapper_declared"):
-        out, html = tmp_path / f"{name}.json", tmp_path / f"{name}.html"
-        done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", case, "--sut", f"{WRAPPERS}:{name}",
-                               "--json", str(out), "--report", str(html)], cwd=ROOT, capture_output=True, text=True,
-                              timeout=300)
-        runs[name] = done, json.loads(out.read_text())["cases"][0], html.read_text()
-    done, record, html = runs["torch_wrapper"]
+    out, html = tmp_path / "results.json", tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", case, "--sut", f"{WRAPPERS}:torch_wrapper",
+                           "--json", str(out), "--report", str(html)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+    (record,) = json.loads(out.read_text())["cases"]
     note = "matches the signature of known torch defect: CPU BatchNorm backward, bfloat16 channels-last input"
-    assert note in done.stdout and note in html and record["outcome"] == "failed"
+    assert note in done.stdout and note in html.read_text() and record["outcome"] == "failed"
     assert record["known_defect"]["sut"] == "torch" and "grad_bias" in record["known_defect"]["match"]
-    done, record, _ = runs["torch_wrapper_declared"]
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert record["outcome"] == "xfailed" and record["xfail_reason"].startswith(
-        "known deviation of torch (inherited: the SUT is built on torch): torch's native CPU BatchNorm backward")
+    declared = f"{WRAPPERS}:torch_wrapper_declared"
+    result = run_case(BF16_CL, RunConfig.of(sut=declared))
+    inherited = match_deviation(load_known_deviations(), declared, case, built_on=built_on(declared))
+    assert {c.quantity for c in result.comparisons if not c.passed} == {"grad_bias"}
+    assert inherited.outcome(result) == "xfailed"
