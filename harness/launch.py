@@ -118,7 +118,9 @@ class _Release:
     under a new store prefix; the case's subgroups are made again by the next case), so the next case starts with
     collectives in step. Only then do the ranks gather their results (``_run_cases``): a declaring rank never
     enters a collective its peers are waiting in with the SUT's. Rank 0 judges the case unsupported
-    (harness.kinds.settle)."""
+    (harness.kinds.settle). With NCCL (a GPU per rank) destroying a communicator does not end a peer's kernel that
+    waits in a collective: that peer is released by the collective timeout (``--case-timeout``) instead, where
+    NCCL's own error handling may end the job (checked on gloo only)."""
 
     GRACE_S = 1.0  # harness.pool._QUICK_GRACE_S: ranks that would declare too do it at once
 

@@ -106,9 +106,9 @@ def test_a_sut_without_half_precision_passes_with_its_half_property_test_not_exe
     catalogue's cases declared: harness.features.declared_region, tests/test_verdict.py.)"""
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--sut", f"{SUTS}:no_half_precision", "--profile",
-                           "quick", "--property-examples", "3", "--json", str(out), "--report", str(tmp_path / "r.html"),
-                           "--", "-k", "eps or test_generated_half_case"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+                           "quick", "--property-examples", "3", "--json", str(out), "--report",
+                           str(tmp_path / "r.html"), "--", "-k", "eps or test_generated_half_case"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     document = json.loads(out.read_text())
     (half,) = document["property_tests"]
