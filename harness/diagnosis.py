@@ -4,7 +4,7 @@ Works on a results document (records only, versions 1-3). ``diagnose`` states wh
 the passing ones do not (case parameters, the failing root quantities and phases), in counts taken from the
 document and never beyond them, like hypothesis's explain phase. It returns structured findings (``Finding``: a
 sentence, its role and the findings under it), which the console (``render_findings``) and the HTML report
-(reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
+(harness.reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
 failing, known deviation, declared unsupported); ``run_summary_lines`` is the console summary of a run (the
 verdict of harness.verdict, the diagnosis, the table, the failed cases by severity with their root cause and
 rerun line).

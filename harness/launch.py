@@ -42,7 +42,7 @@ from typing import Any
 
 from .rank.worker import RankContext
 
-__all__ = ["main", "select_cases", "build_parser"]
+__all__ = ["main", "select_cases", "build_parser", "loopback_on_one_host"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +69,13 @@ def select_cases(profile: str, device: str, world_size: int, case_id: str | None
     cases = in_areas(module_cases(profile, device=device), areas)
     chosen = [c for c in cases if c.world_size == world_size]
     return chosen, len(cases) - len(chosen)
+
+
+def loopback_on_one_host(environ: Any, *, world_size: int, local_world_size: int) -> None:
+    """gloo over the loopback interface when every rank is on this host (``GLOO_SOCKET_IFNAME=lo`` unless set);
+    across hosts the user names the interface that reaches the others (docs/gpu.md, "Several nodes")."""
+    if local_world_size == world_size and os.path.isdir("/sys/class/net/lo"):
+        environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
 def _run_rank(ctx: RankContext, kind, spec, plan, options) -> Any:
@@ -213,10 +220,9 @@ def _main(argv: list[str] | None) -> int:
     except CaseError as exc:
         print(f"harness.launch: usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if os.path.isdir("/sys/class/net/lo"):
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    set_tf32(False)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    loopback_on_one_host(os.environ, world_size=world_size, local_world_size=local_world)
+    set_tf32(False)
     backend = resolve_backend(options.device, local_world, options.backend_choice)
     if options.device == "cuda":
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -238,8 +244,8 @@ def _main(argv: list[str] | None) -> int:
 def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     import torch.distributed as dist
 
-    from reports.html import write_html
-    from reports.results import build_document, case_record, environment, save_results
+    from harness.reports.html import write_html
+    from harness.reports.results import build_document, case_record, environment, save_results
 
     from .deviations import known_defect, load_known_deviations, match_deviation
     from .sut import built_on
@@ -322,7 +328,9 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     failed = sum(counts[name] for name in FAILING)
     if ctx.rank == 0:
         tally = ", ".join(f"{counts[o.name]} {o.label}" for o in OUTCOMES if o.name != "skipped")
-        summary = (f"harness.launch: world size {ctx.world_size} ({ctx.backend}, {ctx.device}), sut {sut}: "
+        nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))  # torchrun's agents, one per node
+        where = f"{nodes} nodes, " if nodes > 1 else ""
+        summary = (f"harness.launch: world size {ctx.world_size} ({where}{ctx.backend}, {ctx.device}), sut {sut}: "
                    f"{tally}, {skipped} cases of other world sizes skipped, {aborting} process-killing known "
                    f"deviations skipped, {time.monotonic() - start_all:.1f}s")
         print(summary, flush=True)

@@ -63,7 +63,7 @@ class CaseResult:
         return not self.failures and bool(self.comparisons) and all(c.passed for c in self.comparisons)
 
     def record(self) -> dict[str, Any]:
-        """The harness's part of a results record (reports.results adds the outcome and where it ran)."""
+        """The harness's part of a results record (harness.reports.results adds the outcome and where it ran)."""
         return {"harness_passed": self.passed, "comparisons": [c.record() for c in self.comparisons],
                 "failures": [f.record() for f in self.failures], "duration_s": self.duration_s,
                 "rerun": self.rerun, "unsupported": self.unsupported,

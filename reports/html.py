@@ -375,7 +375,8 @@ def _environment(env: dict[str, Any]) -> str:
 
 
 def render_html(document: dict[str, Any]) -> str:
-    """The report of a results document (see reports.results; version 1 or 2) as one self-contained HTML page."""
+    """The report of a results document (see harness.reports.results; version 1 or 2) as one self-contained HTML
+    page."""
     env = document.get("environment", {})
     word = verdict_of(document)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',

@@ -232,9 +232,12 @@ class ResultsCollector:
                                                 "environment": {"kernels": opts.kernels}}):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing under test was judged: nothing was tested
         numprocesses = config.getoption("numprocesses", None)
-        env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
-                          case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0,
-                          strict_features=opts.strict_features)
+        from harness.tf32 import tf32_mode
+
+        with tf32_mode(False):  # recorded as the cases ran (harness.pytest_plugin's run_case), in a shared run too
+            env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
+                              case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int)
+                              else 0, strict_features=opts.strict_features)
         document = build_document(cases, env, exit_status=exit_code_from_pytest(session.exitstatus),
                                   property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]),
                                   incomplete=incomplete)

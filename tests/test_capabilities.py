@@ -63,7 +63,8 @@ def test_unsupported_outcome_in_the_results(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", MOMENTUM_NONE.id, "--sut",
                            f"{SUTS}:no_momentum_none", "--json", str(out), "--report", str(tmp_path / "r.html")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]  # the one case was not judged
+    # Its one case declared unsupported: the run judged nothing, which is not a pass (exit 1, "nothing was tested").
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     (case,) = json.loads(out.read_text())["cases"]
     assert case["outcome"] == "unsupported" and case["unsupported"] == "momentum=None is not implemented"
     assert "declared unsupported: 1 case (momentum=None is not implemented: 1, concerning feature not identified)" \

@@ -1,6 +1,6 @@
-"""reports.html's structure: the first screen (verdict bar, diagnosis, conformance table), failures by severity with
-roots before their folded knock-ons, exact checks as statements, the INCOMPLETE and NO CASES RAN bars, the later
-sections, version-1 documents. (Escaping and self-containment of a real run: tests/test_reports.py.)"""
+"""harness.reports.html's structure: the first screen (verdict bar, diagnosis, conformance table), failures by
+severity with roots before their folded knock-ons, exact checks as statements, the INCOMPLETE and NO CASES RAN bars,
+the later sections, version-1 documents. (Escaping and self-containment of a real run: tests/test_reports.py.)"""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ import numpy as np
 from harness.compare import Tolerance, compare_arrays, compare_exact
 from harness.result import CaseResult, Failure
 from harness.spec import ModuleSpec
-from reports.html import render_html
-from reports.results import build_document, case_record
+from harness.reports.html import render_html
+from harness.reports.results import build_document, case_record
 
 ROOT = Path(__file__).resolve().parent.parent
 INJECTED = "<script>alert('x')</script>"

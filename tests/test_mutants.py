@@ -82,7 +82,7 @@ _EVAL_AFTER_TRAINING = ModuleSpec(shard_sizes=(3, 1, 2), channels=3, spatial=(3,
 
 def _roots_and_knock_ons(name: str):
     from harness.verdict import roots_and_knock_ons
-    from reports.results import case_record
+    from harness.reports.results import case_record
 
     result = run_case(_EVAL_AFTER_TRAINING, _config(name))
     assert not result.passed, f"{name} passed {_EVAL_AFTER_TRAINING.id}"
