@@ -296,7 +296,7 @@ class PropertyTally:
         return text + ("; " + ", ".join(more) if more else "")
 
     def record(self) -> dict[str, Any]:
-        """The optional fields of a property test's summary (reports.results)."""
+        """The optional fields of a property test's summary (harness.reports.results)."""
         return {"judged_examples": self.judged, "unsupported_examples": self.unsupported,
                 "deviation_examples": self.deviation, "avoided_examples": self.avoided,
                 "unrun_examples": self.unrun, "synced_examples": self.synced, "minimum_judged": self.minimum,
