@@ -25,15 +25,17 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
+from .counts import judged_findings
 from .errors import CaseError
 
 from .collectives import SEQUENCE
-from .features import COST_KEYS, KIND_NAMES, case_cost, conformance, features_of, record_kind
+from .features import COST_KEYS, KIND_NAMES, NOT_JUDGED, case_cost, conformance, features_of, record_kind
 from .kinds import kind_named
 from .outcomes import FAILURES, OUTCOMES
-from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
-                      failure_text, incomplete_text, is_yardstick_suspect, label, nothing_tested_text, phase_kind,
-                      phase_order, plural, root_detail, roots_and_knock_ons, run_counts, severity_key, verdict_of)
+from .verdict import (CLASS_TITLES, apart_text, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
+                      failure_text, incomplete_text, is_yardstick_suspect, known_defect_text, label,
+                      nothing_tested_text, phase_kind, phase_order, plural, root_detail, roots_and_knock_ons,
+                      run_counts, severity_key, verdict_of)
 
 __all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "communication_lines",
            "byte_text", "case_attributes", "CLUSTER_CHANCE"]
@@ -396,10 +398,10 @@ def _never_failed(cases: list[dict[str, Any]], roots: set[str]) -> str:
 
 
 def diagnose(document: dict[str, Any]) -> list[Finding]:
-    """What the failed cases share and the passing ones do not, from the document's evidence only: per case kind,
-    the case parameters every failed case has and no passing case has (counted), the quantities that failed first
-    (roots) and those that never failed, the phases; then the known deviations, the cases declared unsupported and
-    the comparisons whose yardstick was suspect, one finding each."""
+    """What the failures say, from the document's evidence only: per case kind, one finding per failing root (where
+    it failed against where it was checked and passed, its condition when chance cannot explain it, its phases,
+    knock-ons and an example) and the quantities that never failed; then the known deviations, what was judged
+    (declared unsupported, counted apart, property tests) and the comparisons whose yardstick was suspect."""
     cases = document.get("cases") or []
     findings: list[Finding] = []
     if document.get("status") == "incomplete":
@@ -433,10 +435,7 @@ def diagnose(document: dict[str, Any]) -> list[Finding]:
     if gone:
         line += f"; {len(gone)} no longer fail{'s' if len(gone) == 1 else ''} (update harness/known_deviations.toml)"
     findings.append(_finding(line, "deviations"))
-    unsupported = Counter(c.get("unsupported") or "no reason given" for c in cases if c.get("outcome") == "unsupported")
-    findings.append(_finding("declared unsupported: " + (
-        f"{plural(sum(unsupported.values()), 'case')} (" + "; ".join(f"{r}: {n}" for r, n in unsupported.most_common(4))
-        + ("; ..." if len(unsupported) > 4 else "") + ")" if unsupported else "none"), "unsupported"))
+    findings += judged_findings(document)  # declared unsupported (and for what), counted apart, property tests
     suspect = [(case, c) for case in cases for c in case.get("comparisons") or [] if is_yardstick_suspect(c)]
     if suspect:
         n_failed = sum(not c["passed"] for _, c in suspect)
@@ -453,7 +452,7 @@ def conformance_lines(document: dict[str, Any], *, width: int = 116) -> list[str
     then the features that passed throughout, with their case counts."""
     rows = conformance(document.get("cases") or [])
     if not rows:
-        return ["no case ran"]
+        return ["no case judged the SUT"]
     lines = []
     clean = []
     name_width = max(len(r.feature.name) for r in rows)
@@ -472,6 +471,10 @@ def conformance_lines(document: dict[str, Any], *, width: int = 116) -> list[str
             others = len(row.unsupported_reasons) - 1
             parts.append(f"{c['unsupported']} unsupported ({reason}"
                          + (f"; and {plural(others, 'other reason')})" if others else ")"))
+        if c[NOT_JUDGED]:  # declared unsupported for another feature: this one was not judged in them
+            parts.append(f"{c[NOT_JUDGED]} not judged (declared unsupported for "
+                         + ", ".join(f"{f}: {n}" for f, n in row.not_judged_for.most_common(3))
+                         + (", ..." if len(row.not_judged_for) > 3 else "") + ")")
         lines.append(f"{row.feature.name:<{name_width}}  {row.cases:>4} cases: " + ", ".join(parts))
     if clean:
         lines += textwrap.wrap("passing throughout: " + ", ".join(clean), width, subsequent_indent="  ")
@@ -530,6 +533,8 @@ def _header(document: dict[str, Any]) -> str:
     details = [f"{counts[o.name]} {o.label}" for o in OUTCOMES if counts[o.name]]
     if details:
         text += " (" + ", ".join(details) + ")"
+    if apart_text(document):  # op cases of another SUT: they judged torch's kernels, not the SUT
+        text += f"; {apart_text(document)}"
     where = [f"sut {env.get('sut', '?')}", f"profile {env.get('profile', '?')}", f"torch {env.get('torch', '?')}"]
     if env.get("device_name"):
         where.append(str(env["device_name"]))
@@ -541,7 +546,8 @@ def run_summary_lines(document: dict[str, Any], *, shown_cases: int = 15) -> lis
     cases by severity (each with its root cause in a line and its rerun command), the known deviations that passed."""
     lines = [_header(document), "", "Diagnosis:"]
     lines += render_findings(diagnose(document), "  ")
-    lines += ["", "Conformance by feature (cases: pass, FAIL, known deviation, unsupported):"]
+    lines += ["", "Conformance by feature (cases that judged the SUT: pass, FAIL, known deviation, unsupported, not "
+              "judged):"]
     lines += ["  " + line for line in conformance_lines(document)]
     communication = communication_lines(document)
     if communication:
@@ -558,6 +564,8 @@ def run_summary_lines(document: dict[str, Any], *, shown_cases: int = 15) -> lis
                 break
             shown += 1
             lines.append(f"    {case['id']}: {case_headline(case)}")
+            if known_defect_text(case):
+                lines.append(f"      {known_defect_text(case)}")
             if case.get("rerun"):
                 lines.append(f"      rerun: {case['rerun']}")
     if total > shown:

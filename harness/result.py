@@ -51,7 +51,11 @@ class CaseResult:
     duration_s: float = 0.0
     rerun: str = ""
     unsupported: str = ""  # the SUT's reason, when it declared the case unsupported (harness.sut.Unsupported)
-    deviation: Any = None  # a quantity-scoped known deviation covering this case (harness.deviations), if any
+    unsupported_features: tuple[str, ...] = ()  # the features the SUT named with its declaration (harness.features)
+    deviation: Any = None  # a known deviation judged after the run (harness.deviations): quantity-scoped or inherited
+    # A known defect of another SUT whose signature this failed case matches (harness.deviations.known_defect):
+    # {"sut", "summary", "link", "match"}; None when there is none.
+    known_defect: dict[str, Any] | None = None
     # What the ranks said to each other (harness.collectives.cost: per training step against torch's, and every
     # rank's log), None when no audit ran; a passing case's record keeps the numbers, not the log.
     collectives: dict[str, Any] | None = None
@@ -66,7 +70,8 @@ class CaseResult:
         """The harness's part of a results record (harness.reports.results adds the outcome and where it ran)."""
         record = {"harness_passed": self.passed, "comparisons": [c.record() for c in self.comparisons],
                   "failures": [f.record() for f in self.failures], "duration_s": self.duration_s,
-                  "rerun": self.rerun, "unsupported": self.unsupported}
+                  "rerun": self.rerun, "unsupported": self.unsupported,
+                  "unsupported_features": list(self.unsupported_features), "known_defect": self.known_defect}
         if self.collectives is not None:
             record["collectives"] = {k: v for k, v in self.collectives.items() if k != "log" or not self.passed}
         return record

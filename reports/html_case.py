@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from harness.collectives import describe, describe_sequence
 from harness.verdict import (case_headline, exact_statement, failure_text, is_exact, is_yardstick_suspect,
-                             roots_and_knock_ons, scaled_text, where)
+                             known_defect_text, roots_and_knock_ons, scaled_text, where)
 from harness.verdict import label as comparison_label
 
 from .results import as_float
@@ -286,6 +286,9 @@ def case_fragment(case: dict[str, Any]) -> str:
     """One failed case in full: parameters, rank failures, root causes with their knock-ons folded, the collectives
     of the failing phase, heat maps, histograms, rerun."""
     parts = [_params(case)]
+    if known_defect_text(case):  # the failure matches the signature of another SUT's (torch's) known defect
+        parts.append(f'<p class="defect"><span class="flag">known {e(case["known_defect"].get("sut"))} defect?</span> '
+                     f"{e(known_defect_text(case))}</p>")
     if case.get("unsupported"):
         parts.append(f"<p>declared unsupported by the implementation: {e(case['unsupported'])}</p>")
     if case.get("failures"):

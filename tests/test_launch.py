@@ -150,3 +150,24 @@ def test_two_nodes_run_a_world_size_4_case(tmp_path: Path) -> None:
     (record,) = load_results(out)["cases"]
     assert record["id"] == case and record["outcome"] == "passed" and record["world_size"] == 4
     assert load_results(out)["environment"]["world_sizes"] == [4]
+
+
+def test_one_ranks_unsupported_under_torchrun(tmp_path):
+    """Only the rank whose shard is empty declares the case unsupported (harness.kinds.run_case's contract): under
+    torchrun that rank closes its connections, releasing the rank that waits for it in the SUT's collective, every
+    rank renews its process groups, and the next cases run in step (harness.launch._Release): "unsupported" in
+    about a second, not a hang, a mismatched collective or a dead job."""
+    sut = ROOT / "tests" / "suts_declared.py"
+    out = tmp_path / "launch.json"
+    proc = _torchrun(tmp_path, "--profile", "quick", "--area", "shards", "--sut", f"{sut}:empty_shard_unsupported",
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    cases = load_results(out)["cases"]
+    one_rank = [c for c in cases if c["outcome"] == "unsupported" and 0 in c["params"]["shard_sizes"]
+                and any(c["params"]["shard_sizes"])]
+    assert one_rank and all(c["unsupported"] == "an empty shard on this rank is not supported" for c in one_rank)
+    assert all(c["duration_s"] < 5.0 for c in one_rank), [(c["id"], c["duration_s"]) for c in one_rank]
+    assert {c["outcome"] for c in cases} == {"passed", "unsupported"}
+    printed = [line.split("]")[0].strip("[ ") for line in proc.stdout.splitlines() if line.startswith("[")
+               and not line.startswith("[ RUN")]
+    assert "PASSED" in printed[printed.index("UNSUPPORTED"):], printed  # a case after the released one ran in step
