@@ -46,7 +46,7 @@ def unsupported_finding(document: dict[str, Any]) -> Finding:
 
 def property_lines(document: dict[str, Any]) -> list[str]:
     """One line per property test: its outcome and, when it recorded them, how many examples it judged and why the
-    others were not ('test_generated_half_case: NOT EXERCISED: 0 of 25 examples judged (minimum 10; ...)')."""
+    others were not ('test_generated_half_case: NOT EXERCISED: 0 examples judged of 25 asked (minimum 10; ...)')."""
     lines = []
     for p in document.get("property_tests") or []:
         name = str(p.get("nodeid", "")).split("::")[-1]

@@ -283,10 +283,11 @@ class PropertyTally:
         return "failed" if self.failed else ("passed" if self.exercised else "not exercised")
 
     def text(self) -> str:
-        """'3 of 25 examples judged (minimum 10; 1 with a synchronised training step); 40 declared unsupported, 12
-        drawn in the region declared unsupported (float16 input), 2 known deviations, not run'."""
-        text = (f"{self.judged} of {self.requested} examples judged (minimum {self.minimum}; {self.synced} with a "
-                "synchronised training step)")
+        """'3 examples judged of 25 asked (minimum 10; 1 with a synchronised training step); 40 declared unsupported,
+        12 drawn in the region declared unsupported (float16 input), 2 known deviations, not run'. More can be
+        judged than asked: hypothesis runs a failing example's shrinks too."""
+        text = (f"{self.judged} examples judged of {self.requested} asked (minimum {self.minimum}; "
+                f"{self.synced} with a synchronised training step)")
         others = [(self.unsupported, "declared unsupported"),
                   (self.avoided, "drawn in the region declared unsupported"
                    + (f" ({', '.join(sorted(self.region))})" if self.region else "")),

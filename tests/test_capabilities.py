@@ -115,6 +115,6 @@ def test_a_sut_without_half_precision_passes_with_its_half_property_test_not_exe
     (half,) = document["property_tests"]
     assert half["outcome"] == "not exercised" and half["judged_examples"] == 0 < half["minimum_judged"] == 3
     assert half["unsupported_examples"] == 3 and half["examples"] == 3
-    assert "test_generated_half_case: NOT EXERCISED: 0 of 3 examples judged (minimum 3" in done.stdout
+    assert "test_generated_half_case: NOT EXERCISED: 0 examples judged of 3 asked (minimum 3" in done.stdout
     assert document["cases"] and {c["outcome"] for c in document["cases"]} == {"passed"}  # no rank failure
     assert done.stdout.rstrip().splitlines()[-1].startswith("SyncBN conformance: PASSED")

@@ -277,8 +277,8 @@ def test_what_was_judged_on_the_first_screen():
                      unsupported="4-D input only")
     properties = [{"nodeid": "cases/test_property.py::test_generated_half_case", "outcome": "not exercised",
                    "examples": 0, "passed_examples": 0, "dtypes": [], "worst_passing_ratio": None,
-                   "worst_passing_case": None, "note": "0 of 25 examples judged (minimum 10; 0 with a synchronised "
-                   "training step); 407 drawn in the region declared unsupported (float16 input)"}]
+                   "worst_passing_case": None, "note": "0 examples judged of 25 asked (minimum 10; 0 with a "
+                   "synchronised training step); 407 drawn in the region declared unsupported (float16 input)"}]
     page = render_html(_document([op_record, failing, five_d, _record(_spec(8), [_cmp("output", "train0", 0, 0.0)])],
                                  {"sut": "mine.py:f", "profile": "quick", "torch": "2.x"},
                                  property_tests=properties))
@@ -290,4 +290,4 @@ def test_what_was_judged_on_the_first_screen():
     assert "<td>4-D input only</td><td>5-D input (inferred)</td>" in page
     row = page[page.index('title="input in float32">'):]
     assert "not judged: declared unsupported for 5-D input (1)" in row[:row.index("</tr>")]
-    assert "<td>not exercised</td>" in page and "0 of 25 examples judged" in page
+    assert "<td>not exercised</td>" in page and "0 examples judged of 25 asked" in page

@@ -21,8 +21,8 @@ def test_a_test_below_its_minimum_is_not_exercised_and_says_why():
         tally.judged_example(FOUR_D, passed=True)
     tally.unsupported, tally.avoided, tally.deviation = 4, 30, 2
     assert not tally.exercised and tally.outcome == "not exercised"
-    assert tally.text() == ("9 of 25 examples judged (minimum 10; 9 with a synchronised training step); 4 declared "
-                            "unsupported, 30 drawn in the region declared unsupported (5-D input), 2 known "
+    assert tally.text() == ("9 examples judged of 25 asked (minimum 10; 9 with a synchronised training step); "
+                            "4 declared unsupported, 30 drawn in the region declared unsupported (5-D input), 2 known "
                             "deviations, not run")
     tally.judged_example(FOUR_D.replace(shard_sizes=(3,)), passed=True)  # world size 1: nothing synchronised
     assert tally.exercised and tally.outcome == "passed" and tally.synced == 9
