@@ -32,8 +32,14 @@ def _synced_groups(spec: ModuleSpec) -> list[tuple[int, ...]]:
     return [g for g in spec.rank_groups if len(g) >= 2] if spec.steps >= 1 else []
 
 
-def _group_count(spec: ModuleSpec, group: tuple[int, ...]) -> int:
-    return sum(spec.rank_count(r) for r in group)
+def _synced_shards(spec: ModuleSpec) -> list[tuple[tuple[int, ...], int]]:
+    """(group, training phase) of every synchronising group in every training phase (a phase's shard sizes may
+    differ from the first's: ``step_shard_sizes``)."""
+    return [(g, p) for p, (_, training) in enumerate(spec.phases) if training for g in _synced_groups(spec)]
+
+
+def _group_count(spec: ModuleSpec, group: tuple[int, ...], phase: int) -> int:
+    return sum(spec.rank_count(r, phase) for r in group)
 
 
 def _cuda_half_reduction(s: ModuleSpec) -> bool:
@@ -62,14 +68,14 @@ def _cpu_bf16_channels_last(s: ModuleSpec) -> bool:
 # expression over the id cannot state, such as "within some process group". Module cases only (any other kind of
 # case never matches a condition).
 CONDITIONS: dict[str, Callable[[ModuleSpec], bool]] = {
-    "empty_group": lambda s: any(all(s.shard_sizes[r] == 0 for r in g) for g in _synced_groups(s)),
-    "group_count_one": lambda s: any(_group_count(s, g) == 1 for g in _synced_groups(s)),
+    "empty_group": lambda s: any(all(s.shard_sizes_at(p)[r] == 0 for r in g) for g, p in _synced_shards(s)),
+    "group_count_one": lambda s: any(_group_count(s, g, p) == 1 for g, p in _synced_shards(s)),
     "half_input_empty_shard": lambda s: s.dtype in _HALF and any(
-        any(s.shard_sizes[r] == 0 for r in g) for g in _synced_groups(s)),
+        any(s.shard_sizes_at(p)[r] == 0 for r in g) for g, p in _synced_shards(s)),
     "half_input_no_running_stats": lambda s: s.dtype in _HALF and not s.track_running_stats
     and bool(_synced_groups(s)),
     "float16_module_count_over_65504": lambda s: s.effective_param_dtype == "float16" and any(
-        _group_count(s, g) > 65504 for g in _synced_groups(s)),
+        _group_count(s, g, p) > 65504 for g, p in _synced_shards(s)),
     "cuda_half_reduction": _cuda_half_reduction,
     "cpu_bf16_channels_last": _cpu_bf16_channels_last,
 }
