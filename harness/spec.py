@@ -412,7 +412,7 @@ def _normalised_schedule(first: tuple[int, ...], later: Any) -> tuple[tuple[int,
     """One spelling per schedule: entries as tuples, a trailing repeat of the entry before dropped (the last entry
     repeats anyway), None when every phase holds ``first``."""
     check_field(isinstance(later, (tuple, list)) and all(isinstance(s, (tuple, list)) for s in later),
-                "step_shard_sizes", later, "must be a sequence of per-rank size sequences, one per phase after the first")
+                "step_shard_sizes", later, "must be a sequence of per-rank sizes, one per phase after the first")
     schedule = [tuple(sizes) for sizes in later]
     while schedule and schedule[-1] == (schedule[-2] if len(schedule) > 1 else first):
         schedule.pop()
