@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import assume, given, note, reject
+from hypothesis import strategies as st
 
 from harness.deviations import load_known_deviations
 from harness.pytest_plugin import NEEDS_CUDA, cuda_available, options
-from harness.strategies import case_specs
+from harness.strategies import PROPERTY_REACH, case_specs
 
 pytestmark = pytest.mark.property
 _DEVIATIONS = load_known_deviations()
@@ -37,12 +38,18 @@ def _check(case, run_case, pytestconfig) -> None:
         raise AssertionError(report)
 
 
-@given(case=case_specs())
-def test_generated_case(case, run_case, pytestconfig):
-    _check(case, run_case, pytestconfig)
+def _draw(data, pytestconfig, **keywords):
+    """A case drawn as far as the run's --profile reaches (harness.strategies.PROPERTY_REACH: world sizes, the
+    boundary sizes)."""
+    return data.draw(case_specs(**PROPERTY_REACH[options(pytestconfig).profile], **keywords), label="case")
 
 
-@given(case=case_specs(dtypes=("float16", "bfloat16")))
-def test_generated_half_case(case, run_case, pytestconfig):
+@given(data=st.data())
+def test_generated_case(data, run_case, pytestconfig):
+    _check(_draw(data, pytestconfig), run_case, pytestconfig)
+
+
+@given(data=st.data())
+def test_generated_half_case(data, run_case, pytestconfig):
     """float16 / bfloat16 input, with float32 or half parameters (on CPU: the CPU copies of the CUDA kernels)."""
-    _check(case, run_case, pytestconfig)
+    _check(_draw(data, pytestconfig, dtypes=("float16", "bfloat16")), run_case, pytestconfig)

@@ -117,8 +117,14 @@ def _boundaries(profile: str) -> Iterator[ModuleSpec]:
     yield _case("boundaries", "vector_tail", shard_sizes=(3, 2), spatial=(2, 3), channels=37, layout="channels_last",
                 eval_steps=1)
     yield _case("boundaries", "big_world", shard_sizes=(2, 1, 0, 3, 1), spatial=(3,), eval_steps=1)
+    # A float64 constant channel over 4100 and 2050 values in eval without running statistics (each rank alone):
+    # torch's native CPU BatchNorm sums it sequentially (a known deviation, harness/known_deviations.toml).
+    yield _case("boundaries", "large_count", "constant", shard_sizes=(2, 1), spatial=(2050,), channels=1,
+                dtype="float64", data="constant", loc=1.0, track_running_stats=False, steps=1, eval_steps=1)
     if profile != "thorough":
         return
+    yield _case("boundaries", "large_count", "constant", shard_sizes=(1,), spatial=(4100,), channels=2,
+                dtype="float64", data="constant", loc=3.0, eval_steps=1)
     # Every block size from 512 to 4096 and its neighbours, per rank; float64 and offset data at large counts.
     yield _case("boundaries", "large_count", shard_sizes=(1, 1, 1), rank_spatial=((4097,), (1025,), (3071,)),
                 channels=2, steps=2, eval_steps=1)

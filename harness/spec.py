@@ -339,6 +339,16 @@ class ModuleSpec(_Spec):
                         f"the case has {self.steps + self.eval_steps} phase(s)")
         check_field(not self.interleave_eval or (self.steps >= 2 and self.eval_steps >= 1), "interleave_eval",
                     self.interleave_eval, "eval between training steps needs steps >= 2 and eval_steps >= 1")
+        if self.interleave_eval and not self.track_running_stats:
+            # Eval without running statistics raises on a rank holding one value per channel, alone
+            # (docs/semantics.md): that rank cannot join a training step after it, the others would wait for it.
+            last_training = max(p for p, (_, training) in enumerate(self.phases) if training)
+            stopped = [(self.phase_name(p), r) for p in range(last_training) for r in range(self.world_size)
+                       if not self.training(p) and self.rank_count(r, p) == 1]
+            check_field(not stopped, "interleave_eval", self.interleave_eval,
+                        f"rank {stopped[0][1]} holds one value per channel at {stopped[0][0]} (eval without running "
+                        "statistics raises there, docs/semantics.md) and could not join the training steps after it"
+                        if stopped else "")
         check_field(not self.frozen_affine or self.affine, "frozen_affine", self.frozen_affine,
                     "needs affine=True (there are no parameters to freeze)")
         check_field(not self.no_grad or self.steps >= 1, "no_grad", self.no_grad,
