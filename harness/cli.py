@@ -30,6 +30,12 @@ def _run(args: argparse.Namespace) -> int:
     return run_suite(options, workers=args.workers, extra=args.pytest_args)
 
 
+def _torchrun(arguments: list[str]) -> int:
+    from .launch import torchrun_command
+
+    return torchrun_command(arguments)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from reports import gate, summary
 
@@ -40,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the conformance suite against an implementation (default: torch)")
     add_suite_arguments(run)
     run.set_defaults(handler=_run)
+    torchrun = commands.add_parser("torchrun", help="run the module cases under torchrun with true exit codes: "
+                                   "python -m harness torchrun [TORCHRUN OPTIONS] -- [HARNESS OPTIONS]",
+                                   add_help=False, prefix_chars="\0")
+    torchrun.add_argument("arguments", nargs=argparse.REMAINDER)
+    torchrun.set_defaults(handler=lambda args: _torchrun(args.arguments))
     for name, module, help_text in (
             ("gate", gate, "compare a run with a stored known-good baseline (kernel changes)"),
             ("selftest", selftest, "run the suite against deliberately broken SyncBNs; print the catch rate"),

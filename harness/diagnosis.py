@@ -22,8 +22,8 @@ from .features import KIND_NAMES, conformance, features_of, record_kind
 from .kinds import kind_named
 from .outcomes import FAILURES, OUTCOMES
 from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
-                      incomplete_text, is_yardstick_suspect, phase_kind, phase_order, plural, roots_and_knock_ons,
-                      run_counts, verdict_of)
+                      incomplete_text, is_yardstick_suspect, nothing_tested_text, phase_kind, phase_order, plural,
+                      roots_and_knock_ons, run_counts, verdict_of)
 
 __all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "CLUSTER_CHANCE"]
 
@@ -274,6 +274,8 @@ def _header(document: dict[str, Any]) -> str:
     counts = run_counts(document)
     env = document.get("environment") or {}
     text = f"SyncBN conformance: {word}"
+    if word == "NO CASES RAN":
+        text += f" ({nothing_tested_text(document)})"
     if document.get("status") == "incomplete":
         text += f" (incomplete: {incomplete_text(document)})" if word == "FAILED" else f", {incomplete_text(document)}"
     text += f": {plural(sum(counts.values()), 'case')}"

@@ -102,7 +102,22 @@ def _judge(kind, spec, plan, gathered: list[Any]):
     return settle(kind, spec, plan.expected(), gathered, result)
 
 
+STATUS_ENV = "SYNCBN_LAUNCH_STATUS"  # a file where rank 0 writes the launcher's exit code (``harness torchrun``)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The launcher in one torchrun process; its exit code, also written to $SYNCBN_LAUNCH_STATUS by rank 0 (torchrun
+    itself exits 1 for any failing child, a usage error included: ``python -m harness torchrun`` reports the
+    launcher's own code)."""
+    code = _main(argv)
+    path = os.environ.get(STATUS_ENV)
+    if path and int(os.environ.get("RANK", "0")) == 0:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"{code}\n")
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     import torch
     import torch.distributed as dist
@@ -120,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         options = resolve(vars(args))
         if options.device == "cuda" and not torch.cuda.is_available():
             raise CaseError("--device cuda: torch.cuda.is_available() is False")
-        check_sut(options.sut)
+        check_sut(options.sut, option=options.spelled("sut"))
         if options.kernels:
-            check_kernels(options.kernels)
+            check_kernels(options.kernels, option=options.spelled("kernels"))
         cases, skipped = select_cases(options.profile, options.device, world_size, options.case, options.area)
     except CaseError as exc:
         print(f"harness.launch: usage error: {exc}", file=sys.stderr)
@@ -239,6 +254,62 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     verdict = [failed if ctx.rank == 0 else 0]
     dist.broadcast_object_list(verdict, src=0)
     return int(verdict[0])
+
+
+def _torchrun_size(torchrun_args: list[str]) -> int | None:
+    """The world size torchrun's arguments ask for (nproc per node x nodes), or None when it is not fixed there
+    (an elastic range of nodes, 'auto' or 'gpu' processes)."""
+    values: dict[str, str] = {}
+    for i, arg in enumerate(torchrun_args):
+        name, eq, value = arg.partition("=")
+        key = name.lstrip("-").replace("_", "-")
+        if key in ("nproc-per-node", "nnodes"):
+            values[key] = value if eq else (torchrun_args[i + 1] if i + 1 < len(torchrun_args) else "")
+    nproc, nodes = values.get("nproc-per-node", "1"), values.get("nnodes", "1")
+    return int(nproc) * int(nodes) if nproc.isdigit() and nodes.isdigit() else None
+
+
+def torchrun_command(argv: list[str]) -> int:
+    """``python -m harness torchrun [TORCHRUN OPTIONS] -- [HARNESS OPTIONS]``: check the harness options before
+    any process starts (a usage error is one line and exit 2, like the other commands), run ``torchrun ... -m
+    harness.launch`` with them, and exit with the launcher's own code (0 passed, 1 failed, 2 usage, 3 incomplete),
+    which torchrun alone turns into 1 for any failing child."""
+    import subprocess
+    import tempfile
+
+    from .errors import CaseError
+    from .kinds import case_for_id
+    from .options import EXIT_FAILED, EXIT_USAGE, resolve
+    from .sut import check_kernels, check_sut
+
+    torchrun_args, harness_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    try:
+        args = build_parser().parse_args(harness_args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        options = resolve(vars(args))
+        check_sut(options.sut, option=options.spelled("sut"))
+        if options.kernels:
+            check_kernels(options.kernels, option=options.spelled("kernels"))
+        size = _torchrun_size(torchrun_args)
+        if options.case:
+            spec = case_for_id(options.case)
+            if size is not None and spec.world_size != size:
+                raise CaseError(f"--case {options.case!r} has world size {spec.world_size}, but the torchrun options "
+                                f"start {size} processes: use --nproc-per-node/--nnodes for {spec.world_size}")
+    except CaseError as exc:
+        print(f"python -m harness torchrun: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="syncbn-torchrun-") as tmp:
+        status = os.path.join(tmp, "status")
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", *torchrun_args, "-m", "harness.launch",
+                               *harness_args], env={**os.environ, STATUS_ENV: status})
+        if os.path.exists(status):
+            with open(status, encoding="utf-8") as handle:
+                return int(handle.read().strip() or EXIT_FAILED)
+        return EXIT_FAILED if done.returncode else 0  # no launcher verdict: this node's rank 0 is elsewhere
 
 
 if __name__ == "__main__":

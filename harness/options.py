@@ -102,10 +102,11 @@ def option(name: str) -> Option:
     return _BY_NAME[name]
 
 
-def _record_class(name: str, options: tuple[Option, ...], doc: str, namespace: dict[str, Any] | None = None) -> type:
+def _record_class(name: str, options: tuple[Option, ...], doc: str, namespace: dict[str, Any] | None = None,
+                  extra: tuple[tuple[str, Any, Any], ...] = ()) -> type:
     """A frozen dataclass with one field per option (its default the option's): Options and RankOptions are made
     from the table, so an option is written once."""
-    cls = make_dataclass(name, [(o.name, Any, field(default=o.default)) for o in options], frozen=True,
+    cls = make_dataclass(name, [(o.name, Any, field(default=o.default)) for o in options] + list(extra), frozen=True,
                          namespace=namespace or {})
     cls.__module__, cls.__doc__ = __name__, doc  # picklable as harness.options.<name> (RankOptions travels)
     return cls
@@ -127,9 +128,17 @@ def _rank_options(self) -> Any:
     return RankOptions(**{o.name: getattr(self, o.name) for o in OPTIONS if o.rank})
 
 
+def _spelled(self, name: str) -> str:
+    """How the user gave option ``name``, for messages: its flag, or its environment variable."""
+    return dict(self.sources).get(name, option(name).flag)
+
+
 Options = _record_class("Options", OPTIONS, "The resolved options of a run (after environment variables and "
-                        "defaults); ``device`` is never 'auto'.",
-                        {"backend_choice": property(_backend_choice), "rank": property(_rank_options)})
+                        "defaults); ``device`` is never 'auto'. ``sources``: (name, how it was given) of the options "
+                        "given by an environment variable, for messages (``spelled``).",
+                        {"backend_choice": property(_backend_choice), "rank": property(_rank_options),
+                         "spelled": _spelled},
+                        extra=(("sources", Any, field(default=(), compare=False, repr=False)),))
 
 
 def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
@@ -139,11 +148,13 @@ def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = No
     ``device="auto"`` becomes cuda or cpu."""
     environ = os.environ if environ is None else environ
     resolved: dict[str, Any] = {}
+    sources: list[tuple[str, str]] = []
     for opt in OPTIONS:
         value = values.get(opt.name)
         source = opt.flag
         if (value is None or value is False) and opt.env and environ.get(opt.env):
             value, source = environ[opt.env], f"{opt.env} (environment)"
+            sources.append((opt.name, source))
             if opt.flag_only:
                 value = value.lower() not in ("0", "false", "no", "")
             else:
@@ -162,7 +173,7 @@ def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = No
         import torch
 
         resolved["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    return Options(**resolved)
+    return Options(**resolved, sources=tuple(sources))
 
 
 def add_argparse_options(parser: Any, names: tuple[str, ...] | None = None) -> None:

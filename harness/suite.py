@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import CaseError
+from .files import check_writable
 from .options import (DEFAULT_SUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options,
                       add_argparse_options, resolve)
 
-__all__ = ["ROOT", "add_suite_arguments", "resolve_suite_options", "pytest_argv", "run_suite",
+__all__ = ["ROOT", "add_suite_arguments", "resolve_suite_options", "check_workers", "pytest_argv", "run_suite",
            "exit_code_from_pytest", "missing_cuda", "preflight", "SuiteRun", "SUITE_PLUGIN", "absolute_paths"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,17 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_suite_options(args: argparse.Namespace) -> Options:
-    """The resolved Options of a command's parsed arguments (the main job's defaults)."""
+    """The resolved Options of a command's parsed arguments (the main job's defaults); ``-n`` checked too."""
+    check_workers(getattr(args, "workers", None))
     return resolve(vars(args), main_job=True)
+
+
+def check_workers(workers: str | None) -> None:
+    """``-n``: what pytest-xdist takes, a whole number >= 1, 'auto' or 'logical' (CaseError otherwise)."""
+    if workers is None or workers in ("auto", "logical"):
+        return
+    if not (str(workers).isdigit() and int(workers) >= 1):
+        raise CaseError(f"-n={workers!r}: must be a whole number >= 1, 'auto' or 'logical' (pytest-xdist workers)")
 
 
 def absolute_paths(options: Options) -> Options:
@@ -125,14 +135,14 @@ def preflight(options: Options, *, main_job: bool = False) -> None:
     _check_backend(options)
     for name in ("json", "report"):
         if getattr(options, name):
-            _check_output(f"--{name}", getattr(options, name))
+            check_writable(options.spelled(name), getattr(options, name))
     from .sut import check_kernels, check_sut
 
-    factory = check_sut(options.sut)
+    factory = check_sut(options.sut, option=options.spelled("sut"))
     if options.sut != DEFAULT_SUT:
-        _check_factory_result(options.sut, factory)
+        _check_factory_result(options.spelled("sut"), options.sut, factory)
     if options.kernels:
-        check_kernels(options.kernels)
+        check_kernels(options.kernels, option=options.spelled("kernels"))
 
 
 def _check_backend(options: Options) -> None:
@@ -159,25 +169,7 @@ def _check_backend(options: Options) -> None:
                         f"{torch.__version__}; CPU ranks need gloo")
 
 
-def _check_output(flag: str, path: str) -> None:
-    """``path`` can be written at the end of the run: not a directory, and its nearest existing ancestor is a
-    writable directory (the missing ones are created then)."""
-    target = Path(os.path.abspath(path))
-    if target.is_dir():
-        raise CaseError(f"{flag}={path!r}: is a directory; give a file path")
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise CaseError(f"{flag}={path!r}: {parent} is a file, not a directory, so {target.name} cannot be written "
-                        f"under it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CaseError(f"{flag}={path!r}: directory {parent} is not writable")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise CaseError(f"{flag}={path!r}: the file exists and is not writable")
-
-
-def _check_factory_result(spec: str, factory) -> None:
+def _check_factory_result(option: str, spec: str, factory) -> None:
     """Call the factory once in the controller (CPU, float32, process_group=None). A factory that raises here may
     need a process group: that is for the ranks to find out; a result that breaks the contract is a usage error."""
     import torch
@@ -191,7 +183,7 @@ def _check_factory_result(spec: str, factory) -> None:
         return
     problem = module_problem(module)
     if problem:
-        raise CaseError(f"--sut={spec!r}: {problem}")
+        raise CaseError(f"{option}={spec!r}: {problem}")
 
 
 def missing_cuda(options: Options) -> str | None:

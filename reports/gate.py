@@ -29,11 +29,13 @@ import datetime
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness.errors import CaseError
+from harness.files import check_writable
 from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options
 from harness.suite import add_suite_arguments, preflight, resolve_suite_options, run_suite
 
@@ -226,7 +228,7 @@ def judge(current: dict[str, Any], baseline: dict[str, Any], *, growth_factor: f
 
 # -- the command ----------------------------------------------------------------------------------------------------
 def _usage(message: str) -> int:
-    print(f"gate: usage error: {message}")
+    print(f"gate: usage error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -275,6 +277,10 @@ def main(args: argparse.Namespace) -> int:
         options = resolve_suite_options(args)
         if not args.results_in:
             preflight(options, main_job=True)
+        elif args.report:  # a run's outputs are checked by preflight; with --results-in only the report is written
+            check_writable("--report", args.report)
+        if args.update_baseline:
+            check_writable("--baseline", args.baseline)
     except CaseError as exc:
         return _usage(str(exc))
     if not args.results_in:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from harness.compare import RATIO_HISTOGRAM_EDGES
+from harness.files import write_atomically
 from harness.kinds import kind_of
 from harness.verdict import mark_knock_ons
 
@@ -223,17 +224,6 @@ def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit
             "ratio_histogram_edges": list(RATIO_HISTOGRAM_EDGES),
             "environment": env, "summary": summarize(ordered, property_tests), "cases": ordered,
             "property_tests": jsonable(property_tests or [])}
-
-
-def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, then rename it into place (a reader never sees half a
-    file, and a run killed while writing leaves the previous file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def save_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from in_process import run_here
 from reports.results import load_results
 
 pytestmark = pytest.mark.processes  # every test here starts torchrun
@@ -93,3 +94,22 @@ def test_every_kind_of_id_runs_under_torchrun(tmp_path, case, processes):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     (record,) = load_results(out)["cases"]
     assert record["id"] == case and record["outcome"] == "passed" and record["comparisons"]
+
+
+def test_harness_torchrun_reports_the_launchers_own_exit_code(tmp_path):
+    """torchrun turns any failing child into exit 1 (a usage error too); ``python -m harness torchrun`` checks the
+    options before starting any process (one line, exit 2) and otherwise exits with the launcher's own code."""
+    case = "w3_n3.3.3_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
+    done = run_here("torchrun", "--standalone", "--nproc-per-node=2", "--", "--case", case)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"python -m harness torchrun: --case {case!r} has world size 3, but the torchrun options start 2 processes: "
+        f"use --nproc-per-node/--nnodes for 3"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    env.pop("SYNCBN_SUT", None)
+    sut = tmp_path / "local_bn.py"
+    sut.write_text(BROKEN_SUT)
+    failed = subprocess.run([sys.executable, "-m", "harness", "torchrun", "--standalone", "--nproc-per-node=2", "--",
+                             "--profile", "quick", "--area", "shards", "--sut", f"{sut}:factory"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert failed.returncode == 1 and "[FAILED ]" in failed.stdout, failed.stdout[-3000:] + failed.stderr[-3000:]
