@@ -4,9 +4,22 @@ The reviewed list is ``harness/known_deviations.toml``; each entry names the SUT
 expression over the case id, a named condition over the parsed case, or both; optionally a device), why, and the
 upstream issue. The pytest plugin runs matching cases as strict expected failures, so a fix upstream becomes a
 visible XPASS failure; the torchrun launcher does the same. No pytest here: both entry points use this module.
+
+Torch's defects inside another SUT. A SUT that wraps torch.nn.SyncBatchNorm, its Function or torch's native
+BatchNorm runs torch's code and inherits its defects; its failure there is torch's, not its own.
+- **Declared** (the factory's ``built_on = "torch"``, harness.sut.built_on): torch's entries apply to it as
+  *inherited* deviations (``match_deviation(..., built_on=)``), judged after the run like a quantity-scoped entry:
+  a case that fails as the entry documents is an expected failure ("xfailed"); one that passes is a pass, not an
+  XPASS (the wrapper may avoid torch's code path there, and the entry is about torch, not about it); anything
+  else fails. The SUT said it runs torch's kernels, so torch's reviewed list is the reviewed list of those kernels.
+- **Not declared**: nothing is excused (a false "it is torch's fault" would hide the SUT's own bug), but a failed
+  case whose failure matches the signature of another SUT's entry (``known_defect``: the entry's cases, by its
+  regex / condition / device, and its quantities, or a crashed rank for an entry that aborts) says so next to the
+  failure: "matches the signature of known torch defect ...", in the console, the HTML and the results record.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 import tomllib
@@ -20,22 +33,16 @@ from .quantities import is_known
 from .spec import ModuleSpec
 
 __all__ = ["KnownDeviation", "KNOWN_DEVIATIONS", "CONDITIONS", "load_known_deviations", "unmatched_deviations",
-           "match_deviation", "all_profile_case_ids"]
+           "match_deviation", "all_profile_case_ids", "known_defect"]
 
 KNOWN_DEVIATIONS = Path(__file__).resolve().parent / "known_deviations.toml"
 _HALF = ("float16", "bfloat16")
 
 
-def _synced_groups(spec: ModuleSpec) -> list[tuple[int, ...]]:
-    """The process groups that communicate: 2 ranks or more, and at least one training step (SyncBatchNorm only
-    synchronises in training; eval, with or without running statistics, stays local)."""
-    return [g for g in spec.rank_groups if len(g) >= 2] if spec.steps >= 1 else []
-
-
 def _synced_shards(spec: ModuleSpec) -> list[tuple[tuple[int, ...], int]]:
     """(group, training phase) of every synchronising group in every training phase (a phase's shard sizes may
     differ from the first's: ``step_shard_sizes``)."""
-    return [(g, p) for p, (_, training) in enumerate(spec.phases) if training for g in _synced_groups(spec)]
+    return [(g, p) for p, (_, training) in enumerate(spec.phases) if training for g in spec.synced_groups]
 
 
 def _group_count(spec: ModuleSpec, group: tuple[int, ...], phase: int) -> int:
@@ -50,7 +57,7 @@ def _cuda_half_reduction(s: ModuleSpec) -> bool:
     if not (s.device == "cuda" and s.dtype in _HALF and s.effective_param_dtype == "float32" and s.affine):
         return False
     unsynced_training = s.steps >= 1 and any(len(g) == 1 for g in s.rank_groups)
-    return bool(_synced_groups(s)) or s.eval_steps >= 1 or (s.dtype == "bfloat16" and unsynced_training)
+    return bool(s.synced_groups) or s.eval_steps >= 1 or (s.dtype == "bfloat16" and unsynced_training)
 
 
 def _cpu_bf16_channels_last(s: ModuleSpec) -> bool:
@@ -91,7 +98,7 @@ CONDITIONS: dict[str, Callable[[ModuleSpec], bool]] = {
     "half_input_empty_shard": lambda s: s.dtype in _HALF and any(
         any(s.shard_sizes_at(p)[r] == 0 for r in g) for g, p in _synced_shards(s)),
     "half_input_no_running_stats": lambda s: s.dtype in _HALF and not s.track_running_stats
-    and bool(_synced_groups(s)),
+    and bool(s.synced_groups),
     "float16_module_count_over_65504": lambda s: s.effective_param_dtype == "float16" and any(
         _group_count(s, g, p) > 65504 for g, p in _synced_shards(s)),
     "cuda_half_reduction": _cuda_half_reduction,
@@ -123,20 +130,48 @@ class KnownDeviation:
     aborts: bool = False  # the deviation kills a rank's process: pools contain that, torchrun cannot (launch skips)
     summary: str = ""  # one line for listings; the reason is the full story
     quantities: tuple[str, ...] | None = None  # only these may fail; every other comparison of the case is judged
+    # Not a field of the file: the SUT this entry applies to because it declared it is built on ``sut`` (None: the
+    # entry's own SUT). An inherited entry is judged after the run, and a case that passes is a pass.
+    inherited_by: str | None = None
 
     def __post_init__(self) -> None:
         if self.quantities is not None:
             object.__setattr__(self, "quantities", tuple(self.quantities))
 
+    @property
+    def judged_after_run(self) -> bool:
+        """Judged on the case's result (check_case) rather than as a pytest xfail mark."""
+        return self.quantities is not None or self.inherited_by is not None
+
     def outcome(self, result) -> str:
         """How a matching case's result reads: "xfailed" (it departs as documented), "xpassed" (it no longer does:
-        update the entry) or "failed" (something else failed too, which a quantity-scoped entry does not excuse)."""
+        update the entry; "passed" for an inherited entry) or "failed" (something else failed too, which a
+        quantity-scoped entry does not excuse)."""
+        gone = "passed" if self.inherited_by else "xpassed"
         if self.quantities is None:
-            return "xpassed" if result.passed else "xfailed"
+            return gone if result.passed else "xfailed"
         failed = {c.quantity for c in result.comparisons if not c.passed}
         if result.failures or result.unsupported or not failed <= set(self.quantities):
             return "failed"
-        return "xfailed" if failed else "xpassed"
+        return "xfailed" if failed else gone
+
+    def signature(self, result) -> str:
+        """How a failed case of another SUT matches this entry beyond its cases ("" if it does not): its quantities
+        failed (and which others did), a rank crashed (an entry that aborts), or the cases alone (an entry without
+        quantities)."""
+        failed = sorted({c.quantity for c in result.comparisons if not c.passed})
+        crashed = any(f.kind in ("crashed", "peer") for f in result.failures)
+        if self.quantities is not None:
+            ours = [q for q in failed if q in self.quantities]
+            others = [q for q in failed if q not in self.quantities]
+            if not ours:
+                return ""
+            return (f"its quantities failed ({', '.join(ours)})"
+                    + (f", and {', '.join(others)} too" if others else ", and only those")
+                    + ("; other failures too" if result.failures else ""))
+        if self.aborts:
+            return "a rank's process was killed, as this defect does" if crashed else ""
+        return "the entry names no quantities: compare the failure with its reason"
 
     def matches(self, sut: str, case_id: str) -> bool:
         if self.sut != sut:
@@ -161,7 +196,7 @@ class KnownDeviation:
         return (text if len(text) <= 110 else text[:107] + "...") + f" ({self.link})"
 
 
-_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary", "quantities"}
+_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary", "quantities"}  # of the file
 
 
 def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]:
@@ -206,9 +241,34 @@ def _load(path: Path, mtime_ns: int, size: int) -> tuple[KnownDeviation, ...]:
     return tuple(entries)
 
 
-def match_deviation(deviations: Iterable[KnownDeviation], sut: str, case_id: str) -> KnownDeviation | None:
-    """The first entry matching, or None."""
-    return next((d for d in deviations if d.matches(sut, case_id)), None)
+def match_deviation(deviations: Iterable[KnownDeviation], sut: str, case_id: str, *,
+                    built_on: str | None = None) -> KnownDeviation | None:
+    """The first entry of ``sut`` matching, else (a SUT declared built on ``built_on``, harness.sut.built_on) the
+    first entry of ``built_on`` matching, as inherited; or None."""
+    deviations = list(deviations)
+    own = next((d for d in deviations if d.matches(sut, case_id)), None)
+    if own is not None or not built_on or built_on == sut:
+        return own
+    base = next((d for d in deviations if d.matches(built_on, case_id)), None)
+    return dataclasses.replace(base, inherited_by=sut) if base is not None else None
+
+
+def known_defect(deviations: Iterable[KnownDeviation], sut: str, result) -> dict[str, str] | None:
+    """For a failed case of ``sut``: the first entry of ANOTHER SUT whose signature it matches (the entry's cases
+    and ``KnownDeviation.signature``), as the note the reports show next to the failure ({"sut", "summary", "link",
+    "match"}); None when the case passed or matches none."""
+    if result.passed or result.unsupported:
+        return None
+    for d in deviations:
+        if d.sut == sut or d.inherited_by or not d.matches(d.sut, result.spec.id):
+            continue
+        match = d.signature(result)
+        if match:
+            where = " and ".join(f"{k} {v}" for k, v in (("condition", d.condition), ("case", d.case),
+                                                          ("device", d.device)) if v)
+            return {"sut": d.sut, "summary": d.summary or d.reason.split(": ")[0], "link": d.link,
+                    "match": f"same cases ({where}); {match}"}
+    return None
 
 
 def unmatched_deviations(deviations: list[KnownDeviation], case_ids: set[str]) -> list[KnownDeviation]:

@@ -4,7 +4,7 @@ Works on a results document (records only, versions 1-3). ``diagnose`` states wh
 the passing ones do not (case parameters, the failing root quantities and phases), in counts taken from the
 document and never beyond them, like hypothesis's explain phase. It returns structured findings (``Finding``: a
 sentence, its role and the findings under it), which the console (``render_findings``) and the HTML report
-(reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
+(harness.reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
 failing, known deviation, declared unsupported); ``run_summary_lines`` is the console summary of a run (the
 verdict of harness.verdict, the diagnosis, the table, the failed cases by severity with their root cause and
 rerun line).
@@ -16,12 +16,14 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
+from .counts import judged_findings
 from .errors import CaseError
 
-from .features import KIND_NAMES, conformance, features_of, record_kind
+from .features import KIND_NAMES, NOT_JUDGED, conformance, features_of, record_kind
 from .kinds import kind_named
 from .outcomes import FAILURES, OUTCOMES
-from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
+from .verdict import (CLASS_TITLES, apart_text, case_headline, deviation_summary, failed_cases_by_class,
+                      failure_kind, known_defect_text,
                       incomplete_text, is_yardstick_suspect, nothing_tested_text, phase_kind, phase_order, plural,
                       roots_and_knock_ons, run_counts, verdict_of)
 
@@ -224,10 +226,7 @@ def diagnose(document: dict[str, Any]) -> list[Finding]:
     if gone:
         line += f"; {len(gone)} no longer fail{'s' if len(gone) == 1 else ''} (update harness/known_deviations.toml)"
     findings.append(_finding(line, "deviations"))
-    unsupported = Counter(c.get("unsupported") or "no reason given" for c in cases if c.get("outcome") == "unsupported")
-    findings.append(_finding("declared unsupported: " + (
-        f"{plural(sum(unsupported.values()), 'case')} (" + "; ".join(f"{r}: {n}" for r, n in unsupported.most_common(4))
-        + ("; ..." if len(unsupported) > 4 else "") + ")" if unsupported else "none"), "unsupported"))
+    findings += judged_findings(document)  # declared unsupported (and for what), counted apart, property tests
     suspect = [(case, c) for case in cases for c in case.get("comparisons") or [] if is_yardstick_suspect(c)]
     if suspect:
         n_failed = sum(not c["passed"] for _, c in suspect)
@@ -244,7 +243,7 @@ def conformance_lines(document: dict[str, Any], *, width: int = 116) -> list[str
     then the features that passed throughout, with their case counts."""
     rows = conformance(document.get("cases") or [])
     if not rows:
-        return ["no case ran"]
+        return ["no case judged the SUT"]
     lines = []
     clean = []
     name_width = max(len(r.feature.name) for r in rows)
@@ -263,6 +262,10 @@ def conformance_lines(document: dict[str, Any], *, width: int = 116) -> list[str
             others = len(row.unsupported_reasons) - 1
             parts.append(f"{c['unsupported']} unsupported ({reason}"
                          + (f"; and {plural(others, 'other reason')})" if others else ")"))
+        if c[NOT_JUDGED]:  # declared unsupported for another feature: this one was not judged in them
+            parts.append(f"{c[NOT_JUDGED]} not judged (declared unsupported for "
+                         + ", ".join(f"{f}: {n}" for f, n in row.not_judged_for.most_common(3))
+                         + (", ..." if len(row.not_judged_for) > 3 else "") + ")")
         lines.append(f"{row.feature.name:<{name_width}}  {row.cases:>4} cases: " + ", ".join(parts))
     if clean:
         lines += textwrap.wrap("passing throughout: " + ", ".join(clean), width, subsequent_indent="  ")
@@ -282,6 +285,8 @@ def _header(document: dict[str, Any]) -> str:
     details = [f"{counts[o.name]} {o.label}" for o in OUTCOMES if counts[o.name]]
     if details:
         text += " (" + ", ".join(details) + ")"
+    if apart_text(document):  # op cases of another SUT: they judged torch's kernels, not the SUT
+        text += f"; {apart_text(document)}"
     where = [f"sut {env.get('sut', '?')}", f"profile {env.get('profile', '?')}", f"torch {env.get('torch', '?')}"]
     if env.get("device_name"):
         where.append(str(env["device_name"]))
@@ -293,7 +298,8 @@ def run_summary_lines(document: dict[str, Any], *, shown_cases: int = 15) -> lis
     cases by severity (each with its root cause in a line and its rerun command), the known deviations that passed."""
     lines = [_header(document), "", "Diagnosis:"]
     lines += render_findings(diagnose(document), "  ")
-    lines += ["", "Conformance by feature (cases: pass, FAIL, known deviation, unsupported):"]
+    lines += ["", "Conformance by feature (cases that judged the SUT: pass, FAIL, known deviation, unsupported, not "
+              "judged):"]
     lines += ["  " + line for line in conformance_lines(document)]
     groups = failed_cases_by_class(document)
     total = sum(len(members) for _, members in groups)
@@ -307,6 +313,8 @@ def run_summary_lines(document: dict[str, Any], *, shown_cases: int = 15) -> lis
                 break
             shown += 1
             lines.append(f"    {case['id']}: {case_headline(case)}")
+            if known_defect_text(case):
+                lines.append(f"      {known_defect_text(case)}")
             if case.get("rerun"):
                 lines.append(f"      rerun: {case['rerun']}")
     if total > shown:

@@ -5,19 +5,35 @@ of a results document's case record (``ModuleSpec`` / ``OpSpec`` / ``ModelSpec``
 document), so the conformance table works from records, for a run of this harness or an older one. A record says
 its kind (``record_kind``: "kind", "level" in documents before version 3). A case counts in every feature it has.
 ``conformance(cases)`` counts, per feature, the cases that passed, failed, failed as a documented known deviation,
-or were declared unsupported by the implementation (harness.sut.Unsupported).
+were declared unsupported by the implementation (harness.sut.Unsupported), or were not judged.
+
+What a count is about:
+- **Only cases that judged the SUT.** A record says what its case judged (``subject``: "sut", or "kernels" for an
+  op case run with another SUT than torch: it tests torch's five kernels, or the ``--kernels`` substitutes, which
+  that SUT need not use; harness.kinds). The table and the SUT's counts take only "sut" cases (``judges_sut``).
+- **Unsupported where the declaration says.** A case declared unsupported counts as "unsupported" under the
+  features its declaration concerns and as "not judged" under its other features (a 5-D case of a 4-D-only SUT is
+  unsupported as "5-D input", not as "float32 input"). Which features those are (``unsupported_features``): the ones
+  the SUT named (``Unsupported(reason, features=[...])``, names of FEATURES), else inferred from the run's evidence,
+  never beyond it: for each reason and case kind, the features every case declared with it has and no judged case
+  has; if they share none (a reason covering float16 and bfloat16 cases), per case, its features no judged case
+  has; if none, or if no case of its kind was judged (nothing to tell the features apart with), the feature is
+  unknown and the case is unsupported only in its kind's row ("module cases"). A kind's row counts every case of
+  the kind as it ended.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .outcomes import COLUMNS, outcome
+from .outcomes import COLUMNS as OUTCOME_COLUMNS
+from .outcomes import JUDGED, outcome
 
-__all__ = ["Feature", "FEATURES", "record_kind", "features_of", "conformance", "FeatureRow", "COLUMNS",
-           "column_of", "KIND_NAMES"]
+__all__ = ["Feature", "FEATURES", "FEATURE_NAMES", "record_kind", "features_of", "conformance", "FeatureRow",
+           "COLUMNS", "NOT_JUDGED", "column_of", "KIND_NAMES", "SUT", "KERNELS", "case_subject", "judges_sut",
+           "Declared", "unsupported_features", "declared_region"]
 
 HALF = ("float16", "bfloat16")
 Params = dict[str, Any]
@@ -152,6 +168,23 @@ FEATURES: tuple[Feature, ...] = (
     Feature("model cases", "a small network under DDP", lambda p: True, ("model",)),
 )
 
+FEATURE_NAMES = frozenset(f.name for f in FEATURES)
+_KIND_ROWS = frozenset(f.name for f in FEATURES if f.name.endswith(" cases"))  # "module cases": every case of a kind
+NOT_JUDGED = "not judged"  # under a feature other than the one(s) a declaration of unsupported concerns
+COLUMNS = (*OUTCOME_COLUMNS, NOT_JUDGED)  # the conformance table's, in order
+SUT, KERNELS = "sut", "kernels"  # what a case judged (a record's "subject"; harness.kinds.subject_of)
+
+
+def case_subject(case: dict[str, Any]) -> str:
+    """What a case record judged: "sut" (the implementation under test; also every record of an older document)
+    or "kernels" (an op case of another SUT than torch: torch's kernels or their --kernels substitutes)."""
+    return str(case.get("subject") or SUT)
+
+
+def judges_sut(case: dict[str, Any]) -> bool:
+    return case_subject(case) == SUT
+
+
 def column_of(outcome_name: str) -> str | None:
     """The conformance column a case outcome counts in (harness.outcomes)."""
     return outcome(outcome_name).column
@@ -162,45 +195,125 @@ def features_of(params: Params, kind: str = "module") -> list[str]:
     return [f.name for f in FEATURES if f.has(params, kind)]
 
 
+@dataclass(frozen=True)
+class Declared:
+    """The features a declaration of unsupported concerns: ``how`` is "declared" (the SUT named them), "inferred"
+    (from the run's evidence, see the module docstring) or "unknown" (``features`` empty)."""
+
+    features: tuple[str, ...]
+    how: str
+
+    def text(self) -> str:
+        return ", ".join(self.features) + f" ({self.how})" if self.features else "feature not identified"
+
+
+def _declared_names(case: dict[str, Any]) -> tuple[str, ...]:
+    """The feature names the SUT gave with its declaration (names not in FEATURES are ignored)."""
+    return tuple(n for n in case.get("unsupported_features") or () if n in FEATURE_NAMES)
+
+
+def unsupported_features(cases: Iterable[dict[str, Any]]) -> dict[str, Declared]:
+    """For every case record declared unsupported that judged the SUT, by id: the features its declaration
+    concerns (module docstring: named by the SUT, else inferred from the cases that were judged)."""
+    cases = [c for c in cases if judges_sut(c)]
+    judged: set[str] = set()
+    judged_kinds: set[str] = set()
+    for case in cases:
+        if case.get("outcome") in JUDGED:
+            judged.update(features_of(case.get("params") or {}, record_kind(case)))
+            judged_kinds.add(record_kind(case))
+    by_reason: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (reason, kind): kinds have different features
+    found: dict[str, Declared] = {}
+    for case in cases:
+        if case.get("outcome") != "unsupported":
+            continue
+        named = _declared_names(case)
+        if named:
+            found[case["id"]] = Declared(named, "declared")
+        else:
+            by_reason.setdefault((case.get("unsupported") or "", record_kind(case)), []).append(case)
+    for (_, kind), members in by_reason.items():
+        if kind not in judged_kinds:  # nothing of the kind was judged: nothing to tell its features apart with
+            found.update({c["id"]: Declared((), "unknown") for c in members})
+            continue
+        own = {c["id"]: [f for f in features_of(c.get("params") or {}, record_kind(c)) if f not in judged]
+               for c in members}
+        shared = [f for f in own[members[0]["id"]] if all(f in own[c["id"]] for c in members)]
+        for case in members:
+            features = tuple(shared or own[case["id"]])
+            found[case["id"]] = Declared(features, "inferred" if features else "unknown")
+    return found
+
+
+def declared_region(cases: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """The features the SUT declared unsupported, as far as the evidence shows (``unsupported_features``: named by
+    the SUT, or inferred against judged cases). Kind rows ("module cases") count only when the SUT named them."""
+    region: set[str] = set()
+    for declared in unsupported_features(cases).values():
+        region.update(f for f in declared.features if declared.how == "declared" or f not in _KIND_ROWS)
+    return frozenset(region)
+
+
 @dataclass
 class FeatureRow:
     feature: Feature
     counts: Counter  # column -> cases
     failing_cases: list[str]  # ids
     unsupported_reasons: Counter  # reason -> cases
+    not_judged_for: Counter = field(default_factory=Counter)  # the features the declarations concerned -> cases
 
     @property
     def cases(self) -> int:
         return sum(self.counts.values())
 
     @property
+    def judged(self) -> int:
+        c = self.counts
+        return c["passing"] + c["failing"] + c["known deviation"]
+
+    @property
     def status(self) -> str:
-        """One word: "failing" if any case fails, else "unsupported" if every case was declared unsupported,
-        "partly unsupported", "known deviation" if a case fails as documented, else "passing"."""
+        """One word: "failing" if any case fails, else "unsupported" if no case was judged and some were declared
+        unsupported for this feature, "not judged" if no case was judged (each declared unsupported for another
+        feature), "partly unsupported", "known deviation" if a case fails as documented, "partly judged" if some
+        cases were declared unsupported for another feature, else "passing"."""
         c = self.counts
         if c["failing"]:
             return "failing"
-        if c["unsupported"] and not (c["passing"] or c["known deviation"]):
-            return "unsupported"
+        if not self.judged:
+            return "unsupported" if c["unsupported"] else NOT_JUDGED
         if c["unsupported"]:
             return "partly unsupported"
-        return "known deviation" if c["known deviation"] else "passing"
+        if c["known deviation"]:
+            return "known deviation"
+        return "partly judged" if c[NOT_JUDGED] else "passing"
 
 
 def conformance(cases: Iterable[dict[str, Any]]) -> list[FeatureRow]:
-    """Per feature (in FEATURES order), the cases by column; features no case has are left out."""
+    """Per feature (in FEATURES order), the cases that judged the SUT by column; features no case has are left out.
+    A case declared unsupported counts as unsupported under the features its declaration concerns (and in its kind's
+    row), as not judged under the others."""
+    cases = [c for c in cases if judges_sut(c)]
+    declared = unsupported_features(cases)
     rows = {f.name: FeatureRow(f, Counter(), [], Counter()) for f in FEATURES}
     for case in cases:
         column = column_of(case.get("outcome", ""))
         if column is None:
             continue
         kind = record_kind(case)
+        concerns = declared.get(case.get("id", ""))
         for feature in FEATURES:
-            if feature.has(case.get("params") or {}, kind):
-                row = rows[feature.name]
-                row.counts[column] += 1
-                if column == "failing":
-                    row.failing_cases.append(case["id"])
-                if column == "unsupported":
-                    row.unsupported_reasons[case.get("unsupported") or "no reason given"] += 1
+            if not feature.has(case.get("params") or {}, kind):
+                continue
+            row = rows[feature.name]
+            if column == "unsupported" and concerns is not None and feature.name not in concerns.features \
+                    and feature.name not in _KIND_ROWS:
+                row.counts[NOT_JUDGED] += 1
+                row.not_judged_for.update(concerns.features or ("feature not identified",))
+                continue
+            row.counts[column] += 1
+            if column == "failing":
+                row.failing_cases.append(case["id"])
+            if column == "unsupported":
+                row.unsupported_reasons[case.get("unsupported") or "no reason given"] += 1
     return [row for row in rows.values() if row.cases]

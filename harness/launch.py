@@ -19,7 +19,9 @@ is the collective timeout of the torchrun process group here.
 
 Lockstep: for each case every rank runs its kind's rank entry (harness.kinds: the same code the pools run), the
 results are gathered on rank 0 (dist.gather_object), and rank 0 computes the expected values and judges them the
-way the pools' runner does (harness.kinds.settle). Known deviations
+way the pools' runner does (harness.kinds.settle). A case that one rank alone declares unsupported (an empty shard)
+is released through the job's store first (``_Release``), so it ends unsupported in about a second, not with a
+hang or a mismatched collective. Known deviations
 (harness.deviations) for the SUT count as expected failures; one that passes counts as a failure (strict, like
 the pytest suite). Rank 0 prints one line per case and a summary, writes the results document and the HTML
 report if asked (the same formats as the pytest run, so the gate reads them too), and every rank exits
@@ -40,7 +42,7 @@ from typing import Any
 
 from .rank.worker import RankContext
 
-__all__ = ["main", "select_cases", "build_parser"]
+__all__ = ["main", "select_cases", "build_parser", "loopback_on_one_host"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +69,13 @@ def select_cases(profile: str, device: str, world_size: int, case_id: str | None
     cases = in_areas(module_cases(profile, device=device), areas)
     chosen = [c for c in cases if c.world_size == world_size]
     return chosen, len(cases) - len(chosen)
+
+
+def loopback_on_one_host(environ: Any, *, world_size: int, local_world_size: int) -> None:
+    """gloo over the loopback interface when every rank is on this host (``GLOO_SOCKET_IFNAME=lo`` unless set);
+    across hosts the user names the interface that reaches the others (docs/gpu.md, "Several nodes")."""
+    if local_world_size == world_size and os.path.isdir("/sys/class/net/lo"):
+        environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
 def _run_rank(ctx: RankContext, kind, spec, plan, options) -> Any:
@@ -100,6 +109,75 @@ def _judge(kind, spec, plan, gathered: list[Any]):
         result.failures.extend(failures_of_raised(raised))
         return result
     return settle(kind, spec, plan.expected(), gathered, result)
+
+
+class _Release:
+    """The contract of harness.kinds.run_case under torchrun: any rank may declare a case unsupported, and the
+    harness tells the others. torchrun cannot restart its processes, and a rank waiting in a gloo collective for the
+    declaring rank cannot be interrupted from Python, so the declaring rank closes its connections instead.
+
+    After its rank entry, every rank marks the case done in the job's store (torchrun's, under a prefix of its
+    own). A rank that declared waits a short grace (GRACE_S) for every other rank to be done; if one is not (it
+    waits for this rank in a collective that will never complete), it asks for a release in the store and destroys
+    its process groups: the waiting ranks' collective ends with "connection closed" (their entry returns it as an
+    error) and, seeing the release, each destroys its own groups too (releasing any rank waiting for it). Once every
+    rank is done, a released case renews the process groups on every rank (a new default group, its rendezvous
+    under a new store prefix; the case's subgroups are made again by the next case), so the next case starts with
+    collectives in step. Only then do the ranks gather their results (``_run_cases``): a declaring rank never
+    enters a collective its peers are waiting in with the SUT's. Rank 0 judges the case unsupported
+    (harness.kinds.settle). With NCCL (a GPU per rank) destroying a communicator does not end a peer's kernel that
+    waits in a collective: that peer is released by the collective timeout (``--case-timeout``) instead, where
+    NCCL's own error handling may end the job (checked on gloo only)."""
+
+    GRACE_S = 1.0  # harness.pool._QUICK_GRACE_S: ranks that would declare too do it at once
+
+    def __init__(self, ctx: RankContext, *, timeout_s: float) -> None:
+        import torch.distributed as dist
+
+        self.ctx, self.timeout_s = ctx, timeout_s
+        self.base = dist.TCPStore(os.environ.get("MASTER_ADDR", "127.0.0.1"), int(os.environ.get("MASTER_PORT", "0")),
+                                  is_master=False, timeout=timedelta(seconds=max(timeout_s, 30.0)))
+        self.store = dist.PrefixStore("syncbn-launch/", self.base)
+        self.closed = False
+
+    def settle(self, index: int, value: Any) -> None:
+        key = f"case{index}"
+        done = [f"{key}/done/{r}" for r in range(self.ctx.world_size)]
+        released = f"{key}/release"
+        self.store.set(done[self.ctx.rank], "1")
+        if isinstance(value, dict) and value.get("unsupported"):
+            deadline = time.monotonic() + self.GRACE_S
+            while not self.store.check(done) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not self.store.check(done):  # a peer is not done: it waits for this rank
+                self.store.set(released, "1")
+                self._close()
+        elif self.store.check([released]):
+            self._close()  # released by a declaring peer: release any rank waiting for this one
+        # A rank still in the SUT's collective is released above, or by its collective timeout (--case-timeout).
+        self.store.wait(done, timedelta(seconds=2 * self.timeout_s + 30.0))
+        if self.store.check([released]):
+            self._close()
+            self._open(index)
+
+    def _close(self) -> None:
+        import gc
+
+        import torch.distributed as dist
+
+        if not self.closed:
+            self.ctx.groups.clear()
+            dist.destroy_process_group()
+            gc.collect()  # the group's last reference gone: its connections close now
+            self.closed = True
+
+    def _open(self, index: int) -> None:
+        import torch.distributed as dist
+
+        dist.init_process_group(self.ctx.backend, store=dist.PrefixStore(f"syncbn-regroup{index}/", self.base),
+                                rank=self.ctx.rank, world_size=self.ctx.world_size,
+                                timeout=timedelta(seconds=self.timeout_s))
+        self.closed = False
 
 
 STATUS_ENV = "SYNCBN_LAUNCH_STATUS"  # a file where rank 0 writes the launcher's exit code (``harness torchrun``)
@@ -142,10 +220,9 @@ def _main(argv: list[str] | None) -> int:
     except CaseError as exc:
         print(f"harness.launch: usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if os.path.isdir("/sys/class/net/lo"):
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    set_tf32(False)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    loopback_on_one_host(os.environ, world_size=world_size, local_world_size=local_world)
+    set_tf32(False)
     backend = resolve_backend(options.device, local_world, options.backend_choice)
     if options.device == "cuda":
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -167,16 +244,19 @@ def _main(argv: list[str] | None) -> int:
 def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     import torch.distributed as dist
 
-    from reports.html import write_html
-    from reports.results import build_document, case_record, environment, save_results
+    from harness.reports.html import write_html
+    from harness.reports.results import build_document, case_record, environment, save_results
 
-    from .deviations import load_known_deviations, match_deviation
+    from .deviations import known_defect, load_known_deviations, match_deviation
+    from .sut import built_on
     from .kinds import kind_of
     from .options import EXIT_FAILED, EXIT_OK, rerun_command
     from .outcomes import FAILING, OUTCOMES
 
     deviations = load_known_deviations()
     sut = options.sut
+    base_sut = built_on(sut)  # checked before the group existed (check_sut)
+    release = _Release(ctx, timeout_s=options.case_timeout)
     records: list[dict[str, Any]] = []
     counts: Counter = Counter()  # outcome (harness.outcomes) -> cases
     aborting = 0
@@ -202,8 +282,8 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         if options.report and exit_status is not None:
             print(f"harness.launch HTML report: {write_html(document, options.report)}", flush=True)
 
-    for spec in cases:
-        known = match_deviation(deviations, sut, spec.id)
+    for index, spec in enumerate(cases):
+        known = match_deviation(deviations, sut, spec.id, built_on=base_sut)
         if known is not None and known.aborts:  # every rank decides alike: same file, same id
             aborting += 1
             skipped_here.add(spec.id)
@@ -218,6 +298,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         kind = kind_of(spec)
         plan = kind.plan(spec)
         actual = _run_rank(ctx, kind, spec, plan, options)
+        release.settle(index, actual)  # a rank that declared unsupported: its peers released, the groups renewed
         gathered: list[Any] | None = [None] * ctx.world_size if ctx.rank == 0 else None
         dist.gather_object(actual, gathered, dst=0)
         if ctx.rank != 0:
@@ -231,6 +312,8 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
             status = known.outcome(result)
         else:
             status = "passed" if result.passed else "failed"
+        if status == "failed":
+            result.known_defect = known_defect(deviations, sut, result)
         counts[status] += 1
         print(f"[{status.upper():7}] {spec.id} ({result.duration_s:.2f}s)", flush=True)
         if status == "failed":
@@ -238,13 +321,16 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         elif status == "xpassed":
             print(f"  known deviation ({known.link}) no longer reproduces: update harness/known_deviations.toml",
                   flush=True)
-        records.append(case_record(spec, result, outcome=status, backend=ctx.backend,
-                                   xfail_reason=f"{known.reason} ({known.link})" if known else ""))
+        records.append(case_record(spec, result, outcome=status, backend=ctx.backend, sut=sut,
+                                   xfail_reason=f"{known.reason} ({known.link})" if known and status != "passed"
+                                   else ""))
         write_results(None)
     failed = sum(counts[name] for name in FAILING)
     if ctx.rank == 0:
         tally = ", ".join(f"{counts[o.name]} {o.label}" for o in OUTCOMES if o.name != "skipped")
-        summary = (f"harness.launch: world size {ctx.world_size} ({ctx.backend}, {ctx.device}), sut {sut}: "
+        nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))  # torchrun's agents, one per node
+        where = f"{nodes} nodes, " if nodes > 1 else ""
+        summary = (f"harness.launch: world size {ctx.world_size} ({where}{ctx.backend}, {ctx.device}), sut {sut}: "
                    f"{tally}, {skipped} cases of other world sizes skipped, {aborting} process-killing known "
                    f"deviations skipped, {time.monotonic() - start_all:.1f}s")
         print(summary, flush=True)

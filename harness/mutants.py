@@ -55,6 +55,21 @@ class UnbiasedLocalN(AllReduceSyncBN):
         return m2 / total * local_count / max(local_count - 1, 1)
 
 
+class LocalRunningVar(AllReduceSyncBN):
+    """running_var updated with this rank's own batch variance (its M2_r / (n_r - 1)) instead of the global one:
+    outputs, gradients and running_mean are right, but the ranks hold different running_var (seen in a real
+    third-party SyncBN; a rank with fewer than two values keeps the global variance)."""
+
+    def _local_stats(self, x):
+        count, mean, m2 = super()._local_stats(x)
+        self._local = (float(count[0]), m2)
+        return count, mean, m2
+
+    def _unbiased_var(self, total, m2, local_count):
+        count, local_m2 = self._local
+        return local_m2 / (count - 1) if count > 1 else super()._unbiased_var(total, m2, local_count)
+
+
 class NoBackwardAllReduce(AllReduceSyncBN):
     """Backward uses this rank's sum_dy / sum_dy_xmu only (no all_reduce), with the global count."""
 
@@ -474,6 +489,8 @@ _MUTANT_CLASSES = {
     "no_backward_allreduce": (NoBackwardAllReduce, "per-rank statistics in the backward (no all_reduce)",
                               "synchronisation"),
     "unbiased_local_n": (UnbiasedLocalN, "running_var unbiased with the local n", "running statistics"),
+    "local_running_var": (LocalRunningVar, "running_var from each rank's own variance (ranks disagree)",
+                          "running statistics"),
     "assumes_even_shards": (AssumesEvenShards, "count weighting wrong with uneven shards", "statistics combine"),
     "momentum_swapped": (MomentumSwapped, "momentum misuse: 1 - momentum swapped", "momentum"),
     "momentum_none_ignored": (MomentumNoneIgnored, "momentum misuse: None (cumulative average) ignored", "momentum"),

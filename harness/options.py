@@ -1,7 +1,8 @@
 """Every option of a run, in one table: flag, environment variable, default, choices, help. One home.
 
 The three entry points read this table and nothing else: the CLI (``python -m harness run``, ``gate``,
-``selftest``), the pytest plugin (``pytest --sut ...``) and the torchrun launcher (``harness.launch``). Each one
+``selftest``), the pytest plugin (``pytest --syncbn-sut ...``; this repository's own pytest also takes the short
+spelling ``--sut ...``) and the torchrun launcher (``harness.launch``). Each one
 collects the raw values it was given (a value is None when not given), and ``resolve`` applies the environment
 variable, the one default, the choices and the rules, so a value means the same wherever it comes from.
 
@@ -50,7 +51,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     type: Callable[[str], Any] = str
     metavar: str | None = None
-    pytest_flag: str | None = None  # where pytest spells it differently (a shorter flag may clash in pytest)
+    pytest_flag: str | None = None  # the short pytest spelling where it is not ``flag`` (--json clashes in pytest)
     rerun: bool = False  # part of the rerun line: it changes what a case computes or how it is judged
     flag_only: bool = False  # a switch (store_true)
     check: Callable[[str, Any], None] | None = None
@@ -63,6 +64,13 @@ class Option:
 
     @property
     def pytest_name(self) -> str:
+        """pytest's spelling wherever the package is installed: ``--syncbn-<flag>``. The plugin is loaded into any
+        project's pytest (harness.pytest_entry), where a generic name (--device, --case, --report) may be taken."""
+        return "--syncbn-" + self.flag[2:]
+
+    @property
+    def short_pytest_name(self) -> str:
+        """The short spelling this repository's own pytest accepts too (its root conftest.py): --sut, --json-results."""
         return self.pytest_flag or self.flag
 
 
@@ -190,14 +198,18 @@ def add_argparse_options(parser: Any, names: tuple[str, ...] | None = None) -> N
                                 help=help_text)
 
 
-def add_pytest_options(group: Any) -> None:
-    """Add the table's options to a pytest option group (pytest's spelling where it differs)."""
+def add_pytest_options(group: Any, *, short: bool = False) -> None:
+    """Add the table's options to a pytest option group as ``--syncbn-<flag>`` (``Option.pytest_name``), or, with
+    ``short``, as their short spellings (``Option.short_pytest_name``, this repository's conftest.py), which set the
+    same values (``dest``)."""
     for opt in OPTIONS:
-        kwargs: dict[str, Any] = {"default": None, "help": _help(opt), "dest": f"syncbn_{opt.name}"}
+        name = opt.short_pytest_name if short else opt.pytest_name
+        help_text = f"the same as {opt.pytest_name}" if short else _help(opt)
+        kwargs: dict[str, Any] = {"default": None, "help": help_text, "dest": f"syncbn_{opt.name}"}
         if opt.flag_only:
-            group.addoption(opt.pytest_name, action="store_true", **kwargs)
+            group.addoption(name, action="store_true", **kwargs)
         else:
-            group.addoption(opt.pytest_name, type=opt.type, choices=opt.choices, metavar=opt.metavar, **kwargs)
+            group.addoption(name, type=opt.type, choices=opt.choices, metavar=opt.metavar, **kwargs)
 
 
 def _help(opt: Option) -> str:

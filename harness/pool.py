@@ -35,7 +35,8 @@ HEARTBEAT_S = 0.5  # how often a rank says where it is
 STALL_S = 30.0  # no heartbeat for this long: the rank stopped answering (generous: a loaded CI box starves threads)
 SILENT_S = 5.0  # at a timeout, a rank silent this long is reported as stopped answering, not as waiting
 _ERROR_GRACE_S = 10.0  # after one rank raised or crashed, how long the others get to finish or raise too
-_QUICK_GRACE_S = 1.0  # the same after a stall, or while starting: the others cannot finish without that rank
+_QUICK_GRACE_S = 1.0  # the same after a stall, while starting, or after a rank declared the case unsupported
+# (``releases``): the others cannot finish without that rank, and any that would declare too do it at once
 
 
 # What the forkserver imports once, so that a rank forked from it starts without importing torch again.
@@ -139,14 +140,17 @@ class RankPool:
         return bool(self._procs) and all(p.is_alive() for p in self._procs)
 
     def run(self, target: str | Callable[..., Any], kwargs: dict[str, Any] | list[dict[str, Any]], *,
-            timeout: float, is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
+            timeout: float, is_failure: Callable[[Any], bool] | None = None,
+            releases: Callable[[Any], bool] | None = None) -> list[Any]:
         """Call ``target`` (a function of a module the ranks can import, or its "module:function" name) in every
         rank with ``kwargs`` (one dict, or one per rank) and return the ranks' return values. Raises RankFailure
         (the pool is then closed unless every rank answered). ``is_failure(value)`` marks a returned value as a
         failure that may leave the other ranks hanging: they then get only a short grace period instead of the
-        full timeout."""
+        full timeout. ``releases(value)`` marks one after which the others are released at once: they get the
+        quick grace (_QUICK_GRACE_S), then the ranks still waiting are stopped (a declaration of unsupported by one
+        rank: the others may wait for it in a collective that never completes)."""
         self.submit(target, kwargs)
-        return self.collect(timeout=timeout, is_failure=is_failure)
+        return self.collect(timeout=timeout, is_failure=is_failure, releases=releases)
 
     def submit(self, target: str | Callable[..., Any], kwargs: dict[str, Any] | list[dict[str, Any]]) -> None:
         """Start ``target`` on every rank without waiting (the controller can work meanwhile); then ``collect``."""
@@ -160,12 +164,14 @@ class RankPool:
         self._busy = True
 
     def collect(self, target: str | None = None, *, timeout: float,
-                is_failure: Callable[[Any], bool] | None = None) -> list[Any]:
-        """The ranks' return values for the last ``submit``; ``timeout`` counts from the submission."""
+                is_failure: Callable[[Any], bool] | None = None,
+                releases: Callable[[Any], bool] | None = None) -> list[Any]:
+        """The ranks' return values for the last ``submit``; ``timeout`` counts from the submission (``is_failure``,
+        ``releases``: see ``run``)."""
         name, submitted_at = self._submitted
         remaining = timeout - (time.monotonic() - submitted_at)
         return self._gather("result", timeout=max(remaining, 0.0), what=f"finish {target or name}",
-                            is_failure=is_failure, nominal_timeout=timeout)
+                            is_failure=is_failure, releases=releases, nominal_timeout=timeout)
 
     def _receive(self, rank: int, conn) -> tuple[str, dict] | None:
         """The next event of ``rank`` that is not a heartbeat (heartbeats update its position), or None."""
@@ -182,7 +188,8 @@ class RankPool:
         return None
 
     def _gather(self, expected: str, *, timeout: float, what: str, is_failure: Callable[[Any], bool] | None = None,
-                nominal_timeout: float | None = None, starting: bool = False) -> list[Any]:
+                releases: Callable[[Any], bool] | None = None, nominal_timeout: float | None = None,
+                starting: bool = False) -> list[Any]:
         start = time.monotonic()
         deadline = start + timeout
         replies: dict[int, tuple[str, dict]] = {}
@@ -212,8 +219,9 @@ class RankPool:
                 replies[rank] = event
                 del pending[rank]
                 name, payload = event
-                if name != expected or (is_failure is not None and is_failure(payload.get("value"))):
-                    failed(rank, quick=False)
+                value = payload.get("value")
+                if name != expected or (is_failure is not None and is_failure(value)):
+                    failed(rank, quick=releases is not None and name == expected and releases(value))
             now = time.monotonic()
             for rank in list(pending):
                 if not self._procs[rank].is_alive():  # died without closing its pipe cleanly (killed by a signal)

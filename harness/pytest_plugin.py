@@ -1,14 +1,21 @@
-"""The pytest side of the harness: options, the catalogue as parametrized tests, known deviations, the run fixture.
+"""The pytest side of the harness: the catalogue as parametrized tests, known deviations, the run fixture.
 
-Loaded by the root conftest.py. Options come from harness.options (the same table the CLI and the torchrun
-launcher read). ``cases/test_catalogue.py`` runs every case of every registered kind (harness.kinds) through the
-``catalogue_case`` parameter: the profile's cases on ``--device``, or exactly ``--case ID``; ``--area NAMES``
-selects areas by their exact names (harness.catalogue.in_areas: ``--area eps`` is not ``tiny_eps``). Known deviations
-(harness.deviations) run as strict expected failures.
+Loaded by harness.pytest_entry when a run asks for the suite (a project's own pytest, ``python -m harness run``),
+or by this repository's root conftest.py. Options come from harness.options (the same table the CLI and the
+torchrun launcher read; harness.pytest_entry declares them). ``cases/test_catalogue.py`` runs every case of every
+registered kind (harness.kinds) through the ``catalogue_case`` parameter: the profile's cases on ``--device`` (op
+cases only when kernels are under test: harness.kinds.selected), or exactly ``--case ID``; ``--area NAMES``
+selects areas by their exact names (harness.catalogue.in_areas: ``--area eps`` is not ``tiny_eps``). Known
+deviations (harness.deviations) run as strict expected failures.
 
 The controller (the pytest process, or the xdist controller) checks the run before collecting anything
 (harness.suite.preflight: a problem is a pytest usage error) and turns SIGTERM into KeyboardInterrupt, so a
 terminated run ends like a Ctrl-C: pytest's session finish runs and the reports say the run is incomplete.
+
+Where the session is the suite's (``python -m harness run``, this repository's pytest), the pytest process runs with
+TF32 off and one torch thread. Where the suite joins a project's own pytest run (harness.pytest_entry), that
+project's tests keep the process as they found it: TF32 is off around each case only (``run_case``), one thread is
+not imposed, and the property tests' hypothesis settings apply to them alone (``hypothesis_settings``), always.
 """
 from __future__ import annotations
 
@@ -21,18 +28,19 @@ from typing import Any
 import pytest
 
 from .catalogue import in_areas
-from .deviations import (KNOWN_DEVIATIONS, KnownDeviation, all_profile_case_ids, load_known_deviations,
-                         match_deviation, unmatched_deviations)
+from .deviations import (KNOWN_DEVIATIONS, KnownDeviation, all_profile_case_ids, known_defect,
+                         load_known_deviations, match_deviation, unmatched_deviations)
 from .errors import CaseError
-from .kinds import case_for_id, catalogue_cases, parse_case_id
+from .kinds import case_for_id, catalogue_cases, parse_case_id, selected
 from .kinds import RunConfig
 from .kinds import run_case as _run_case
-from .options import OPTIONS, Options, add_pytest_options, resolve
+from .options import OPTIONS, Options, resolve
 from .result import CaseResult
-from .suite import SUITE_PLUGIN, preflight
+from .suite import SUITE, SUITE_PLUGIN, preflight
+from .sut import built_on
 
 __all__ = ["check_case", "SessionState", "session_state", "options", "NEEDS_CUDA", "cuda_available",
-           "warn_unmatched_deviations"]
+           "warn_unmatched_deviations", "SHARED_RUN", "hypothesis_settings"]
 
 NEEDS_CUDA = "needs CUDA: torch.cuda.is_available() is False on this machine (run with a GPU, see docs/gpu.md)"
 
@@ -45,12 +53,17 @@ class SessionState:
     results: list[CaseResult] = field(default_factory=list)
     # The known deviation of each collected case (None: none), matched once, at collection.
     deviations: dict[str, KnownDeviation | None] = field(default_factory=dict)
+    built_on: str | None = None  # the SUT whose code the SUT declares it is built on (harness.sut.built_on)
+    properties: dict[str, Any] = field(default_factory=dict)  # node id -> PropertyTally (harness.strategies)
     terminated: bool = False  # the controller received SIGTERM (and ended the run as interrupted)
     finishing: bool = False  # the session is finishing: a SIGTERM now no longer interrupts it
     previous_sigterm: Any = None  # the SIGTERM handler to restore at unconfigure
 
 
 _STATE = pytest.StashKey[SessionState]()
+# Set by harness.pytest_entry when it adds the suite to a project's own pytest run (other tests share the process).
+SHARED_RUN = pytest.StashKey[bool]()
+_HYPOTHESIS_PROFILE = "syncbn-ci"  # the property tests' hypothesis profile (this process's latest session)
 
 
 def session_state(config: pytest.Config) -> SessionState:
@@ -63,26 +76,26 @@ def options(config: pytest.Config) -> Options:
 
 def check_case(result: CaseResult) -> None:
     """Fail the test with the case's report (root causes first, the rerun line last). A case the SUT declares
-    unsupported is skipped with its reason, or fails under --strict-features. A case under a quantity-scoped
-    known deviation is an expected failure when only those quantities fail (strict: an XPASS when none does)."""
+    unsupported is skipped with its reason, or fails under --strict-features. A case under a known deviation judged
+    after the run (quantity-scoped, or inherited by a SUT built on torch: harness.deviations) is an expected
+    failure when it fails as documented (strict: an XPASS when it passes, except an inherited one)."""
     __tracebackhide__ = True
     if result.unsupported and not result.failures:
         pytest.skip(f"unsupported by the implementation under test: {result.unsupported}")
-    if result.deviation is not None:
-        outcome = result.deviation.outcome(result)
+    deviation = result.deviation
+    if deviation is not None:
+        outcome = deviation.outcome(result)
         if outcome == "xfailed":
-            pytest.xfail(result.deviation.title)
+            pytest.xfail(deviation.title)
         if outcome == "xpassed":
-            pytest.fail(f"[XPASS(strict)] {result.deviation.title}: the known deviation no longer reproduces; "
+            pytest.fail(f"[XPASS(strict)] {deviation.title}: the known deviation no longer reproduces; "
                         f"update harness/known_deviations.toml", pytrace=False)
-        pytest.fail(result.report() + f"\n(the known deviation covers only {', '.join(result.deviation.quantities)}:"
-                    f" {result.deviation.title})", pytrace=False)
+        if outcome == "failed":
+            pytest.fail(result.report() + f"\n(the known deviation covers only {', '.join(deviation.quantities or ())}"
+                        f": {deviation.title})", pytrace=False)
+        return
     if not result.passed:
         pytest.fail(result.report(), pytrace=False)
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_pytest_options(parser.getgroup("syncbn", "syncbn-harness"))
 
 
 def _raw_options(config: pytest.Config) -> dict[str, Any]:
@@ -106,17 +119,33 @@ def pytest_configure(config: pytest.Config) -> None:
                 preflight(resolved)
     except CaseError as exc:
         raise pytest.UsageError(str(exc)) from None
-    state = config.stash[_STATE] = SessionState(resolved)
+    try:
+        base = built_on(resolved.sut, option=resolved.spelled("sut"))
+    except CaseError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    state = config.stash[_STATE] = SessionState(resolved, built_on=base)
     if not _is_worker(config) and threading.current_thread() is threading.main_thread():
         state.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_handler(state))
-    from .strategies import load_hypothesis_profile
-    from .tf32 import set_tf32
+    from .strategies import register_hypothesis_profile
 
-    load_hypothesis_profile(resolved.profile, resolved.property_examples)
-    set_tf32(False)  # float32 yardsticks and references: full precision (harness.tf32)
-    import torch
+    global _HYPOTHESIS_PROFILE
+    _HYPOTHESIS_PROFILE = register_hypothesis_profile(resolved.profile, resolved.property_examples)
+    if not config.stash.get(SHARED_RUN, False):  # the session is the suite's: its settings for the whole process
+        import torch
 
-    torch.set_num_threads(1)  # the controller's tensors are tiny; more threads only contend with the ranks
+        from .tf32 import set_tf32
+
+        set_tf32(False)
+        torch.set_num_threads(1)  # the controller's tensors are tiny; more threads only contend with the ranks
+
+
+def hypothesis_settings():
+    """The property tests' hypothesis settings (``@hypothesis_settings()`` above ``@given``): the profile of the
+    run's --profile and --property-examples (harness.strategies), applied to those tests alone, so the hypothesis
+    tests of a project whose pytest runs the suite keep their own."""
+    from hypothesis import settings
+
+    return settings.get_profile(_HYPOTHESIS_PROFILE)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -156,7 +185,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     state = session_state(metafunc.config)
     opts = state.options
-    cases = [case_for_id(opts.case)] if opts.case else in_areas(catalogue_cases(opts.profile, opts.device), opts.area)
+    cases = [case_for_id(opts.case)] if opts.case else in_areas(
+        selected(catalogue_cases(opts.profile, opts.device), opts), opts.area)
     metafunc.parametrize("catalogue_case", _with_marks(cases, state), ids=[c.id for c in cases])
 
 
@@ -169,7 +199,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.processes)  # every case runs on rank processes
     if options(config).case or options(config).area:  # exactly that case, those areas: no property tests besides
         items[:] = [item for item in items if "catalogue_case" in getattr(item, "fixturenames", ())
-                    or "cases" not in item.nodeid.split("/")[0:1]]
+                    or item.path.resolve().parent != SUITE]
     warn_unmatched_deviations()
 
 
@@ -191,10 +221,11 @@ def _with_marks(cases: list[Any], state: SessionState) -> list[Any]:
         if case.device == "cuda" and not cuda_available():
             marked.append(pytest.param(case, marks=[pytest.mark.skip(reason=NEEDS_CUDA)]))
             continue
-        match = state.deviations[case.id] = match_deviation(deviations, state.options.sut, case.id)
+        match = state.deviations[case.id] = match_deviation(deviations, state.options.sut, case.id,
+                                                            built_on=state.built_on)
         if match is None:
             marked.append(case)
-        elif match.quantities is not None:  # judged after the run (check_case): only these quantities may fail
+        elif match.judged_after_run:  # check_case: only these quantities may fail; an inherited one may pass
             marked.append(pytest.param(case, marks=[pytest.mark.known_deviation]))
         else:  # a short reason on the XFAIL line; the report carries the whole story
             marked.append(pytest.param(case, marks=[pytest.mark.known_deviation,
@@ -215,18 +246,88 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
 
 @pytest.fixture
 def run_case(run_config: RunConfig, pytestconfig: pytest.Config):
-    """Run a case with the session's configuration and keep its result for the reports."""
+    """Run a case with the session's configuration and keep its result for the reports. TF32 is off while the test
+    runs (float32 yardsticks and references at full precision, harness.tf32), as it was after."""
+    from .tf32 import tf32_mode
 
     def run(spec: Any) -> CaseResult:
         state = session_state(pytestconfig)
         result = _run_case(spec, run_config)
         deviation = state.deviations.get(spec.id)  # matched at collection (a generated case has none)
-        if deviation is not None and deviation.quantities is not None:
+        if deviation is not None and deviation.judged_after_run:
             result.deviation = deviation
+        if deviation is None or (deviation.judged_after_run and deviation.outcome(result) == "failed"):
+            result.known_defect = known_defect(load_known_deviations(), state.options.sut, result)
         state.results.append(result)
         return result
 
-    return run
+    with tf32_mode(False):
+        yield run
+
+
+@pytest.fixture
+def property_example(run_case, pytestconfig: pytest.Config, request: pytest.FixtureRequest):
+    """One example of a property test (cases/test_property.py): run the drawn case, unless it is a known
+    deviation of the SUT or lies in the region the SUT declared unsupported (hypothesis then draws another), and
+    keep the test's PropertyTally (harness.strategies) for its summary and its verdict (``pytest_pyfunc_call``)."""
+    from hypothesis import note, reject
+
+    from .strategies import PropertyTally, steering_region
+
+    state = session_state(pytestconfig)
+    opts = state.options
+    tally = state.properties[request.node.nodeid] = PropertyTally(hypothesis_settings().max_examples)
+    tally.region.update(steering_region(state.results, opts.sut))
+    deviations = load_known_deviations()
+
+    def check(case: Any) -> None:
+        __tracebackhide__ = True
+        if opts.device == "cuda":
+            if not cuda_available():
+                pytest.skip(NEEDS_CUDA)
+            case = case.replace(device="cuda")
+        if match_deviation(deviations, opts.sut, case.id, built_on=state.built_on) is not None:
+            tally.deviation += 1
+            reject()
+        if tally.avoids(case):
+            tally.avoided += 1
+            reject()
+        if tally.budget_spent:
+            tally.unrun += 1
+            return
+        note(f"case id: {case.id}")
+        result = run_case(case)
+        if result.unsupported and not result.failures:
+            tally.unsupported += 1
+            tally.declared(result.unsupported_features)
+            reject()  # declared unsupported (harness.sut.Unsupported): not an example; hypothesis draws another
+        tally.judged_example(case, result.passed)
+        if not result.passed:
+            tally.failed = True
+            report = result.report()
+            note(report)
+            raise AssertionError(report)
+
+    return check
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """A property test (one that uses ``property_example``) that judged fewer examples than its minimum is "not
+    exercised" (harness.strategies): skipped with its tally, not passed, and not a failure (hypothesis's
+    Unsatisfiable, every example rejected, included)."""
+    if "property_example" not in pyfuncitem.fixturenames:
+        return (yield)
+    from hypothesis.errors import Unsatisfiable
+
+    try:
+        outcome = yield
+    except Unsatisfiable:
+        outcome = True
+    tally = session_state(pyfuncitem.config).properties.get(pyfuncitem.nodeid)
+    if tally is not None and not tally.failed and not tally.exercised:
+        pytest.skip(f"not exercised: {tally.text()}")
+    return outcome
 
 
 @pytest.hookimpl(tryfirst=True)

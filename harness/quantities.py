@@ -17,7 +17,12 @@ Fields:
 - ``needs``: the case field or property that must be true for it to exist ("track_running_stats",
   "input_gradients": a backward runs, "parameter_gradients": affine, not frozen, a backward runs), or None.
 - ``computed_from``: per phase kind, the quantities it is computed from, each with "same" (this phase) or
-  "previous" (the phase before: state carried over). A failure whose inputs failed is a knock-on of theirs.
+  "previous" (the phase before: state carried over). A failure whose inputs failed is a knock-on of theirs. In an
+  eval phase the layer normalises with the running statistics carried from the phase before, so everything eval
+  computes from them (the output, grad_input, grad_weight) lists them: a wrong running_var is the root of a wrong
+  grad_weight at eval even when the output stays within its tolerance there. Cross-rank agreement checks
+  (``*.agreement``, ``state.agreement``) list nothing: ranks that hold different buffers are a defect of their own,
+  which no wrong input of the same value on every rank can cause, so they are always roots.
 """
 from __future__ import annotations
 
@@ -50,7 +55,8 @@ def _carried(name: str) -> tuple[tuple[str, str], ...]:
     return ((name, PREVIOUS),)
 
 
-_BUFFERS_USED = (("running_mean", PREVIOUS), ("running_var", PREVIOUS))
+_BUFFERS_USED = (("running_mean", PREVIOUS), ("running_var", PREVIOUS))  # what eval normalises with
+_EVAL_FROM_OUTPUT = (("output", SAME), *_BUFFERS_USED)  # eval gradients: through the output and invstd(running_var)
 
 # Module level, in the order a reader wants them: the forward, the backward, the state.
 MODULE_QUANTITIES: tuple[Quantity, ...] = (
@@ -59,10 +65,10 @@ MODULE_QUANTITIES: tuple[Quantity, ...] = (
     Quantity("output.dtype", "the output's dtype: the input's (SEMANTICS: mixed precision; batch_norm is not an "
              "autocast op)", "none", exact=True, source="output.dtype"),
     Quantity("grad_input", "dL/dx, per rank", "input", needs="input_gradients", source="input.grad",
-             computed_from={"train": (("output", SAME),), "eval": (("output", SAME),)}),
+             computed_from={"train": (("output", SAME),), "eval": _EVAL_FROM_OUTPUT}),
     Quantity("grad_weight", "dL/dweight, the ranks' shares summed over the group", "param", scope="group_sum",
              needs="parameter_gradients", source="weight.grad",
-             computed_from={"train": (("output", SAME),), "eval": (("output", SAME),)}),
+             computed_from={"train": (("output", SAME),), "eval": _EVAL_FROM_OUTPUT}),
     Quantity("grad_bias", "dL/dbias, the ranks' shares summed over the group", "param", scope="group_sum",
              needs="parameter_gradients", source="bias.grad"),
     Quantity("grad_weight.dtype", "the weight gradient's dtype: the parameters'", "none", exact=True,
@@ -79,11 +85,9 @@ MODULE_QUANTITIES: tuple[Quantity, ...] = (
              needs="track_running_stats", source="num_batches_tracked",
              computed_from={"train": _carried("num_batches_tracked"), "eval": _carried("num_batches_tracked")}),
     Quantity("running_mean.agreement", "every rank of a group holds the first rank's running_mean bit for bit",
-             "param", scope="pair", exact=True, needs="track_running_stats",
-             computed_from={"train": (("running_mean", SAME),), "eval": (("running_mean", SAME),)}),
+             "param", scope="pair", exact=True, needs="track_running_stats"),  # a root: see computed_from above
     Quantity("running_var.agreement", "every rank of a group holds the first rank's running_var bit for bit",
-             "param", scope="pair", exact=True, needs="track_running_stats",
-             computed_from={"train": (("running_var", SAME),), "eval": (("running_var", SAME),)}),
+             "param", scope="pair", exact=True, needs="track_running_stats"),
     Quantity("error", "an error the specification requires (e.g. a global count of 1 in training)", "none",
              exact=True),
 )
@@ -109,8 +113,7 @@ _MODEL = (
     Quantity("buffer", "a BatchNorm buffer after a step, per rank", "input", phases=("step",),
              computed_from={"step": (("loss", SAME), ("buffer", PREVIOUS), ("parameter", PREVIOUS))}),
     Quantity("state.agreement", "DDP ranks hold identical parameters and buffers", "input", scope="pair",
-             exact=True, phases=("step",),
-             computed_from={"step": (("parameter", SAME), ("buffer", SAME))}),
+             exact=True, phases=("step",)),  # a root, like the module's *.agreement
 )
 
 QUANTITIES: dict[str, Quantity] = {q.name: q for q in (*MODULE_QUANTITIES, *_OP_LEVEL, *_OP_CHECKS, *_MODEL)}

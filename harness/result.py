@@ -50,7 +50,11 @@ class CaseResult:
     duration_s: float = 0.0
     rerun: str = ""
     unsupported: str = ""  # the SUT's reason, when it declared the case unsupported (harness.sut.Unsupported)
-    deviation: Any = None  # a quantity-scoped known deviation covering this case (harness.deviations), if any
+    unsupported_features: tuple[str, ...] = ()  # the features the SUT named with its declaration (harness.features)
+    deviation: Any = None  # a known deviation judged after the run (harness.deviations): quantity-scoped or inherited
+    # A known defect of another SUT whose signature this failed case matches (harness.deviations.known_defect):
+    # {"sut", "summary", "link", "match"}; None when there is none.
+    known_defect: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -59,10 +63,11 @@ class CaseResult:
         return not self.failures and bool(self.comparisons) and all(c.passed for c in self.comparisons)
 
     def record(self) -> dict[str, Any]:
-        """The harness's part of a results record (reports.results adds the outcome and where it ran)."""
+        """The harness's part of a results record (harness.reports.results adds the outcome and where it ran)."""
         return {"harness_passed": self.passed, "comparisons": [c.record() for c in self.comparisons],
                 "failures": [f.record() for f in self.failures], "duration_s": self.duration_s,
-                "rerun": self.rerun, "unsupported": self.unsupported}
+                "rerun": self.rerun, "unsupported": self.unsupported,
+                "unsupported_features": list(self.unsupported_features), "known_defect": self.known_defect}
 
     def report(self) -> str:
         """The console message of a failed case: root causes first, knock-ons folded under them, the rerun line

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from reference.ops import OP_NAMES
+from harness.reference.ops import OP_NAMES
 
 from .errors import CaseError
 
@@ -369,6 +369,12 @@ class ModuleSpec(_Spec):
     def rank_groups(self) -> tuple[tuple[int, ...], ...]:
         """The process groups, as rank tuples; one group of every rank when ``groups`` is None."""
         return self.groups if self.groups is not None else (tuple(range(self.world_size)),)
+
+    @property
+    def synced_groups(self) -> tuple[tuple[int, ...], ...]:
+        """The process groups that communicate: 2 ranks or more, in a case with at least one training step
+        (SyncBatchNorm only synchronises in training; eval, with or without running statistics, stays local)."""
+        return tuple(g for g in self.rank_groups if len(g) >= 2) if self.steps >= 1 else ()
 
     def spatial_of(self, rank: int) -> tuple[int, ...]:
         return self.rank_spatial[rank] if self.rank_spatial is not None else self.spatial

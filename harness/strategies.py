@@ -8,8 +8,7 @@ training-mode forwards under no_grad; with ``boundaries`` also the sizes where k
 1024-4096 values per channel, more than 1024 channels, channels_last with C >= 32 not a multiple of 8), and world
 sizes up to ``max_world``. How far each profile reaches: ``PROPERTY_REACH`` (quick stays within the world sizes and
 sizes its catalogue has; default adds the boundaries and world size 5, whose pool its catalogue starts anyway;
-thorough goes to world size 8). Every drawn case is valid by construction (ModuleSpec validates it again) and
-meaningful for its dtype:
+thorough goes to world size 8). Every drawn case is valid by construction (ModuleSpec validates it again) and meaningful for its dtype:
 
     MEANINGFUL RULE: the data's offset in units of its spread, kappa = |loc| / scale, must stay below
     MAX_OFFSET_RATIO[dtype] (float32 1e3, float64 1e6, float16 and bfloat16 3). Beyond that the dtype cannot
@@ -41,29 +40,52 @@ meaningful for its dtype:
     scale 1e3 with outliers, the variance (~2.6e7) overflowed float16 and torch's float16 backward gave -inf (the
     data was out of range, not the kernel wrong): variance_bound 5e9, rejected.
 
-Hypothesis profiles (chosen from the harness's --profile by ``load_hypothesis_profile``; the environment variable
-HYPOTHESIS_PROFILE wins, e.g. ``HYPOTHESIS_PROFILE=dev`` while developing):
+Hypothesis profiles (chosen from the harness's --profile by ``register_hypothesis_profile``, registered as
+``syncbn-<name>`` and applied to the property tests alone; the environment variable HYPOTHESIS_PROFILE wins, e.g.
+``HYPOTHESIS_PROFILE=dev`` while developing):
 - ``ci-quick`` / ``ci``: derandomized, 25 / 60 examples, no deadline, no example database (reproducible CI);
 - ``dev``: random, 60 examples, the local example database (``.hypothesis/``) keeps and replays failures;
 - ``thorough``: random, 300 examples, nightly.
 ``--property-examples N`` (env SYNCBN_PROPERTY_EXAMPLES) sets the number of examples of whichever profile; with
 pytest's ``--hypothesis-seed S`` and ``--profile thorough`` it is the nightly soak (``tox -e soak``).
+
+What a property test tried (``PropertyTally``), so that one that tried nothing does not read as a pass. Every drawn
+example ends one way: a known deviation of the SUT (not run); in the region the SUT declared unsupported (not run:
+``declared_region``, the features the SUT named with its declarations or that the conformance table infers from
+the cases this process ran, harness.features, and any the SUT names during the test); run and declared
+unsupported; run and judged (passed or failed); or not run because the test already spent its budget of
+declared-unsupported runs (as many as it asks examples: a declaration costs a run like a judgement). The examples
+that are not run or declared unsupported do not count, so hypothesis draws more, from the supported region.
+
+    MINIMUM RULE: a property test must judge ``minimum_judged(N) = min(MIN_JUDGED_EXAMPLES, N)`` of its N examples
+    (MIN_JUDGED_EXAMPLES = 10: fewer random cases than that cover almost none of the axes above together). One
+    that judges fewer is "not exercised": not a pass, and not a failure of the run unless --strict-features (then
+    every declared-unsupported example already fails it); its summary says why (how many were declared
+    unsupported, drawn in the unsupported region, known deviations).
+
+The summary also counts the judged examples that ran a synchronised training step (a group of two ranks or more in
+a training step): a SyncBN property test whose judged examples never synchronised says so.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
 from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
 from .errors import CaseError
+from .features import FEATURE_NAMES, declared_region, features_of
+from .kinds import kind_of, subject_of
 from .spec import ModuleSpec
 
 __all__ = ["MAX_OFFSET_RATIO", "MAX_ABS", "MAX_VARIANCE", "LARGE_COUNT", "data_bound", "variance_bound", "meaningful",
-           "shard_sizes", "process_groups", "case_specs", "register_hypothesis_profiles", "load_hypothesis_profile",
-           "HARNESS_TO_HYPOTHESIS", "PROPERTY_REACH"]
+           "shard_sizes", "process_groups", "case_specs", "register_hypothesis_profiles",
+           "register_hypothesis_profile", "HARNESS_TO_HYPOTHESIS", "PROFILE_PREFIX", "MIN_JUDGED_EXAMPLES",
+           "minimum_judged", "PropertyTally", "steering_region", "PROPERTY_REACH"]
 
 MAX_OFFSET_RATIO = {"float32": 1e3, "float64": 1e6, "float16": 3.0, "bfloat16": 3.0}
 # The float16 range rules (module docstring); the other dtypes' ranges hold every drawn case.
@@ -212,21 +234,115 @@ def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32"
 _SUPPRESSED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much]
 
 
+PROFILE_PREFIX = "syncbn-"  # hypothesis's profiles are process-wide: a project's own "ci" profile stays its own
+
+
 def register_hypothesis_profiles() -> None:
     common = dict(deadline=None, suppress_health_check=_SUPPRESSED, print_blob=True)
-    settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **common)
-    settings.register_profile("ci-quick", settings.get_profile("ci"), max_examples=25)
-    settings.register_profile("dev", max_examples=60, **common)
-    settings.register_profile("thorough", max_examples=300, **common)
+    ci = settings(max_examples=60, derandomize=True, database=None, **common)
+    for name, profile in (("ci", ci), ("ci-quick", settings(ci, max_examples=25)),
+                          ("dev", settings(max_examples=60, **common)),
+                          ("thorough", settings(max_examples=300, **common))):
+        settings.register_profile(PROFILE_PREFIX + name, profile)
 
 
-def load_hypothesis_profile(harness_profile: str, examples: int | None = None) -> str:
-    """Load the hypothesis profile for the harness's --profile (HYPOTHESIS_PROFILE wins); ``examples`` (the
-    --property-examples option) overrides its number of examples per property test. Returns its name."""
+def register_hypothesis_profile(harness_profile: str, examples: int | None = None) -> str:
+    """Register the hypothesis profile for the harness's --profile (HYPOTHESIS_PROFILE wins); ``examples`` (the
+    --property-examples option) overrides its number of examples per property test. Returns its name. It is not
+    loaded as the process's default: the property tests apply it to themselves (harness.pytest_plugin)."""
     register_hypothesis_profiles()
     name = os.environ.get("HYPOTHESIS_PROFILE") or HARNESS_TO_HYPOTHESIS.get(harness_profile, "ci")
+    if name in (*HARNESS_TO_HYPOTHESIS.values(), "dev"):  # one of the harness's (registered with the prefix)
+        name = PROFILE_PREFIX + name
     if examples is not None:
         settings.register_profile(f"{name}-{examples}", settings.get_profile(name), max_examples=examples)
         name = f"{name}-{examples}"
-    settings.load_profile(name)
     return name
+
+
+MIN_JUDGED_EXAMPLES = 10  # the MINIMUM RULE of the module docstring
+
+
+def minimum_judged(requested: int) -> int:
+    """The judged examples a property test asking for ``requested`` must reach to count as exercised."""
+    return max(1, min(MIN_JUDGED_EXAMPLES, requested))
+
+
+def _result_record(result: Any, sut: str) -> dict[str, Any]:
+    """The fields of a case record (harness.reports.results) that harness.features reads, from a CaseResult."""
+    declared = bool(result.unsupported) and not result.failures
+    return {"id": result.spec.id, "kind": kind_of(result.spec).name, "subject": subject_of(result.spec, sut),
+            "params": result.spec.to_dict(),
+            "outcome": "unsupported" if declared else ("passed" if result.passed else "failed"),
+            "unsupported": result.unsupported, "unsupported_features": list(result.unsupported_features)}
+
+
+def steering_region(results: Iterable[Any], sut: str) -> frozenset[str]:
+    """The features the SUT declared unsupported, from the case results this process has (harness.features
+    .declared_region: named by the SUT, or inferred when the evidence allows)."""
+    return declared_region([_result_record(r, sut) for r in results])
+
+
+@dataclass
+class PropertyTally:
+    """What one property test tried (module docstring): ``requested`` examples asked, the region avoided, and how
+    every drawn example ended."""
+
+    requested: int
+    region: set[str] = field(default_factory=set)  # features avoided (declared unsupported)
+    deviation: int = 0  # known deviations of the SUT: drawn, not run
+    avoided: int = 0  # drawn in the declared-unsupported region: not run
+    unsupported: int = 0  # run, declared unsupported
+    judged: int = 0  # run and judged
+    passed: int = 0
+    synced: int = 0  # judged examples with a synchronised training step
+    unrun: int = 0  # not run: the budget of declared-unsupported runs was spent
+    failed: bool = False
+
+    @property
+    def minimum(self) -> int:
+        return minimum_judged(self.requested)
+
+    @property
+    def exercised(self) -> bool:
+        return self.judged >= self.minimum
+
+    @property
+    def budget_spent(self) -> bool:
+        return self.unsupported >= self.requested
+
+    def avoids(self, spec: ModuleSpec) -> bool:
+        return bool(self.region) and not self.region.isdisjoint(features_of(spec.to_dict(), "module"))
+
+    def declared(self, features: Iterable[str]) -> None:
+        """Features the SUT named with a declaration during the test: avoided from now on."""
+        self.region.update(f for f in features if f in FEATURE_NAMES and not f.endswith(" cases"))
+
+    def judged_example(self, spec: ModuleSpec, passed: bool) -> None:
+        self.judged += 1
+        self.passed += passed
+        self.synced += bool(spec.synced_groups)
+
+    @property
+    def outcome(self) -> str:
+        return "failed" if self.failed else ("passed" if self.exercised else "not exercised")
+
+    def text(self) -> str:
+        """'3 of 25 examples judged (minimum 10; 1 with a synchronised training step); 40 declared unsupported, 12
+        drawn in the region declared unsupported (float16 input), 2 known deviations, not run'."""
+        text = (f"{self.judged} of {self.requested} examples judged (minimum {self.minimum}; {self.synced} with a "
+                "synchronised training step)")
+        others = [(self.unsupported, "declared unsupported"),
+                  (self.avoided, "drawn in the region declared unsupported"
+                   + (f" ({', '.join(sorted(self.region))})" if self.region else "")),
+                  (self.deviation, "known deviations, not run"),
+                  (self.unrun, "not run (as many declared unsupported as examples asked)")]
+        more = [f"{n} {what}" for n, what in others if n]
+        return text + ("; " + ", ".join(more) if more else "")
+
+    def record(self) -> dict[str, Any]:
+        """The optional fields of a property test's summary (harness.reports.results)."""
+        return {"judged_examples": self.judged, "unsupported_examples": self.unsupported,
+                "deviation_examples": self.deviation, "avoided_examples": self.avoided,
+                "unrun_examples": self.unrun, "synced_examples": self.synced, "minimum_judged": self.minimum,
+                "avoided_features": sorted(self.region), "note": self.text()}

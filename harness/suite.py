@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -15,10 +14,15 @@ from .files import check_writable
 from .options import (DEFAULT_SUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options,
                       add_argparse_options, resolve)
 
-__all__ = ["ROOT", "add_suite_arguments", "resolve_suite_options", "check_workers", "pytest_argv", "run_suite",
-           "exit_code_from_pytest", "missing_cuda", "preflight", "SuiteRun", "SUITE_PLUGIN", "absolute_paths"]
+__all__ = ["ROOT", "SUITE", "add_suite_arguments", "resolve_suite_options", "check_workers", "pytest_argv",
+           "run_suite", "exit_code_from_pytest", "missing_cuda", "preflight", "SuiteRun", "SUITE_PLUGIN",
+           "absolute_paths"]
 
-ROOT = Path(__file__).resolve().parent.parent
+# The conformance suite, the package harness.cases: cases/ in the checkout (harness/cases links to it), harness/cases
+# where the package is installed. Its parent is pytest's rootdir for a suite run, so node ids read
+# cases/test_catalogue.py::... either way.
+SUITE = (Path(__file__).parent / "cases").resolve()
+ROOT = SUITE.parent
 
 
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +57,18 @@ def absolute_paths(options: Options) -> Options:
 
 
 def pytest_argv(options: Options, *, workers: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """The pytest command line that runs the suite (cases/) with ``options``."""
-    argv = [str(ROOT / "cases"), "-p", "no:cacheprovider", "-q", "--rootdir", str(ROOT)]
+    """The pytest command line that runs the suite (SUITE) with ``options``, the same from the checkout and installed:
+    no configuration file or conftest.py of wherever it lies is read (a virtual environment inside a project must
+    not bring the project's pytest settings), the harness's plugin is loaded by name (harness.pytest_entry, with the
+    suite's settings spelled out here) and the SUT is always named (which is what asks the plugin for the suite, in
+    pytest-xdist's workers too)."""
+    argv = [str(SUITE), "-c", os.devnull, "--rootdir", str(ROOT), "--noconftest", "-p", "harness.pytest_entry",
+            "-p", "no:cacheprovider", "-q", "-ra", "--strict-markers",
+            "-W", "error::pytest.PytestUnraisableExceptionWarning"]
     options = absolute_paths(options)
     for opt in OPTIONS:
         value = getattr(options, opt.name)
-        if value is None or value is False or (value == opt.default and opt.name != "device"):
+        if value is None or value is False or (value == opt.default and opt.name not in ("device", "sut")):
             continue
         argv += [opt.pytest_name] if opt.flag_only else [opt.pytest_name, str(value)]
     if workers:
@@ -88,7 +98,7 @@ SUITE_PLUGIN = "syncbn-suite-run"
 class SuiteRun:
     """The pytest plugin object a command hands to pytest.main: the options it resolved and checked (preflight),
     which harness.pytest_plugin uses as they are instead of resolving and checking them again, and the output files
-    the command keeps to itself (reports.pytest_reports writes them but does not print their paths: the gate's
+    the command keeps to itself (harness.reports.pytest_reports writes them but does not print their paths: the gate's
     per-run results, in a directory it deletes). pytest-xdist workers get the options from the command line."""
 
     def __init__(self, options: Options, unannounced: Sequence[str] = ()) -> None:
@@ -107,8 +117,6 @@ def run_suite(options: Options, *, workers: str | None = None, extra: Sequence[s
     options = absolute_paths(options)
     argv = pytest_argv(options, workers=workers, extra=extra)
     os.chdir(ROOT)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     saved = {opt.env: os.environ.pop(opt.env) for opt in OPTIONS if opt.env and opt.env in os.environ}
     try:
         code = pytest.main(argv, plugins=[SuiteRun(options, unannounced)])

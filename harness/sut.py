@@ -9,8 +9,19 @@ It is called inside each rank after the process group exists. An implementation 
 configuration raises ``Unsupported("reason")``, from the factory or from the module's forward before any
 collective (``harness.sut.Unsupported``, or any exception class named ``Unsupported``, so an implementation need
 not import the harness): the case is then reported as unsupported with that reason, counted per feature, not
-failed (``--strict-features`` makes it fail). Any other exception is a failure. KERNELS SPEC: ``package.module`` or
-``path/to/file.py``, a module defining any of the five ops by name (see harness.spec.OP_NAMES).
+failed (``--strict-features`` makes it fail). Any rank may declare, alone: only the rank whose shard is empty sees
+that it is; the harness then releases the ranks waiting for it (harness.kinds.run_case). ``Unsupported(reason,
+features=[...])`` may name the features of the conformance table the declaration concerns (harness.features).
+Any other exception is a failure.
+
+A SUT built on torch's SyncBatchNorm (a wrapper of torch.nn.SyncBatchNorm, its autograd Function, its kernels or
+torch's native BatchNorm) declares it with an attribute of the factory, ``factory.built_on = "torch"``
+(``built_on``): torch's reviewed known deviations (harness/known_deviations.toml) then apply to it as inherited
+expected failures (harness.deviations). Without it, a failure that matches the signature of one of torch's known
+defects stays a failure and says so.
+
+KERNELS SPEC: ``package.module`` or ``path/to/file.py``, a module defining any of the five ops by name (see
+harness.spec.OP_NAMES).
 """
 from __future__ import annotations
 
@@ -30,11 +41,21 @@ from .options import DEFAULT_SUT
 
 class Unsupported(Exception):
     """Raised by a SUT factory for a configuration the implementation does not support (e.g. momentum=None, a
-    5-D input): the case's outcome is "unsupported", with this message as the reason."""
+    5-D input): the case's outcome is "unsupported", with this message as the reason. ``features``: optionally, the
+    feature(s) of the conformance table it concerns (names of harness.features.FEATURES, e.g. "5-D input"); the
+    case then counts as unsupported under those and as not judged under its other features (without them the
+    harness infers them from the run, harness.features.unsupported_features). Any exception class named
+    ``Unsupported`` may carry the same ``features`` attribute (a string or a sequence of strings)."""
+
+    def __init__(self, reason: str = "", *, features: str | tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(reason)
+        self.features = (features,) if isinstance(features, str) else tuple(features)
 
 __all__ = ["DEFAULT_SUT", "FACTORY_KEYWORDS", "CONTRACT", "Unsupported", "load_module", "load_factory",
-           "describe_sut", "check_sut", "check_kernels", "module_problem", "user_traceback"]
+           "describe_sut", "check_sut", "check_kernels", "module_problem", "user_traceback", "built_on",
+           "BUILT_ON_ATTRIBUTE"]
 
+BUILT_ON_ATTRIBUTE = "built_on"  # factory.built_on = "torch": the SUT runs torch's SyncBatchNorm code (module doc)
 FACTORY_KEYWORDS = ("eps", "momentum", "affine", "track_running_stats", "process_group", "device", "dtype")
 CONTRACT = (f"factory(num_features, *, {', '.join(FACTORY_KEYWORDS)}) -> torch.nn.Module behaving like "
             f"torch.nn.SyncBatchNorm (harness/sut.py)")
@@ -108,12 +129,28 @@ def user_traceback(exc: BaseException) -> str:
     return text.rstrip()
 
 
+def built_on(spec: str, *, option: str = "--sut") -> str | None:
+    """The SUT whose code the SUT of ``spec`` declares it is built on (``factory.built_on``, e.g. "torch"), or None;
+    CaseError when the attribute is not a SUT spec string."""
+    if spec == DEFAULT_SUT:
+        return None
+    value = getattr(load_factory(spec, option=option), BUILT_ON_ATTRIBUTE, None)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or value == spec:
+        raise CaseError(f"{option}={spec!r}: the factory's {BUILT_ON_ATTRIBUTE}={value!r} must name the SUT it is "
+                        f"built on, e.g. {DEFAULT_SUT!r} (harness/sut.py)")
+    return value
+
+
 def check_sut(spec: str, *, option: str = "--sut") -> Callable[..., object]:
-    """Load the SUT factory in the controller, before any rank starts: CaseError for a usage problem, and for an
-    SUT that raises while being imported (the message's first line, then the SUT's own traceback). ``option``: how
-    the user gave it (``--sut``, or ``SYNCBN_SUT (environment)``)."""
+    """Load the SUT factory in the controller, before any rank starts: CaseError for a usage problem (its
+    ``built_on`` included), and for an SUT that raises while being imported (the message's first line, then the
+    SUT's own traceback). ``option``: how the user gave it (``--sut``, or ``SYNCBN_SUT (environment)``)."""
     try:
-        return load_factory(spec, option=option)
+        factory = load_factory(spec, option=option)
+        built_on(spec, option=option)
+        return factory
     except CaseError:
         raise
     except Exception as exc:  # noqa: BLE001 - the SUT's own code raised while being imported

@@ -16,6 +16,11 @@ run or an older version of the harness.
   judged nothing tested nothing; ``nothing_tested_text`` says why. An incomplete run never
   reads as passed) and ``failed_cases_by_class`` (failed cases in the severity groups above). What the failures
   have in common, the conformance table and the console summary are harness.diagnosis.
+- **What the counts are about.** ``run_counts`` counts the cases that judged the SUT; op cases run with another
+  SUT than torch judged torch's kernels (or the --kernels substitutes), not the SUT (harness.features
+  ``case_subject``): ``apart_counts`` / ``apart_text`` count them apart. Any failure fails the run whatever it
+  judged, but only a case or property test that judged the SUT (or, with --kernels, an op case: the kernels under
+  test) makes a run tested; a property test "not exercised" (too few judged examples, harness.strategies) did not.
 """
 from __future__ import annotations
 
@@ -24,14 +29,16 @@ import re
 from collections import Counter, defaultdict
 from typing import Any, Callable, Iterable
 
-from .outcomes import FAILING, FAILURES, JUDGED
+from .features import judges_sut
+from .outcomes import FAILING, FAILURES, JUDGED, OUTCOMES
 from .quantities import inputs_of
 
 __all__ = ["describe", "where", "CLASSES", "CLASS_TITLES", "failure_class", "severity_key", "phase_order", "run_order",
            "mark_knock_ons", "case_report", "scaled_error", "is_exact", "label", "roots_and_knock_ons", "failure_text",
            "exact_statement", "scaled_text", "case_class", "case_severity_key", "case_headline",
            "failed_cases_by_class", "verdict_of", "incomplete_text",
-           "nothing_tested_text", "run_counts", "deviation_summary",
+           "nothing_tested_text", "run_counts", "apart_counts", "apart_text", "was_tested", "known_defect_text",
+           "deviation_summary",
            "is_yardstick_suspect", "YARDSTICK_SUSPECT", "plural", "number", "failure_kind",
            "phase_kind"]
 
@@ -249,6 +256,16 @@ def failure_text(failure: Any) -> str:
     return text
 
 
+def known_defect_text(case: dict[str, Any]) -> str:
+    """The note of a failed case that matches the signature of another SUT's known defect (a case record's
+    ``known_defect``, harness.deviations), or ''."""
+    note = case.get("known_defect")
+    if not note:
+        return ""
+    return (f"matches the signature of known {note.get('sut')} defect: {note.get('summary')} ({note.get('link')}); "
+            f"{note.get('match')}")
+
+
 def case_report(case_id: str, case: dict[str, Any], *, shown_roots: int = 6) -> str:
     """The console message of a failed case: what failed first (rank failures, then the root causes worst
     first, each with where else the same quantity failed and the knock-ons folded under it), the rerun line last."""
@@ -263,6 +280,8 @@ def case_report(case_id: str, case: dict[str, Any], *, shown_roots: int = 6) -> 
     if failures:
         head += f", {len(failures)} other failure(s)"
     lines = [head]
+    if known_defect_text(case):
+        lines.append(f"  {known_defect_text(case)}")
     if case.get("unsupported"):
         lines.append(f"  declared unsupported by the implementation: {case['unsupported']}")
     if not comparisons and not failures and not case.get("unsupported"):
@@ -423,20 +442,47 @@ def failed_cases_by_class(document: dict[str, Any]) -> list[tuple[str, list[dict
 
 
 def run_counts(document: dict[str, Any]) -> Counter:
-    return Counter(c.get("outcome") for c in document.get("cases") or [])
+    """The outcomes of the cases that judged the SUT."""
+    return Counter(c.get("outcome") for c in document.get("cases") or [] if judges_sut(c))
+
+
+def apart_counts(document: dict[str, Any]) -> Counter:
+    """The outcomes of the cases that judged something else than the SUT (op cases: the kernels)."""
+    return Counter(c.get("outcome") for c in document.get("cases") or [] if not judges_sut(c))
+
+
+def apart_text(document: dict[str, Any]) -> str:
+    """'20 op cases tested torch's kernels, not the SUT (20 passed)', or '' when every case judged the SUT."""
+    counts = apart_counts(document)
+    if not counts:
+        return ""
+    kernels = (document.get("environment") or {}).get("kernels")
+    what = f"the --kernels substitutes ({kernels})" if kernels else "torch's kernels"
+    return (f"{plural(sum(counts.values()), 'op case')} tested {what}, not the SUT ("
+            + ", ".join(f"{counts[o.name]} {o.label}" for o in OUTCOMES if counts[o.name]) + ")")
+
+
+def was_tested(document: dict[str, Any]) -> bool:
+    """Whether the run judged what it was asked to test: a case or a property test that judged the SUT, or, with
+    --kernels (the substitutes are under test), an op case."""
+    properties = [p for p in document.get("property_tests") or [] if p.get("outcome") in ("passed", "failed")]
+    kernels = bool((document.get("environment") or {}).get("kernels"))
+    return bool(properties) or any(c.get("outcome") in JUDGED and (kernels or judges_sut(c))
+                                   for c in document.get("cases") or [])
 
 
 def verdict_of(document: dict[str, Any]) -> str:
-    """FAILED (a case or property test failed: whether or not the run completed, it can never become green),
-    INCOMPLETE (the run did not finish and nothing failed: never PASSED, whatever ran), NO CASES RAN (nothing was
-    checked: no case ran, or every one was skipped or declared unsupported) or PASSED."""
-    counts = run_counts(document)
-    properties = [p for p in document.get("property_tests") or [] if p.get("outcome") in ("passed", "failed")]
-    if any(counts[o] for o in FAILING) or any(p["outcome"] == "failed" for p in properties):
+    """FAILED (a case or property test failed, whatever it judged: whether or not the run completed, it can never
+    become green), INCOMPLETE (the run did not finish and nothing failed: never PASSED, whatever ran), NO CASES RAN
+    (nothing under test was checked: no case ran, or every one was skipped, declared unsupported or judged only
+    torch's kernels, and no property test was exercised) or PASSED."""
+    cases = document.get("cases") or []
+    properties = document.get("property_tests") or []
+    if any(c.get("outcome") in FAILING for c in cases) or any(p.get("outcome") == "failed" for p in properties):
         return "FAILED"
     if document.get("status") == "incomplete":
         return "INCOMPLETE"
-    if not (sum(counts[o] for o in JUDGED) or properties):
+    if not was_tested(document):
         return "NO CASES RAN"
     return "PASSED"
 
@@ -449,11 +495,16 @@ def nothing_tested_text(document: dict[str, Any]) -> str:
     for outcome_name, word, field in (("unsupported", "declared unsupported", "unsupported"),
                                       ("skipped", "skipped", "xfail_reason")):
         reasons = Counter((c.get(field) or "no reason given").split("\n")[0][:120] for c in cases
-                          if c.get("outcome") == outcome_name)
+                          if c.get("outcome") == outcome_name and judges_sut(c))
         if reasons:
             parts.append(f"{plural(sum(reasons.values()), 'case')} {word} ("
                          + "; ".join(f"{r}: {n}" for r, n in reasons.most_common(3))
                          + ("; ..." if len(reasons) > 3 else "") + ")")
+    if apart_counts(document):
+        parts.append(apart_text(document))
+    unexercised = [p for p in document.get("property_tests") or [] if p.get("outcome") == "not exercised"]
+    if unexercised:
+        parts.append(f"{plural(len(unexercised), 'property test')} not exercised")
     return "nothing was tested: " + ("; ".join(parts) if parts else "no case was selected")
 
 

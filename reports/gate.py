@@ -119,7 +119,8 @@ def summarize_results(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for case in document["cases"]:
         key = environment_key(case, env)
         entry = out.setdefault(key, {"recorded": {k: env.get(k) for k in (
-            "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_dirty", "sut", "kernels")}
+            "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_version", "harness_dirty", "sut",
+            "kernels")}
             | {"created": document.get("created"), "runs": 1}, "cases": {}})
         quantities = {}
         for c in case["comparisons"]:
@@ -365,8 +366,11 @@ def main(args: argparse.Namespace) -> int:
             return _usage(f"environment {key}: the baseline selected {base.get('selection')}, this run {wanted}; "
                           f"run the gate with the options the baseline was recorded with")
         recorded = base.get("recorded", {})
+        harness = str(recorded.get("harness_revision"))[:12]
+        if harness in ("None", "unknown") and recorded.get("harness_version"):  # an installed harness
+            harness = recorded["harness_version"]
         print(f"gate: {key}: {len(entry['cases'])} cases against baseline of {recorded.get('recorded_at', '?')} "
-              f"(torch {recorded.get('torch')}, harness {str(recorded.get('harness_revision'))[:12]}, "
+              f"(torch {recorded.get('torch')}, harness {harness}, "
               f"sut {recorded.get('sut')}, {recorded.get('runs', 1)} run(s)); now torch "
               f"{entry['recorded'].get('torch')}, sut {entry['recorded'].get('sut')}")
         judge(entry, base, growth_factor=args.growth_factor, growth_floor=args.growth_floor, report=report)

@@ -1,15 +1,17 @@
 """The HTML report of a run: one self-contained file (inline CSS and SVG, no script, no network).
 
 The first screen answers "did it pass, what is wrong, what is supported": the verdict bar (PASSED, FAILED,
-INCOMPLETE with how many cases ran, NO CASES RAN), the diagnosis (harness.diagnosis.diagnose: what the failed cases
-share that the passing ones do not), the conformance table (harness.features: per feature, cases passing, failing,
-failing as a known deviation, declared unsupported). Then the failed cases in severity groups (rank failures,
-NaN/inf, dtype, exact checks, numeric by scaled error: harness.verdict), each with its root causes first (an exact
-check as its statement, a number as its error in units of the quantity's magnitude and against its tolerance), the
-knock-on failures folded under their root, a rank x channel heat map of max |err| / allowed, a histogram of
-element errors against the tolerance line and the rerun command; then the known deviations (by reason, the full
-reason folded), the cases declared unsupported (by reason), passing cases with near misses (error above half the
-tolerance), property tests, skipped cases and the environment (with what a CPU run takes from the harness's own
+INCOMPLETE with how many cases ran, NO CASES RAN), the counts (the cases that judged the SUT; op cases that judged
+torch's kernels under another SUT apart), the worst failure, the diagnosis (harness.diagnosis.diagnose: what the
+failed cases share that the passing ones do not; what was judged, harness.counts), the conformance table
+(harness.features: per feature, cases passing, failing, failing as a known deviation, declared unsupported for this
+feature, not judged). Then the failed cases in severity groups (rank failures, NaN/inf, dtype, exact checks, numeric
+by scaled error: harness.verdict), each with its root causes first (an exact check as its statement, a number as its
+error in units of the quantity's magnitude and against its tolerance), the knock-on failures folded under their
+root, a rank x channel heat map of max |err| / allowed, a histogram of element errors against the tolerance line and
+the rerun command; then the known deviations (by reason, the full reason folded), the cases declared unsupported (by
+reason, with the features it concerns), passing cases with near misses (error above half the tolerance), property
+tests (what each tried), skipped cases and the environment (with what a CPU run takes from the harness's own
 kernels). Every string that comes from a run (and so possibly from the implementation under test) goes through
 html.escape. Version-1 documents (an older run) render too.
 """
@@ -23,7 +25,9 @@ from typing import Any
 from harness.features import COLUMNS, conformance
 from harness.outcomes import FAILING, OUTCOMES
 from harness.diagnosis import diagnose
-from harness.verdict import describe, nothing_tested_text
+from harness.counts import property_lines
+from harness.features import NOT_JUDGED, unsupported_features
+from harness.verdict import apart_counts, apart_text, describe, known_defect_text, nothing_tested_text
 from harness.verdict import (CLASS_TITLES, case_headline, deviation_summary, exact_statement, failed_cases_by_class,
                              failure_text, incomplete_text, is_exact, roots_and_knock_ons,
                              run_counts, scaled_text, verdict_of)
@@ -58,6 +62,7 @@ vertical-align:top;text-align:left}th{background:#f3f5f7;font-weight:600}td.num{
 font-variant-numeric:tabular-nums;white-space:nowrap}
 table.conf tr.failing td.failing{color:#b42318;font-weight:600}table.conf tr.unsupported td,
 table.conf tr.partly td.unsupported{color:#9a6700}table.conf td.feature{white-space:nowrap}
+table.conf tr.unjudged td,table.conf td.not-judged{color:#57606a}
 table.cmp tr.fail td:first-child{color:#b42318;font-weight:600}table.cmp tr.knock td{color:#57606a}
 table.cmp tr.also td{color:#57606a;font-size:12px}td.stmt{font-weight:600}
 .flag{display:inline-block;border-radius:4px;padding:0 5px;font-size:11px;background:#fff1c2;color:#7a4d00;
@@ -89,9 +94,12 @@ margin:12px 0}.worst h2{border:0;margin:8px 0 4px}.worst pre{max-height:none}
 
 
 def _outcome_counts(document: dict[str, Any]) -> str:
-    outcomes = run_counts(document)
+    outcomes = run_counts(document)  # the cases that judged the SUT; op cases of another SUT: apart
     boxes = [f'<div class="count {o.name}"><b>{outcomes.get(o.name, 0)}</b>{o.label}</div>' for o in OUTCOMES
              if outcomes.get(o.name, 0) or o.name in ("passed", "failed")]
+    apart = apart_counts(document)
+    if apart:
+        boxes.append(f'<div class="count apart"><b>{sum(apart.values())}</b>{e(apart_text(document))}</div>')
     summary = document.get("summary", {})
     in_deviations = summary.get("deviation_failed_comparisons", 0)
     boxes.append(f'<div class="count"><b>{e(summary.get("comparisons", 0))}</b>comparisons, '
@@ -133,7 +141,8 @@ def _worst_failure(document: dict[str, Any]) -> str:
     return (f'<section class="worst"><h2>Worst failure <span class=dim>({e(kind)}; <a href="#{e(case["id"])}">its '
             f'card</a> if shown below)</span></h2>'
             f'<div class="headline">{e(case_headline(case))}</div><code>{e(case["id"])}</code>'
-            f"<pre>{e(lines)}</pre>"
+            + (f"<p>{e(known_defect_text(case))}</p>" if known_defect_text(case) else "")
+            + f"<pre>{e(lines)}</pre>"
             + (f'<div class="rerun">rerun: <code class="cmd">{e(rerun)}</code></div>' if rerun else "")
             + "</section>")
 
@@ -172,9 +181,13 @@ def _conformance_table(document: dict[str, Any]) -> str:
     out = []
     for row in rows:
         c = row.counts
-        css = {"failing": "failing", "unsupported": "unsupported", "partly unsupported": "partly"}.get(row.status, "")
+        css = {"failing": "failing", "unsupported": "unsupported", "partly unsupported": "partly",
+               NOT_JUDGED: "unjudged", "partly judged": "partly"}.get(row.status, "")
         failing_title = ", ".join(row.failing_cases[:20]) + (" ..." if len(row.failing_cases) > 20 else "")
         reasons = "; ".join(f"{r} ({n})" for r, n in row.unsupported_reasons.most_common(3))
+        if c[NOT_JUDGED]:
+            reasons += ("; " if reasons else "") + "not judged: declared unsupported for " + ", ".join(
+                f"{f} ({n})" for f, n in row.not_judged_for.most_common(3))
         cells = "".join(f'<td class="num {col.replace(" ", "-")}"'
                         + (f' title="{e(failing_title)}"' if col == "failing" and c[col] else "")
                         + f">{c[col] or ''}</td>" for col in COLUMNS)
@@ -182,9 +195,14 @@ def _conformance_table(document: dict[str, Any]) -> str:
                    f"{e(row.feature.name)}</td><td class=num>{row.cases}</td>"
                    + cells + f"<td>{e(reasons)}</td></tr>")
     head = ("<tr><th>feature</th><th>cases</th><th>supported, passing</th><th>supported, failing</th>"
-            "<th>known deviation</th><th>declared unsupported</th><th>unsupported because</th></tr>")
-    return ("<h2>Conformance by feature</h2><p class=dim>A case counts in every feature it has; a known deviation "
-            "fails as documented (harness/known_deviations.toml); skipped cases count nowhere.</p>"
+            "<th>known deviation</th><th>declared unsupported</th><th>not judged</th><th>unsupported because</th></tr>")
+    apart = apart_text(document)
+    return ("<h2>Conformance by feature</h2><p class=dim>The cases that judged the SUT; a case counts in every "
+            "feature it has, except that a case declared unsupported counts as unsupported only under the features "
+            "its declaration concerns (named by the SUT, or inferred: the unsupported cases' features no judged "
+            "case has) and as not judged under the others; a known deviation fails as documented "
+            "(harness/known_deviations.toml); skipped cases count nowhere."
+            + (f" Not in this table: {e(apart)}." if apart else "") + "</p>"
             f'<table class="conf">{head}{"".join(out)}</table>' + _area_table(document))
 
 
@@ -276,12 +294,18 @@ def _unsupported(document: dict[str, Any]) -> str:
     by_reason: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for case in cases:
         by_reason[case.get("unsupported") or "no reason given"].append(case)
-    rows = "".join(f"<tr><td>{e(reason)}</td><td class=num>{len(members)}</td><td><details><summary>"
-                   f"{len(members)} cases</summary><ul>"
+    concerns = unsupported_features(document["cases"])
+
+    def features(members: list[dict[str, Any]]) -> str:
+        texts = Counter(concerns[c["id"]].text() for c in members if c["id"] in concerns)
+        return "; ".join(f"{t} ({n})" if len(texts) > 1 else t for t, n in texts.most_common())
+
+    rows = "".join(f"<tr><td>{e(reason)}</td><td>{e(features(members))}</td><td class=num>{len(members)}</td><td>"
+                   f"<details><summary>{len(members)} cases</summary><ul>"
                    + "".join(f"<li><code>{e(c['id'])}</code></li>" for c in members) + "</ul></details></td></tr>"
                    for reason, members in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0])))
-    return (out + "<table><tr><th>the implementation's reason</th><th>cases</th><th>which</th></tr>" + rows
-            + "</table>")
+    return (out + "<table><tr><th>the implementation's reason</th><th>features it concerns</th><th>cases</th>"
+            "<th>which</th></tr>" + rows + "</table>")
 
 
 def _passing(document: dict[str, Any]) -> str:
@@ -314,12 +338,15 @@ def _properties(document: dict[str, Any]) -> str:
     rows = "".join(
         f'<tr class="{"fail" if p["outcome"] == "failed" else ""}"><td><code>{e(p["nodeid"])}</code></td>'
         f'<td>{e(p["outcome"])}</td><td class=num>{e(p["passed_examples"])} / {e(p["examples"])}</td>'
-        f'<td>{e(", ".join(p["dtypes"]))}</td>'
+        f'<td>{e(line.split(": ", 2)[-1])}</td><td>{e(", ".join(p["dtypes"]))}</td>'
         f'<td class=num>{"-" if p["worst_passing_ratio"] is None else fmt(p["worst_passing_ratio"])}</td>'
-        f'<td><code>{e(p["worst_passing_case"] or "")}</code></td></tr>' for p in properties)
+        f'<td><code>{e(p["worst_passing_case"] or "")}</code></td></tr>'
+        for p, line in zip(properties, property_lines(document)))
     return (f"<h2>Property tests ({len(properties)}: generated cases, not listed above unless failing)</h2>"
-            "<table><tr><th>test</th><th>outcome</th><th>examples passed</th><th>dtypes</th>"
-            f"<th>worst passing err / allowed</th><th>its case</th></tr>{rows}</table>")
+            "<p class=dim>A property test that judged fewer examples than its minimum is not exercised: not a pass "
+            "(harness/strategies.py).</p>"
+            "<table><tr><th>test</th><th>outcome</th><th>examples passed / run</th><th>what it tried</th>"
+            f"<th>dtypes</th><th>worst passing err / allowed</th><th>its case</th></tr>{rows}</table>")
 
 
 def _skipped(document: dict[str, Any]) -> str:
@@ -348,7 +375,8 @@ def _environment(env: dict[str, Any]) -> str:
 
 
 def render_html(document: dict[str, Any]) -> str:
-    """The report of a results document (see reports.results; version 1 or 2) as one self-contained HTML page."""
+    """The report of a results document (see harness.reports.results; version 1 or 2) as one self-contained HTML
+    page."""
     env = document.get("environment", {})
     word = verdict_of(document)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from harness.verdict import (case_headline, exact_statement, failure_text, is_exact, is_yardstick_suspect,
-                             roots_and_knock_ons, scaled_text, where)
+                             known_defect_text, roots_and_knock_ons, scaled_text, where)
 from harness.verdict import label as comparison_label
 
 from .results import as_float
@@ -247,6 +247,9 @@ def case_fragment(case: dict[str, Any]) -> str:
     """One failed case in full: parameters, rank failures, root causes with their knock-ons folded, heat maps,
     histograms, rerun."""
     parts = [_params(case)]
+    if known_defect_text(case):  # the failure matches the signature of another SUT's (torch's) known defect
+        parts.append(f'<p class="defect"><span class="flag">known {e(case["known_defect"].get("sut"))} defect?</span> '
+                     f"{e(known_defect_text(case))}</p>")
     if case.get("unsupported"):
         parts.append(f"<p>declared unsupported by the implementation: {e(case['unsupported'])}</p>")
     if case.get("failures"):

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 
 from harness.options import rerun_command
-from harness.outcomes import FAILING, JUDGED
+from harness.outcomes import FAILING
+from harness.verdict import was_tested
 from harness.suite import exit_code_from_pytest
 from harness.pytest_plugin import options, session_state
 
@@ -82,13 +83,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         # (the last, shrunk one) as a case. Passing generated examples are not recorded as cases: their ids change
         # from run to run, so they would only add noise to the report and coverage losses to the gate.
         results = _results(item)
-        if results:
-            report.user_properties.append((PROPERTY_SUMMARY, property_summary(item.nodeid, report.outcome,
-                                                                              results)))
+        tally = session_state(item.config).properties.get(item.nodeid)
+        if results or tally is not None:
+            outcome = report.outcome
+            if report.skipped and "not exercised" in str(report.longrepr):
+                outcome = "not exercised"
+            report.user_properties.append((PROPERTY_SUMMARY, property_summary(item.nodeid, outcome, results,
+                                                                              tally)))
         failing = next((r for r in reversed(results) if not r.passed), None) if report.failed else None
         if failing is not None:
             record = case_record(failing.spec, failing, outcome="failed",
-                                 backend=options(item.config).backend_choice, nodeid=item.nodeid)
+                                 backend=options(item.config).backend_choice, nodeid=item.nodeid,
+                                 sut=options(item.config).sut)
             report.user_properties.append((PROPERTY, record))
         return report
     # The phase that decides the outcome: call, or setup/teardown when they fail (or skip, at setup).
@@ -102,25 +108,30 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     if outcome in ("xfailed", "xpassed"):  # the whole story; the XFAIL line carries only the summary
         deviation = session_state(item.config).deviations.get(spec.id)
         reason = f"{deviation.reason} ({deviation.link})" if deviation else str(getattr(report, "wasxfail", ""))
+        if deviation is not None and deviation.inherited_by:
+            reason = f"known deviation of {deviation.sut} (inherited: the SUT is built on {deviation.sut}): {reason}"
     elif report.skipped and isinstance(report.longrepr, tuple):
         reason = str(report.longrepr[-1])  # the skip reason
     rerun = "" if result is not None else rerun_command(spec.id, opts)
     record = case_record(spec, result, outcome=outcome, backend=opts.backend_choice, xfail_reason=reason,
-                         longrepr=longrepr, nodeid=item.nodeid, duration_s=report.duration, rerun=rerun)
+                         longrepr=longrepr, nodeid=item.nodeid, duration_s=report.duration, rerun=rerun,
+                         sut=opts.sut)
     report.user_properties.append((PROPERTY, record))
     if result is not None and outcome == "failed":
         _pytest_html_extra(item.config, report, record)
     return report
 
 
-def property_summary(nodeid: str, outcome: str, results: list[Any]) -> dict[str, Any]:
-    """What a property test ran: how many examples, how many passed, and the closest passing call."""
+def property_summary(nodeid: str, outcome: str, results: list[Any], tally: Any = None) -> dict[str, Any]:
+    """What a property test ran: how many examples, how many passed, the closest passing call, and (``tally``,
+    harness.strategies.PropertyTally) how many were judged, declared unsupported or not run, and why."""
     ratios = [(max((c.error_ratio for c in r.comparisons), default=0.0), r.spec.id) for r in results if r.passed]
     worst_ratio, worst_case = max(ratios) if ratios else (None, None)
     dtypes = sorted({getattr(r.spec, "dtype", "?") for r in results})
     return {"nodeid": nodeid, "outcome": outcome, "examples": len(results),
             "passed_examples": sum(r.passed for r in results), "dtypes": dtypes,
-            "worst_passing_ratio": worst_ratio, "worst_passing_case": worst_case}
+            "worst_passing_ratio": worst_ratio, "worst_passing_case": worst_case,
+            **(tally.record() if tally is not None else {})}
 
 
 def _pytest_html_extra(config: pytest.Config, report: pytest.TestReport, record: dict[str, Any]) -> None:
@@ -217,13 +228,16 @@ class ResultsCollector:
             failed = any(c["outcome"] in FAILING for c in cases) or any(
                 p["outcome"] == "failed" for p in self.properties.values())
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.INTERRUPTED
-        elif self.selected and not any(c["outcome"] in JUDGED for c in cases) and not any(
-                p["outcome"] in ("passed", "failed") for p in self.properties.values()):
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing was judged: nothing was tested
+        elif self.selected and not was_tested({"cases": cases, "property_tests": list(self.properties.values()),
+                                                "environment": {"kernels": opts.kernels}}):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing under test was judged: nothing was tested
         numprocesses = config.getoption("numprocesses", None)
-        env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
-                          case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0,
-                          strict_features=opts.strict_features)
+        from harness.tf32 import tf32_mode
+
+        with tf32_mode(False):  # recorded as the cases ran (harness.pytest_plugin's run_case), in a shared run too
+            env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
+                              case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int)
+                              else 0, strict_features=opts.strict_features)
         document = build_document(cases, env, exit_status=exit_code_from_pytest(session.exitstatus),
                                   property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]),
                                   incomplete=incomplete)

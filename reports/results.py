@@ -8,20 +8,30 @@ Document (``"schema": "syncbn-harness/results", "version": 3``)::
                                                         # (cases and property tests); ids: case ids, else node ids
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,
                      devices, sut, sut_description, kernels, profile, case, strict_features, tf32,
-                     cpu_kernel_behaviours, harness_revision, harness_dirty, seed_policy, workers, argv},
+                     cpu_kernel_behaviours, harness_revision, harness_version, harness_dirty, seed_policy,
+                     workers, argv},
      "summary": {"cases" (catalogue cases), "property_tests", "failing_property_examples" (recorded as case records,
                  tagged "property"), "outcomes": {outcome: count}, "areas": {area: {outcome: count}},
                  "comparisons", "failed_comparisons" (outside known deviations),
                  "deviation_failed_comparisons" (inside them)},
      "cases": [case record, ...],                       # sorted by case id
      "property_tests": [{nodeid, outcome, examples, passed_examples, dtypes, worst_passing_ratio,
-                         worst_passing_case}, ...]}     # hypothesis tests: what they ran (examples are not cases)
+                         worst_passing_case, and optionally judged_examples, unsupported_examples,
+                         deviation_examples, avoided_examples, unrun_examples, synced_examples, minimum_judged,
+                         avoided_features, note}, ...]}
+                                                        # hypothesis tests: what they ran (examples are not cases);
+                                                        # outcome "not exercised": fewer examples judged than
+                                                        # minimum_judged (harness.strategies.PropertyTally)
 
-Case record: id, kind (harness.kinds: "module" | "op" | "model"), area (tags[0]), tags, params (the spec's
-fields), device, backend, world_size, outcome (harness.outcomes: "passed" | "failed" | "xfailed" | "xpassed" |
-"error" | "skipped" | "unsupported"), xfail_reason (the known deviation's whole reason), unsupported (the SUT's
-reason), harness_passed, failures ([{kind, message, rank, phase, traceback}]: a rank that crashed, hung or raised,
-a required error not raised, ...), comparisons, duration_s, rerun, nodeid, worker. Comparison record: quantity
+Case record: id, kind (harness.kinds: "module" | "op" | "model"), subject (what it judged: "sut", or "kernels"
+for an op case of another SUT than torch, harness.kinds.subject_of; optional, absent: "sut"), area (tags[0]), tags,
+params (the spec's fields), device, backend, world_size, outcome (harness.outcomes: "passed" | "failed" | "xfailed"
+| "xpassed" | "error" | "skipped" | "unsupported"), xfail_reason (the known deviation's whole reason), unsupported
+(the SUT's reason), unsupported_features (optional: the features the SUT named with it, harness.features),
+known_defect (optional: {sut, summary, link, match}, a failed case that matches the signature of another SUT's
+known deviation, e.g. a torch defect inside a wrapper of torch, harness.deviations), harness_passed, failures
+([{kind, message, rank, phase, traceback}]: a rank that crashed, hung or raised, a required error not raised,
+...), comparisons, duration_s, rerun, nodeid, worker. Comparison record: quantity
 (harness.quantities), item, phase, rank (null: summed over ``ranks``), ranks, dtype, passed, exact, statement
 (what an exact check found), shape, total, mismatched, max_abs_err, max_rel_err, error_ratio (max |err| /
 allowed), tolerance {atol, rtol, reason, scale}, worst {index, global_sample, location, actual, expected} or null,
@@ -49,9 +59,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+import harness
 from harness.compare import RATIO_HISTOGRAM_EDGES
 from harness.files import write_atomically
-from harness.kinds import kind_of
+from harness.kinds import kind_of, subject_of
 from harness.verdict import mark_knock_ons
 
 __all__ = ["SCHEMA", "VERSION", "READABLE_VERSIONS", "GATE_VERSIONS", "ResultsError", "case_record", "build_document",
@@ -61,7 +72,7 @@ SCHEMA = "syncbn-harness/results"
 VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # what the verdict and the HTML report read
 GATE_VERSIONS = (2, 3)  # what the gate reads: comparisons with statements and tolerance scales (version 2 on)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout (installed: the package harness, not a git repository)
 SEED_POLICY = ("deterministic: every tensor of a case is drawn from the seed in its id (harness.data), so a case "
                "id reproduces the same data on any machine; the catalogue's seeds are fixed per profile")
 
@@ -106,14 +117,15 @@ def _backend(spec: Any, requested: str | None) -> str:
 
 def case_record(spec: Any, result: Any | None, *, outcome: str, backend: str | None = None,
                 xfail_reason: str = "", longrepr: str = "", nodeid: str = "", duration_s: float | None = None,
-                rerun: str = "") -> dict[str, Any]:
+                rerun: str = "", sut: str | None = None) -> dict[str, Any]:
     """The record of one case: ``result`` is its harness CaseResult (None when the test left none, e.g. it failed
-    in a fixture); ``rerun`` is used when the result has no rerun line."""
+    in a fixture); ``rerun`` is used when the result has no rerun line; ``sut``: the run's SUT (what the case
+    judged depends on it: harness.kinds.subject_of)."""
     tags = tuple(getattr(spec, "tags", ()) or ())
     kind = kind_of(spec).name
     harness_part = result.record() if result is not None else {
         "harness_passed": False, "comparisons": [], "failures": [], "duration_s": duration_s or 0.0, "rerun": "",
-        "unsupported": ""}
+        "unsupported": "", "unsupported_features": [], "known_defect": None}
     if result is None and longrepr and outcome in ("failed", "error"):  # e.g. a fixture error: the case never ran
         harness_part["failures"].append({"kind": "harness", "message": longrepr, "rank": None, "phase": "",
                                          "traceback": ""})
@@ -125,6 +137,7 @@ def case_record(spec: Any, result: Any | None, *, outcome: str, backend: str | N
     return jsonable({
         "id": spec.id,
         "kind": kind,
+        "subject": subject_of(spec, sut),
         "area": tags[0] if tags else kind,
         "tags": list(tags),
         "params": params,
@@ -141,6 +154,10 @@ def case_record(spec: Any, result: Any | None, *, outcome: str, backend: str | N
 
 
 def _git(*args: str) -> str | None:
+    """git in the harness's own checkout; None elsewhere (installed, a git repository around site-packages, a
+    project's own, is not the harness's)."""
+    if not (ROOT / ".git").exists():
+        return None
     try:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -187,6 +204,7 @@ def environment(*, sut: str, kernels: str | None, profile: str, backend: str | N
         # On CPU, what the torch SUT takes from the harness's own kernels rather than from PyTorch's code.
         "cpu_kernel_behaviours": list(HARNESS_KERNEL_BEHAVIOURS) if "cpu" in devices and sut == "torch" else [],
         "harness_revision": _git("rev-parse", "HEAD") or "unknown",
+        "harness_version": harness.__version__,
         "harness_dirty": bool(dirty) if dirty is not None else None,
         "seed_policy": SEED_POLICY,
         "workers": workers,

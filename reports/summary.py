@@ -4,10 +4,10 @@
 
 Prints the verdict line, the diagnosis (what the failed cases share that the passing ones do not), the conformance
 table by feature, the failed cases by severity with their root cause in a line each and their rerun commands
-(harness.diagnosis.run_summary_lines); ``--report`` also writes the HTML report (reports.html). Reads versions 1 to
-3. Exit codes as the main job's: 0 the document passed, 1 a case failed or no case was judged (every case skipped or
-declared unsupported: nothing was tested, which the verdict line says with the reasons), 2 usage error (an
-unreadable document, an unwritable --report), 3 the run was incomplete and nothing failed.
+(harness.diagnosis.run_summary_lines); ``--report`` also writes the HTML report (harness.reports.html). Reads
+versions 1 to 3. Exit codes as the main job's: 0 the document passed, 1 a case failed or no case was judged (every
+case skipped or declared unsupported: nothing was tested, which the verdict line says with the reasons), 2 usage
+error (an unreadable document, an unwritable --report), 3 the run was incomplete and nothing failed.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """SUTs that declare what they do not support (harness.sut.Unsupported), for tests/test_capabilities.py."""
 from __future__ import annotations
 
+import torch
+
 from harness.reference_suts import AllReduceSyncBN
 from harness.sut import Unsupported
 
@@ -45,3 +47,58 @@ def supports_nothing(num_features, **kwargs):
     from harness.sut import Unsupported as HarnessUnsupported
 
     raise HarnessUnsupported("nothing is implemented yet")
+
+
+class EmptyShardUnsupported(AllReduceSyncBN):
+    """Correct, but declares a rank's empty shard unsupported, from that rank alone (only it sees its shard is
+    empty): the other ranks are then already waiting for it in the first collective."""
+
+    def forward(self, x):
+        if x.shape[0] == 0:
+            from harness.sut import Unsupported as HarnessUnsupported
+
+            raise HarnessUnsupported("an empty shard on this rank is not supported", features="empty shards")
+        return super().forward(x)
+
+
+def empty_shard_unsupported(num_features, **kwargs):
+    return EmptyShardUnsupported(num_features, **kwargs)
+
+
+class FourDOnly(AllReduceSyncBN):
+    """Correct where it runs; declares, like detectron2's NaiveSyncBatchNorm, what it does not do (without naming
+    the features: the harness infers them): input other than 4-D (from its forward)."""
+
+    def forward(self, x):
+        if x.dim() != 4:
+            from harness.sut import Unsupported as HarnessUnsupported
+
+            raise HarnessUnsupported(f"4-D input only, got {x.dim()}-D")
+        return super().forward(x)
+
+
+def four_d_only(num_features, *, affine, momentum, process_group, **kwargs):
+    """FourDOnly, which also declares process groups, affine=False and momentum=None unsupported (its factory)."""
+    from harness.sut import Unsupported as HarnessUnsupported
+
+    for unsupported, what in ((process_group is not None, "process groups"), (not affine, "affine=False"),
+                              (momentum is None, "momentum=None")):
+        if unsupported:
+            raise HarnessUnsupported(f"{what} is not supported")
+    return FourDOnly(num_features, affine=affine, momentum=momentum, process_group=process_group, **kwargs)
+
+
+class NoHalfPrecision(AllReduceSyncBN):
+    """Correct in float32 and float64; declares float16 and bfloat16 input unsupported (from its forward, without
+    naming the features)."""
+
+    def forward(self, x):
+        if x.dtype in (torch.float16, torch.bfloat16):
+            from harness.sut import Unsupported as HarnessUnsupported
+
+            raise HarnessUnsupported(f"no half precision ({x.dtype})")
+        return super().forward(x)
+
+
+def no_half_precision(num_features, **kwargs):
+    return NoHalfPrecision(num_features, **kwargs)

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 
 from harness.catalogue import module_cases
-from harness.kinds import run_case
-from harness.pool import PoolManager
-from harness.kinds import RunConfig
-from harness.spec import ModuleSpec
+from harness.kinds import RunConfig, run_case
+from harness.pool import _ERROR_GRACE_S, PoolManager
+from harness.spec import ModelSpec, ModuleSpec
 
 pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
 
@@ -64,9 +63,12 @@ def test_unsupported_outcome_in_the_results(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", MOMENTUM_NONE.id, "--sut",
                            f"{SUTS}:no_momentum_none", "--json", str(out), "--report", str(tmp_path / "r.html")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    # Its one case declared unsupported: the run judged nothing, which is not a pass (exit 1, "nothing was tested").
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     (case,) = json.loads(out.read_text())["cases"]
     assert case["outcome"] == "unsupported" and case["unsupported"] == "momentum=None is not implemented"
+    assert "declared unsupported: 1 case (momentum=None is not implemented: 1, concerning feature not identified)" \
+        in done.stdout  # nothing was judged: nothing tells its features apart
 
 
 def test_a_run_that_judged_nothing_fails_and_says_why(tmp_path):
@@ -83,3 +85,36 @@ def test_a_run_that_judged_nothing_fails_and_says_why(tmp_path):
     assert verdict in done.stdout and verdict in report.read_text()
     document = json.loads(out.read_text())
     assert document["exit_status"] == 1 and set(document["summary"]["outcomes"]) == {"unsupported"}
+
+
+def test_one_ranks_unsupported_ends_the_case_in_seconds(manager):
+    """Only the rank whose shard is empty declares (in its forward, while the others already wait for it in the
+    first collective): the case is unsupported, with the feature the SUT named, in about the quick grace (1 s), not
+    the 10 s grace after an error nor a hang, in a module case and in a model case (DDP)."""
+    config = _config(manager, "empty_shard_unsupported")
+    assert run_case(FOUR_D, config).passed and run_case(ModelSpec((5, 1, 3)), config).passed  # pools up: timing
+    for empty in (FOUR_D.replace(shard_sizes=(3, 0)), ModelSpec((5, 0, 3), seed=2)):  # the case's (2 and 3 ranks)
+        result = run_case(empty, config)
+        assert result.unsupported == "an empty shard on this rank is not supported" and not result.failures
+        assert result.unsupported_features == ("empty shards",)
+        assert result.duration_s < _ERROR_GRACE_S / 2, f"{empty.id}: {result.duration_s:.1f} s"
+
+
+def test_a_sut_without_half_precision_passes_with_its_half_property_test_not_exercised(tmp_path):
+    """Declaring float16/bfloat16 unsupported is not a failure: the half property test, whose every example the SUT
+    declares unsupported, runs as many as it asks examples (then no more), reads "not exercised" (not PASSED, not
+    hypothesis's Unsatisfiable, not a rank failure), and the run exits 0. (Drawing from the supported region the
+    catalogue's cases declared: harness.features.declared_region, tests/test_verdict.py.)"""
+    out = tmp_path / "results.json"
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--sut", f"{SUTS}:no_half_precision", "--profile",
+                           "quick", "--property-examples", "3", "--json", str(out), "--report",
+                           str(tmp_path / "r.html"), "--", "-k", "eps or test_generated_half_case"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    document = json.loads(out.read_text())
+    (half,) = document["property_tests"]
+    assert half["outcome"] == "not exercised" and half["judged_examples"] == 0 < half["minimum_judged"] == 3
+    assert half["unsupported_examples"] == 3 and half["examples"] == 3
+    assert "test_generated_half_case: NOT EXERCISED: 0 of 3 examples judged (minimum 3" in done.stdout
+    assert document["cases"] and {c["outcome"] for c in document["cases"]} == {"passed"}  # no rank failure
+    assert done.stdout.rstrip().splitlines()[-1].startswith("SyncBN conformance: PASSED")

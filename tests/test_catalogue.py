@@ -41,6 +41,23 @@ def test_an_area_is_selected_by_its_exact_name():
         c.id for c in module_cases("quick", "eps") + op_cases("quick")}
 
 
+def test_op_cases_are_selected_only_when_kernels_are_under_test():
+    """Op cases test torch's five kernels: selected for the torch SUT and with --kernels; with another SUT they test
+    nothing of it and run only when asked for (--area ops, --case), counted apart (harness.kinds.subject_of)."""
+    from harness.kinds import selected, subject_of
+    from harness.options import resolve
+
+    cases = catalogue_cases("quick")
+    ops = [c for c in cases if c.id.startswith("op-")]
+    other = resolve({"sut": "harness.mutants:allreduce_syncbn"}, environ={})
+    assert ops and selected(cases, resolve({}, environ={})) == cases
+    assert selected(cases, other) == [c for c in cases if not c.id.startswith("op-")]
+    assert selected(cases, resolve({"sut": other.sut, "kernels": "tests/kernel_data.py"}, environ={})) == cases
+    assert in_areas(selected(cases, resolve({"sut": other.sut, "area": "ops"}, environ={})), "ops") == ops
+    assert {subject_of(c, other.sut) for c in ops} == {"kernels"} and subject_of(ops[0], "torch") == "sut"
+    assert {subject_of(c, other.sut) for c in cases if c not in ops} == {"sut"}
+
+
 def test_an_area_name_never_selects_another_area_containing_it():
     """An area named like another plus a prefix (a new ``tiny_eps`` next to ``eps``) is not selected by ``eps``:
     areas are matched by name, not by substring (pytest's -k)."""
@@ -66,7 +83,7 @@ def test_a_model_case_reruns_through_the_main_job(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", case, "--json", str(out), "--report",
                            str(tmp_path / "model.html")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    from reports.results import load_results
+    from harness.reports.results import load_results
 
     (record,) = load_results(out)["cases"]
     assert record["id"] == case and record["kind"] == "model" and record["outcome"] == "passed"

@@ -1,4 +1,4 @@
-"""reports.gate: `python -m harness gate` against a baseline recorded with torch on one float32 case."""
+"""harness.reports.gate: `python -m harness gate` against a baseline recorded with torch on one float32 case."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from in_process import run_here
-from reports.gate import GateReport, judge
+from harness.reports.gate import GateReport, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "w3_n3.1.2_c3_nchw3x2_f32_contig_aff_trs_m0.5_e1e-05_k3_ev1_normal_loc0_sd1_s0_cpu"

@@ -1,6 +1,6 @@
-"""reports.html's structure: the first screen (verdict bar, diagnosis, conformance table), failures by severity with
-roots before their folded knock-ons, exact checks as statements, the INCOMPLETE and NO CASES RAN bars, the later
-sections, version-1 documents. (Escaping and self-containment of a real run: tests/test_reports.py.)"""
+"""harness.reports.html's structure: the first screen (verdict bar, diagnosis, conformance table), failures by
+severity with roots before their folded knock-ons, exact checks as statements, the INCOMPLETE and NO CASES RAN bars,
+the later sections, version-1 documents. (Escaping and self-containment of a real run: tests/test_reports.py.)"""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ import numpy as np
 from harness.compare import Tolerance, compare_arrays, compare_exact
 from harness.result import CaseResult, Failure
 from harness.spec import ModuleSpec
-from reports.html import render_html
-from reports.results import build_document, case_record
+from harness.reports.html import render_html
+from harness.reports.results import build_document, case_record
 
 ROOT = Path(__file__).resolve().parent.parent
 INJECTED = "<script>alert('x')</script>"
@@ -256,3 +256,36 @@ def test_a_report_of_many_failures_stays_small_and_narrow():
     assert len(text) < 400_000, len(text)
     assert text.count('<section class="case"') == 12 and all(r["id"] in text for r in records)
     assert "td code,li code,.worst code{word-break:break-all}" in text
+
+
+def test_what_was_judged_on_the_first_screen():
+    """The counts and the conformance table are the SUT's: op cases of another SUT are counted apart (a box and a
+    note, no table row); a row declared unsupported for another feature reads "not judged"; the declared-unsupported
+    section names the feature each reason concerns; a failure that matches a known torch defect says so on the worst
+    failure and its card; a property test that judged too few examples reads "not exercised"."""
+    from harness.spec import OpSpec
+
+    op = OpSpec(op="batch_norm_stats", shard_sizes=(2,), channels=3, spatial=(4,))
+    op_record = case_record(op, CaseResult(op, comparisons=[_cmp("mean", op.op, 0, 0.0)]), outcome="passed",
+                            sut="mine.py:f")
+    failing = _running_var_case(seed=7)
+    failing["known_defect"] = {"sut": "torch", "summary": "CPU bf16 <grad_bias>", "link": "https://x",
+                               "match": "same cases; its quantities failed (grad_bias), and only those"}
+    five_d = _record(ModuleSpec(shard_sizes=(2, 2), channels=3, spatial=(2, 2, 2)), outcome="unsupported",
+                     unsupported="4-D input only")
+    properties = [{"nodeid": "cases/test_property.py::test_generated_half_case", "outcome": "not exercised",
+                   "examples": 0, "passed_examples": 0, "dtypes": [], "worst_passing_ratio": None,
+                   "worst_passing_case": None, "note": "0 of 25 examples judged (minimum 10; 0 with a synchronised "
+                   "training step); 407 drawn in the region declared unsupported (float16 input)"}]
+    page = render_html(_document([op_record, failing, five_d, _record(_spec(8), [_cmp("output", "train0", 0, 0.0)])],
+                                 {"sut": "mine.py:f", "profile": "quick", "torch": "2.x"},
+                                 property_tests=properties))
+    first_screen = page[:page.index("<h2>Failures")]
+    assert "1 op case tested torch&#x27;s kernels, not the SUT (1 passed)" in first_screen
+    assert 'title="(N, C, L) input">' not in page and 'title="(N, C, H, W) input">' in page  # no row of the op's
+    assert "matches the signature of known torch defect: CPU bf16 &lt;grad_bias&gt;" in first_screen
+    assert page.count("known torch defect?") == 1  # the card's flag
+    assert "<td>4-D input only</td><td>5-D input (inferred)</td>" in page
+    row = page[page.index('title="input in float32">'):]
+    assert "not judged: declared unsupported for 5-D input (1)" in row[:row.index("</tr>")]
+    assert "<td>not exercised</td>" in page and "0 of 25 examples judged" in page

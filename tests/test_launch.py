@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from in_process import run_here
-from reports.results import load_results
+from harness.reports.results import load_results
 
 pytestmark = pytest.mark.processes  # every test here starts torchrun
 
@@ -113,3 +113,61 @@ def test_harness_torchrun_reports_the_launchers_own_exit_code(tmp_path):
                              "--profile", "quick", "--area", "shards", "--sut", f"{sut}:factory"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=240)
     assert failed.returncode == 1 and "[FAILED ]" in failed.stdout, failed.stdout[-3000:] + failed.stderr[-3000:]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_run_a_world_size_4_case(tmp_path: Path) -> None:
+    """The multi-node shape, on one machine: two torchrun agents (nodes 0 and 1) of two processes each meet at a
+    c10d rendezvous on localhost and run one world-size-4 case. Global rank 0 alone judges, prints and writes the
+    results; every agent exits 0."""
+    if not TORCHRUN.exists():
+        pytest.skip(f"no torchrun next to {sys.executable}")
+    case = "w4_n0.4.0.3_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"  # empty ranks on both nodes
+    out = tmp_path / "nodes.json"
+    # Across hosts GLOO_SOCKET_IFNAME names the interface that reaches the others (docs/gpu.md); here: loopback.
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    env.pop("SYNCBN_SUT", None)
+    command = [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               f"localhost:{_free_port()}", "-m", "harness.launch", "--case", case, "--json", str(out)]
+    agents = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    try:
+        outputs = [agent.communicate(timeout=180) for agent in agents]
+    finally:
+        for agent in agents:
+            agent.kill()
+    assert [agent.returncode for agent in agents] == [0, 0], outputs
+    judged = [stdout for stdout, _ in outputs if "harness.launch results:" in stdout]
+    assert len(judged) == 1, outputs  # the agent of global rank 0, and only it
+    assert f"[PASSED ] {case}" in judged[0] and "world size 4 (2 nodes, gloo, cpu)" in judged[0], judged[0]
+    (record,) = load_results(out)["cases"]
+    assert record["id"] == case and record["outcome"] == "passed" and record["world_size"] == 4
+    assert load_results(out)["environment"]["world_sizes"] == [4]
+
+
+def test_one_ranks_unsupported_under_torchrun(tmp_path):
+    """Only the rank whose shard is empty declares the case unsupported (harness.kinds.run_case's contract): under
+    torchrun that rank closes its connections, releasing the rank that waits for it in the SUT's collective, every
+    rank renews its process groups, and the next cases run in step (harness.launch._Release): "unsupported" in
+    about a second, not a hang, a mismatched collective or a dead job."""
+    sut = ROOT / "tests" / "suts_declared.py"
+    out = tmp_path / "launch.json"
+    proc = _torchrun(tmp_path, "--profile", "quick", "--area", "shards", "--sut", f"{sut}:empty_shard_unsupported",
+                     "--json", str(out))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    cases = load_results(out)["cases"]
+    one_rank = [c for c in cases if c["outcome"] == "unsupported" and 0 in c["params"]["shard_sizes"]
+                and any(c["params"]["shard_sizes"])]
+    assert one_rank and all(c["unsupported"] == "an empty shard on this rank is not supported" for c in one_rank)
+    assert all(c["duration_s"] < 5.0 for c in one_rank), [(c["id"], c["duration_s"]) for c in one_rank]
+    assert {c["outcome"] for c in cases} == {"passed", "unsupported"}
+    printed = [line.split("]")[0].strip("[ ") for line in proc.stdout.splitlines() if line.startswith("[")
+               and not line.startswith("[ RUN")]
+    assert "PASSED" in printed[printed.index("UNSUPPORTED"):], printed  # a case after the released one ran in step

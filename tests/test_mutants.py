@@ -56,7 +56,9 @@ _EVEN_OFFSET = ModuleSpec(shard_sizes=(4, 4), channels=3, spatial=(3, 2), loc=10
 _HALF_FAR = ModuleSpec(shard_sizes=(6, 5), channels=4, spatial=(5, 4), dtype="float16", loc=300.0, scale=100.0,
                      steps=2, eval_steps=1)
 NEW_DIMENSIONS = [
-    ("count_by_batch_size", _RANK_SPATIAL, "output", _RANK_SPATIAL.replace(rank_spatial=None, spatial=(4, 5))),
+    # Each rank counts with its own spatial size: their running_mean differ (an agreement root, shown first as an exact
+    # check: "running_mean on rank 1 differs from rank 0's"), and the output is wrong (a root too).
+    ("count_by_batch_size", _RANK_SPATIAL, "running_mean", _RANK_SPATIAL.replace(rank_spatial=None, spatial=(4, 5))),
     ("variance_floor", _CONSTANT, "grad_input", _CONSTANT.replace(data="normal")),
     ("naive_variance_f32", _EVEN_OFFSET, "output", _EVEN_OFFSET.replace(loc=0.0)),
     ("squares_in_half", _HALF_FAR, "output", _HALF_FAR.replace(loc=0.0, scale=1.0)),
@@ -73,6 +75,37 @@ def test_new_dimension_catches_its_mutant_which_other_data_does_not(name, case, 
     assert not result.passed, f"{name} passed {case.id}"
     assert first_failure(result).startswith(quantity + " "), first_failure(result)
     assert run_case(harmless, _config(name)).passed, f"{name} failed {harmless.id}: it should need the dimension"
+
+
+_EVAL_AFTER_TRAINING = ModuleSpec(shard_sizes=(3, 1, 2), channels=3, spatial=(3, 2), steps=2, eval_steps=1)
+
+
+def _roots_and_knock_ons(name: str):
+    from harness.verdict import roots_and_knock_ons
+    from harness.reports.results import case_record
+
+    result = run_case(_EVAL_AFTER_TRAINING, _config(name))
+    assert not result.passed, f"{name} passed {_EVAL_AFTER_TRAINING.id}"
+    groups, knock_ons = roots_and_knock_ons(case_record(_EVAL_AFTER_TRAINING, result, outcome="failed"))
+    return [g[0]["quantity"] for g in groups], knock_ons
+
+
+def test_a_biased_running_var_is_the_root_of_the_eval_gradients():
+    """biased_running_var: running_var is the only root; eval's output and gradients (grad_weight included), computed
+    from the running_var carried from training, are its knock-ons (harness.quantities computed_from)."""
+    roots, knock_ons = _roots_and_knock_ons("biased_running_var")
+    assert roots == ["running_var"]
+    (folded,) = knock_ons.values()
+    assert {("grad_weight", "eval0"), ("grad_input", "eval0"), ("output", "eval0")} <= \
+        {(c["quantity"], c["phase"]) for c in folded}
+
+
+def test_ranks_that_hold_different_running_var_are_a_root():
+    """local_running_var (each rank updates running_var with its own variance): the ranks' disagreement is a root
+    of its own, not folded under running_var or the output."""
+    roots, knock_ons = _roots_and_knock_ons("local_running_var")
+    assert roots[0] == "running_var.agreement" and "running_var" in roots
+    assert not any(c["quantity"].endswith(".agreement") for folded in knock_ons.values() for c in folded)
 
 
 # Issue 21: a mutant per defect class the catalogue missed before, each with the tag of the DEFAULT-profile case that

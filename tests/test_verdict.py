@@ -1,6 +1,6 @@
 """harness.verdict and harness.features on records: knock-ons folded under their root, exact checks as statements,
 severity across dtypes, the diagnosis (synthetic documents and the H100 run's results), the conformance table, the
-console summary and ``python -m harness report``'s exit codes (reports.summary)."""
+console summary and ``python -m harness report``'s exit codes (harness.reports.summary)."""
 from __future__ import annotations
 
 import argparse
@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 
 from harness.compare import Tolerance, compare_arrays, compare_exact
-from harness.features import FEATURES, conformance, features_of, record_kind
+from harness.features import (FEATURES, Declared, conformance, declared_region, features_of, record_kind,
+                              unsupported_features)
 from harness.result import CaseResult, Failure
 from harness.spec import ModuleSpec, ModelSpec, OpSpec
 from harness.diagnosis import conformance_lines, diagnose, render_findings, run_summary_lines
 from harness.verdict import (CLASS_TITLES, case_class, case_headline, exact_statement, failed_cases_by_class,
-                             roots_and_knock_ons, scaled_text, verdict_of)
-from reports import summary
-from reports.results import build_document, case_record, save_results
+                             roots_and_knock_ons, run_counts, scaled_text, verdict_of)
+from harness.reports import summary
+from harness.reports.results import build_document, case_record, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,6 +96,25 @@ def test_knock_ons_are_folded_under_their_root():
     assert headline.startswith("running_var at train0, rank 0: max |err| 0.02 = 2.0% of the quantity's magnitude")
     assert "3 knock-on failures" in headline
     assert case_class(case) == "numeric"
+
+
+def test_eval_gradients_are_knock_ons_of_the_carried_buffers_and_agreement_is_a_root():
+    """grad_weight and grad_input at eval are computed from the running statistics carried from training: wrong
+    there while the eval output stays within its tolerance, they are knock-ons of running_var, not roots of their
+    own. Ranks that disagree on running_var are a defect of their own: the agreement check is a root even when
+    running_var (and the output) failed too."""
+    spec = _spec(steps=1, eval_steps=1)
+    agreement = compare_exact(False, True, quantity="running_var.agreement", phase="train0", rank=1, ranks=(1,),
+                              dtype="float32", reason="ranks of a group hold the same running_var")
+    comparisons = [_cmp("output", "train0", 0, 0.3), _cmp("running_var", "train0", 0, 0.3),
+                   _cmp("running_var", "train0", 1, 0.02), agreement,
+                   _cmp("output", "eval0", 0, 0.0), _cmp("grad_weight", "eval0", None, 0.6, ranks=(0, 1)),
+                   _cmp("grad_input", "eval0", 1, 0.5)]
+    groups, knock_ons = roots_and_knock_ons(_record(spec, comparisons))
+    assert [(g[0]["quantity"], g[0]["phase"]) for g in groups] == [("running_var.agreement", "train0"),
+                                                                   ("output", "train0")]
+    assert {(k["quantity"], k["phase"]) for k in knock_ons["output at train0, rank 0"]} == \
+        {("running_var", "train0"), ("grad_weight", "eval0"), ("grad_input", "eval0")}
 
 
 def test_exact_checks_are_statements_never_ratios():
@@ -195,7 +215,8 @@ def test_diagnosis_counts_deviations_unsupported_and_suspect_yardsticks():
     lines = render_findings(diagnose(_document(records)))
     assert "no case failed" in lines
     assert "known deviations: 1 case failed as documented, under 1 reason" in lines
-    assert "declared unsupported: 3 cases (momentum=None: 2; only 4-D input: 1)" in lines
+    assert ("declared unsupported: 3 cases (momentum=None: 2, concerning momentum None (inferred); only 4-D input: 1, "
+            "concerning 5-D input (inferred)); under their other features they count as not judged") in lines
     assert any(line.startswith("yardstick suspect in 1 comparison (0 failed, in 1 case): the single-process "
                                "BatchNorm shares the error") for line in lines)
 
@@ -210,7 +231,8 @@ def test_diagnosis_of_the_h100_run(gpu_document):
     grad_bias fail, at training phases; the model failures are the float32 model cases; the op failure is
     batch_norm_backward_reduce with float16 input."""
     findings = diagnose(gpu_document)
-    assert [f["role"] for f in findings] == ["failed", "kind", "kind", "kind", "deviations", "unsupported"]
+    assert [f["role"] for f in findings] == ["failed", "kind", "kind", "kind", "deviations", "unsupported",
+                                             "properties"]
     lines = render_findings(findings)
     assert lines[0].startswith("11 failed cases: 8 module, 1 op, 2 model")
     assert ("  8 of 8 failed module cases have dtype float16 with float32 parameters; 0 of 145 passing module cases "
@@ -227,8 +249,9 @@ def test_diagnosis_of_the_h100_run(gpu_document):
 def test_summary_of_the_h100_run(gpu_document):
     lines = run_summary_lines(gpu_document)
     assert lines[0].startswith("SyncBN conformance: FAILED: 204 cases (182 passed, 11 failed, 11 known deviations)")
-    assert lines.index("Diagnosis:") < lines.index("Conformance by feature (cases: pass, FAIL, known deviation, "
-                                                   "unsupported):") < lines.index("Failed cases by severity (11):")
+    assert lines.index("Diagnosis:") < lines.index("Conformance by feature (cases that judged the SUT: pass, FAIL, "
+                                                   "known deviation, unsupported, not judged):") \
+        < lines.index("Failed cases by severity (11):")
     conformance_line = next(line for line in lines if line.strip().startswith("half input, float32 parameters"))
     assert conformance_line.endswith("  17 cases: 5 pass, 8 FAIL, 4 known deviation")
     assert sum(line.startswith("      rerun: ") for line in lines) == 11
@@ -259,7 +282,10 @@ def test_features_from_params():
     assert features_of({"garbage": 1}) == ["module cases"]  # a foreign record has no feature, and raises nothing
 
 
-def test_conformance_table_counts_unsupported_cases():
+def test_conformance_table_counts_unsupported_cases_under_the_features_their_declaration_concerns():
+    """A case declared unsupported is unsupported under the feature(s) its declaration concerns (inferred: the
+    features every case of its reason has and no judged case has) and not judged under its other features; its
+    kind's row counts it as unsupported; a skipped case counts nowhere."""
     records = [
         _passing(_spec(seed=1)),
         _failing(_spec(seed=2, shard_sizes=(4, 1))),
@@ -270,16 +296,74 @@ def test_conformance_table_counts_unsupported_cases():
     ]
     document = _document(records)
     rows = {row.feature.name: row for row in conformance(document["cases"])}
-    assert dict(rows["4-D input"].counts) == {"passing": 1, "failing": 1, "unsupported": 1, "known deviation": 1}
-    assert rows["4-D input"].status == "failing"
+    # The momentum=None case is 4-D: under "4-D input" it was not judged, not unsupported.
+    assert dict(rows["4-D input"].counts) == {"passing": 1, "failing": 1, "not judged": 1, "known deviation": 1}
+    assert rows["4-D input"].status == "failing" and rows["4-D input"].not_judged_for == {"momentum None": 1}
     assert dict(rows["5-D input"].counts) == {"unsupported": 1} and rows["5-D input"].status == "unsupported"
-    assert rows["momentum None"].unsupported_reasons == {"momentum=None": 1}
-    assert rows["module cases"].cases == 5  # the skipped case counts nowhere
+    assert dict(rows["momentum None"].counts) == {"unsupported": 1}
+    assert dict(rows["float32 input"].counts) == {"passing": 1, "failing": 1, "known deviation": 1, "not judged": 2}
+    assert rows["module cases"].cases == 5 and rows["module cases"].counts["unsupported"] == 2  # skipped: nowhere
     lines = conformance_lines(document)
     assert any(line.startswith("5-D input") and line.endswith("1 cases: 0 pass, 1 unsupported (only 4-D input)")
                for line in lines)
-    assert any(line.startswith("4-D input") and "1 pass, 1 FAIL, 1 known deviation, 1 unsupported" in line
-               for line in lines)
+    assert any(line.startswith("4-D input") and line.endswith(
+        "1 pass, 1 FAIL, 1 known deviation, 1 not judged (declared unsupported for momentum None: 1)")
+        for line in lines)
+
+
+def test_declared_features_win_over_inference_and_a_reason_over_several_features_is_inferred_per_case():
+    """Features the SUT names with its declaration are taken as they are; a reason whose cases share no feature
+    that judged cases lack (float16 and bfloat16 under one reason) is inferred per case; a case with no feature
+    that the judged ones lack is unsupported only in its kind's row."""
+    half = _spec(seed=3, dtype="float16")
+    records = [
+        _passing(_spec(seed=1)), _passing(_spec(seed=2, spatial=(2, 2, 2))),
+        _record(half, unsupported="no half precision", outcome="unsupported"),
+        _record(_spec(seed=4, dtype="bfloat16", param_dtype="float32"), unsupported="no half precision",
+                outcome="unsupported"),
+        _record(_spec(seed=5, spatial=(2, 2, 2)), unsupported="5-D input", outcome="unsupported"),
+        _record(_spec(seed=6), unsupported="not today", outcome="unsupported"),
+    ]
+    records[-2]["unsupported_features"] = ["5-D input", "not a feature"]
+    concerns = unsupported_features(_document(records)["cases"])
+    assert concerns[half.id] == Declared(("float16 input", "half module"), "inferred")
+    assert concerns[records[-2]["id"]] == Declared(("5-D input",), "declared")  # although 5-D cases were judged
+    assert concerns[records[-1]["id"]] == Declared((), "unknown")
+    rows = {row.feature.name: row for row in conformance(_document(records)["cases"])}
+    assert dict(rows["bfloat16 input"].counts) == {"unsupported": 1}
+    assert dict(rows["5-D input"].counts) == {"passing": 1, "unsupported": 1}
+    assert dict(rows["4-D input"].counts) == {"passing": 1, "not judged": 3}
+    assert rows["4-D input"].not_judged_for["feature not identified"] == 1
+    assert rows["module cases"].counts["unsupported"] == 4
+    # What the property tests avoid: the declared and inferred features, not the kind's row; no inferred one without
+    # a judged case of the kind (then every feature of an unsupported case would look unsupported).
+    assert declared_region(_document(records)["cases"]) == {"5-D input", "float16 input", "bfloat16 input",
+                                                           "half module", "half input, float32 parameters"}
+    assert declared_region(_document(records[2:])["cases"]) == {"5-D input"}
+
+
+def test_op_cases_of_another_sut_are_counted_apart():
+    """With --sut other than torch, op cases test torch's kernels: never in the SUT's counts, its conformance table
+    or its verdict (a run that judged only them tested nothing of the SUT), but their failures still fail the run."""
+    op = OpSpec(op="batch_norm_stats", shard_sizes=(2,), channels=3, spatial=(4,))
+    op_passed = case_record(op, CaseResult(op, comparisons=[_cmp("mean", op.op, 0, 0.0)]), outcome="passed",
+                            sut="other.py:factory")
+    assert op_passed["subject"] == "kernels"
+    assert case_record(op, CaseResult(op), outcome="passed", sut="torch")["subject"] == "sut"
+    module = _record(_spec(seed=1), unsupported="no", outcome="unsupported")
+    document = _document([op_passed, module])
+    assert verdict_of(document) == "NO CASES RAN" and run_counts(document) == {"unsupported": 1}
+    assert "2-D input" not in {row.feature.name for row in conformance(document["cases"])}
+    assert "op cases" not in {row.feature.name for row in conformance(document["cases"])}
+    header = run_summary_lines(document)[0]
+    assert header.startswith("SyncBN conformance: NO CASES RAN (nothing was tested: 1 case declared unsupported "
+                             "(no: 1); 1 op case tested torch's kernels, not the SUT (1 passed))")
+    assert "; 1 op case tested torch's kernels, not the SUT (1 passed) · sut x" in header
+    with_kernels = json.loads(json.dumps(build_document([op_passed, module], {"sut": "x", "kernels": "k.py"})))
+    assert verdict_of(with_kernels) == "PASSED"  # --kernels: the op cases judged the kernels under test
+    op_failed = case_record(op, CaseResult(op, comparisons=[_cmp("mean", op.op, 0, 1.0)]), outcome="failed",
+                            sut="other.py:factory")
+    assert verdict_of(_document([op_failed, _passing(_spec(seed=2))])) == "FAILED"
 
 
 # -- the verdict and `python -m harness report` -----------------------------------------------------------------------

@@ -9,6 +9,12 @@ through ``KINDS``: ``run_case`` (the rank pools, for pytest, the CLI and the sel
 Adding a kind: a spec class in harness.spec, a catalogue function in harness.catalogue, a rank entry in
 harness.rank (``run(ctx, *, spec, options, **request)``), a module here with ``plan`` and ``judge``, and one
 ``CaseKind`` in ``KINDS``.
+
+What a case judges (``subject_of``): module and model cases judge the SUT; op cases judge the five kernels, which
+are the SUT's own only when the SUT is torch. With another SUT, op cases test torch's kernels (on CPU the harness's
+copies of them) or the ``--kernels`` substitutes, nothing of the SUT: they are not selected from the profile
+(``selected``) unless ``--kernels`` puts kernels under test or ``--area ops`` / ``--case`` asks for them, and their
+records say so (``subject``), so every count and the conformance table keep them apart (harness.features).
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ from typing import Any
 
 from .. import catalogue
 from ..errors import CaseError, RankFailure
-from ..options import Options, rerun_command
+from ..features import KERNELS, SUT
+from ..options import DEFAULT_SUT, Options, rerun_command
 from ..pool import PoolManager, default_manager
 from ..rank import model as rank_model
 from ..rank import module as rank_module
@@ -30,11 +37,12 @@ from .base import CaseKind, Plan
 from .rank_failures import failures_from_rank_failure, failures_of_raised
 
 __all__ = ["CaseKind", "Plan", "KINDS", "RunConfig", "kind_of", "kind_named", "kind_for_id", "parse_case_id",
-           "case_for_id", "run_case", "settle", "catalogue_cases", "rank_payload"]
+           "case_for_id", "run_case", "settle", "catalogue_cases", "rank_payload", "subject_of", "selected"]
 
 
 KINDS: tuple[CaseKind, ...] = (
-    CaseKind("op", "op-", OpSpec, catalogue.op_cases, rank_op.run, op.plan, op.judge, attributes=op.attributes),
+    CaseKind("op", "op-", OpSpec, catalogue.op_cases, rank_op.run, op.plan, op.judge, attributes=op.attributes,
+             judges=KERNELS),
     CaseKind("module", "w", ModuleSpec, lambda profile, device: catalogue.module_cases(profile, device=device),
              rank_module.run, module.plan, module.judge, required_errors=module.required_errors,
              attributes=module.attributes),
@@ -87,6 +95,21 @@ def catalogue_cases(profile: str, device: str = "cpu") -> list[Any]:
     return [case for kind in KINDS for case in kind.catalogue(profile, device)]
 
 
+def subject_of(spec: Any, sut: str | None) -> str:
+    """What a case of ``spec`` judges in a run of ``sut``: "sut", or "kernels" for an op case of another SUT than
+    torch (``None``: unknown, taken as the SUT)."""
+    judges = kind_of(spec).judges
+    return SUT if judges == SUT or sut in (None, DEFAULT_SUT) else judges
+
+
+def selected(cases: list[Any], options: Options) -> list[Any]:
+    """The profile's ``cases`` a run selects by default: those that judge the SUT, and op cases when kernels are
+    under test (the torch SUT, or --kernels); ``--area`` (exact names, harness.catalogue.in_areas) decides alone."""
+    if options.area or options.kernels:
+        return cases
+    return [case for case in cases if subject_of(case, options.sut) == SUT]
+
+
 @dataclass
 class RunConfig:
     """How to run cases: the resolved options (implementation, kernels, backend, time limits) and the pools."""
@@ -121,17 +144,28 @@ def _gives_up(value: Any) -> bool:
     return isinstance(value, dict) and bool(value.get("error") or value.get("unsupported"))
 
 
-def _declared_unsupported(values: Any) -> str:
-    """The reasons the ranks that answered gave for declaring the case unsupported ("" if none did)."""
-    reasons = {v["unsupported"] for v in values if isinstance(v, dict) and v.get("unsupported")}
-    return "; ".join(sorted(reasons))
+def _declares(value: Any) -> bool:
+    """A rank's declaration of unsupported: the others are released at once (see ``run_case``)."""
+    return isinstance(value, dict) and bool(value.get("unsupported"))
+
+
+def _declared_unsupported(values: Any) -> tuple[str, tuple[str, ...]]:
+    """The reasons the ranks that answered gave for declaring the case unsupported ("" if none did), and the
+    features they named."""
+    declared = [v for v in values if _declares(v)]
+    reasons = sorted({v["unsupported"] for v in declared})
+    features = dict.fromkeys(f for v in declared for f in v.get("unsupported_features") or ())
+    return "; ".join(reasons), tuple(features)
+
+
+def _mark_unsupported(result: CaseResult, values: Any) -> bool:
+    result.unsupported, result.unsupported_features = _declared_unsupported(values)
+    return bool(result.unsupported)
 
 
 def settle(kind: CaseKind, spec: Any, expected: Any, actual: list[Any], result: CaseResult) -> CaseResult:
     """Judge what every rank returned: unsupported if a rank declared it, else the kind's judgement."""
-    unsupported = _declared_unsupported(actual)
-    if unsupported:
-        result.unsupported = unsupported
+    if _mark_unsupported(result, actual):
         return result
     return kind.judge(spec, expected, actual, result)
 
@@ -139,8 +173,15 @@ def settle(kind: CaseKind, spec: Any, expected: Any, actual: list[Any], result: 
 def run_case(spec: Any, config: RunConfig) -> CaseResult:
     """Run ``spec`` on the rank pool of its world size: every rank runs its kind's rank entry while the controller
     computes the expected values; then the kind judges. A rank that raised, crashed, stopped or hung is the
-    case's failure, naming the rank; a case the SUT declares unsupported (on any rank: the others, waiting for it
-    in a collective, are let go) fails under --strict-features."""
+    case's failure, naming the rank.
+
+    Unsupported, the contract: ANY rank may declare the case unsupported (only the rank whose shard is empty can
+    see that it is), from the factory or from its forward before its first collective; the case is then
+    unsupported (a failure under --strict-features), whatever the other ranks did. The harness tells the others:
+    they may be waiting for the declaring rank in a collective that will never complete, and a gloo collective
+    cannot be interrupted from Python, so the pool gives them a short grace (to declare or finish too) and then
+    stops them; the pool restarts for the next case (harness.pool: ``releases``). The torchrun launcher, which
+    cannot restart its processes, follows the same contract differently (harness.launch)."""
     kind = kind_of(spec)
     options = config.options
     start = time.monotonic()
@@ -152,12 +193,10 @@ def run_case(spec: Any, config: RunConfig) -> CaseResult:
                                 start_timeout=options.start_timeout)
         pool.submit(kind.rank_entry, rank_payload(spec, options, plan))
         expected = plan.expected()
-        actual = pool.collect(timeout=options.case_timeout, is_failure=_gives_up)  # one limit for every kind
+        actual = pool.collect(timeout=options.case_timeout, is_failure=_gives_up,  # one limit for every kind
+                              releases=_declares)
     except RankFailure as failure:
-        unsupported = _declared_unsupported(failure.partial.values()) if failure.kind != "crashed" else ""
-        if unsupported:
-            result.unsupported = unsupported
-        else:
+        if failure.kind == "crashed" or not _mark_unsupported(result, failure.partial.values()):
             required = kind.required_errors(expected) if expected is not None else {}
             result.failures.extend(failures_from_rank_failure(failure, expected_errors=required))
     else:

@@ -32,6 +32,9 @@ class CaseKind:
     # The case's parameters as readable values that failed and passing cases can be compared on (harness.diagnosis:
     # "dtype float16 with float32 parameters", "uneven shards", "world size 3"), from a record's params.
     attributes: Callable[[dict[str, Any]], list[str]] = lambda params: []
+    # What its cases judge: "sut" (the implementation under test), or "kernels" (the op kind: torch's five kernels or
+    # their --kernels substitutes, which are the SUT's only when the SUT is torch; harness.kinds.subject_of).
+    judges: str = "sut"
 
     def owns(self, case_id: str) -> bool:
         if self.name == "module":  # w<world size>_...

@@ -14,7 +14,7 @@ from ..nets import LEARNING_RATE, make_batch, make_net, state_of
 from ..options import RankOptions
 from ..spec import ModelSpec
 from ..tf32 import tf32_mode
-from .prepare import implementation, unsupported_reason
+from .prepare import declaration, implementation
 from .worker import RankContext
 
 __all__ = ["run", "convert_to_sut", "MODEL_CONTRACT"]
@@ -92,9 +92,9 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     try:
         return _train(ctx, case, device, options.sut, factory)
     except Exception as exc:  # noqa: BLE001 - the SUT's (or DDP's on its behalf): returned as data
-        reason = unsupported_reason(exc)
-        if reason is not None:
-            return {"unsupported": reason}
+        declared = declaration(exc)
+        if declared is not None:
+            return declared
         phase, stage = ctx.position
         return {"error": RankError.from_exception(phase, stage, exc)}
 

@@ -26,7 +26,7 @@ from ..options import RankOptions
 from ..quantities import MODULE_QUANTITIES
 from ..spec import ModuleSpec
 from ..sut import module_problem
-from .prepare import implementation, unsupported_reason
+from .prepare import declaration, implementation
 from .worker import RankContext
 
 __all__ = ["run"]
@@ -54,10 +54,10 @@ def _observe(source: str, case: ModuleSpec, x, y, module) -> Any:
 
 def _unsupported(exc: Exception, result: dict[str, Any]) -> bool:
     """Whether ``exc`` declares the configuration unsupported (then noted in ``result``)."""
-    reason = unsupported_reason(exc)
-    if reason is not None:
-        result["unsupported"] = reason
-    return reason is not None
+    declared = declaration(exc)
+    if declared is not None:
+        result.update(declared)
+    return declared is not None
 
 
 def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:

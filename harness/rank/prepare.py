@@ -6,7 +6,7 @@ from typing import Any, Callable
 from ..options import RankOptions
 from .worker import RankContext
 
-__all__ = ["implementation", "unsupported_reason"]
+__all__ = ["implementation", "unsupported_reason", "declaration"]
 
 
 def implementation(ctx: RankContext, options: RankOptions, device: str) -> Callable[..., Any]:
@@ -34,3 +34,15 @@ def unsupported_reason(exc: BaseException) -> str | None:
     if type(exc).__name__ != "Unsupported":
         return None
     return str(exc) or "declared unsupported"
+
+
+def declaration(exc: BaseException) -> dict[str, Any] | None:
+    """What a rank returns for an ``Unsupported`` raised by the SUT: ``{"unsupported": reason,
+    "unsupported_features": [names]}`` (the features it names, if any: harness.sut.Unsupported); None for any other
+    exception."""
+    reason = unsupported_reason(exc)
+    if reason is None:
+        return None
+    features = getattr(exc, "features", ()) or ()
+    features = [features] if isinstance(features, str) else [str(f) for f in features]
+    return {"unsupported": reason, "unsupported_features": features}
