@@ -11,21 +11,28 @@ from __future__ import annotations
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
-from harness.pytest_plugin import hypothesis_settings
-from harness.strategies import case_specs
+from harness.pytest_plugin import hypothesis_settings, options
+from harness.strategies import PROPERTY_REACH, case_specs
 
 pytestmark = pytest.mark.property
 
 
-@hypothesis_settings()
-@given(case=case_specs())
-def test_generated_case(case, property_example):
-    property_example(case)
+def _draw(data, pytestconfig, **keywords):
+    """A case drawn as far as the run's --profile reaches (harness.strategies.PROPERTY_REACH: world sizes, the
+    boundary sizes)."""
+    return data.draw(case_specs(**PROPERTY_REACH[options(pytestconfig).profile], **keywords), label="case")
 
 
 @hypothesis_settings()
-@given(case=case_specs(dtypes=("float16", "bfloat16")))
-def test_generated_half_case(case, property_example):
+@given(data=st.data())
+def test_generated_case(data, property_example, pytestconfig):
+    property_example(_draw(data, pytestconfig))
+
+
+@hypothesis_settings()
+@given(data=st.data())
+def test_generated_half_case(data, property_example, pytestconfig):
     """float16 / bfloat16 input, with float32 or half parameters (on CPU: the CPU copies of the CUDA kernels)."""
-    property_example(case)
+    property_example(_draw(data, pytestconfig, dtypes=("float16", "bfloat16")))

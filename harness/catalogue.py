@@ -3,10 +3,12 @@
 Module cases come from feature areas, registered once in ``AREAS`` (name, generator, what it covers, and where the
 self-test tries it); every case carries its areas as tags, the first one its primary area (reports count by it, and
 ``--area <name>`` selects it, exactly). Op cases and model cases have one generator each (areas "ops", "models").
-``quick`` touches every item of the suite at least once (seconds on two cores); ``default`` (CI) adds seeds, sizes
-and combinations; ``thorough`` (nightly) adds world size 8, larger shapes, more steps and two more seeds of
-everything. With ``device="cuda"`` every case runs on the GPU, plus the CUDA-only cases (autocast, large shapes,
-TF32 models).
+``quick`` is a smoke test: it touches every item of the suite at least once (seconds on two cores) but leaves out
+the boundaries area by design (large per-rank counts, many channels, vector remainders, world sizes 5-8), so it
+misses boundary defects; ``default`` (CI, the gate) adds seeds, sizes, combinations and one cheap crossing of each
+boundary; ``thorough`` (nightly) adds world sizes 5-8, larger shapes, more steps, every boundary in several dtypes
+and layouts, and two more seeds of everything. With ``device="cuda"`` every case runs on the GPU, plus the CUDA-only
+cases (autocast, large shapes, TF32 models).
 
 Adding an area: a generator below and one ``Area`` entry in ``AREAS``; nothing else (cases/test_catalogue.py runs
 every registered case, tests/test_catalogue.py checks every area is collected).
@@ -39,7 +41,9 @@ def _case(*tags: str, **fields) -> ModuleSpec:
 
 
 def _world(profile: str) -> Iterator[ModuleSpec]:
-    sizes = (1, 2, 3, 4) + ((8,) if profile == "thorough" else ())
+    # World sizes 5-8 (beyond one node of 4 ranks: a tree or hierarchical combine's partial level) nightly; the
+    # default profile's one is in the boundaries area.
+    sizes = (1, 2, 3, 4) + ((5, 6, 7, 8) if profile == "thorough" else ())
     seeds = (0,) if profile == "quick" else (0, 1)
     for world, seed in itertools.product(sizes, seeds):
         yield _case("world", shard_sizes=(3,) * world, seed=seed, eval_steps=1)
@@ -48,6 +52,106 @@ def _world(profile: str) -> Iterator[ModuleSpec]:
         yield _case("world", shard_sizes=(2, 0, 3, 1, 0, 4, 1, 2), channels=4, steps=3, eval_steps=1)
         yield _case("world", "rank_spatial", shard_sizes=(2, 0, 3, 1, 0, 4, 1, 2), channels=4, steps=3, eval_steps=1,
                     rank_spatial=((4, 5), (3, 3), (2, 3), (6, 2), (1, 1), (3, 4), (5, 5), (2, 2)))
+
+
+def _steps(profile: str) -> Iterator[ModuleSpec]:
+    """What carries from one step to the next, and the autograd modes no other case takes. Quick has them in two
+    cases; default adds each alone and in combinations."""
+    # Shard sizes that change between steps (the global count too: 6, 5, then 9): state captured at the first step
+    # (counts, buffers sized to it) is stale from the second on. Eval between training steps, momentum None: eval
+    # must leave alone what the cumulative average counts. Frozen weight and bias (fine-tuning): grad_input without
+    # parameter gradients.
+    yield _case("steps", "step_shards", "interleaved", "frozen", shard_sizes=(3, 1, 2),
+                step_shard_sizes=((1, 4, 0), (5, 2, 2)), momentum=None, steps=3, eval_steps=2, interleave_eval=True,
+                frozen_affine=True)
+    # A training-mode forward under torch.no_grad() (precise-BN recomputing the statistics): synchronised statistics
+    # and buffers, no backward.
+    yield _case("steps", "no_grad", shard_sizes=(3, 1, 2), no_grad=True, momentum=None, steps=3, eval_steps=1)
+    if profile == "quick":
+        return
+    yield _case("steps", "step_shards", shard_sizes=(3, 1, 2), step_shard_sizes=((1, 4, 0), (5, 2, 2)), steps=3,
+                eval_steps=1)
+    yield _case("steps", "interleaved", shard_sizes=(3, 1, 2), momentum=None, steps=3, eval_steps=2,
+                interleave_eval=True)
+    yield _case("steps", "frozen", shard_sizes=(3, 0, 2), frozen_affine=True, eval_steps=1)
+    yield _case("steps", "step_shards", shard_sizes=(2, 3), step_shard_sizes=((4, 0), (1, 1)), spatial=(),
+                momentum=None, steps=4, seed=1)
+    yield _case("steps", "step_shards", "interleaved", shard_sizes=(3, 2, 1, 4), step_shard_sizes=((0, 4, 2, 2),),
+                groups=((0, 1), (2, 3)), steps=3, eval_steps=2, interleave_eval=True, track_running_stats=False)
+    yield _case("steps", "interleaved", shard_sizes=(4, 0, 2), spatial=(4,), momentum=None, steps=2, eval_steps=2,
+                interleave_eval=True, seed=1)
+    yield _case("steps", "frozen", shard_sizes=(3, 1, 2), spatial=(3, 4), layout="channels_last", channels=5,
+                frozen_affine=True, steps=2, eval_steps=1, seed=1)
+    yield _case("steps", "no_grad", shard_sizes=(2, 3, 1, 4), groups=((0, 2), (1, 3)), no_grad=True, steps=2,
+                eval_steps=1, step_shard_sizes=((1, 4, 3, 0),))
+    if profile != "thorough":
+        return
+    for dtype in ("float16", "bfloat16"):
+        yield _case("steps", "step_shards", "mixed", shard_sizes=(6, 5), step_shard_sizes=((2, 9), (7, 7)),
+                    spatial=(5, 4), channels=4, dtype=dtype, param_dtype="float32", momentum=None, steps=3,
+                    eval_steps=1)
+        yield _case("steps", "frozen", "mixed", shard_sizes=(6, 5), spatial=(5, 4), channels=4, dtype=dtype,
+                    param_dtype="float32", frozen_affine=True, eval_steps=1)
+        yield _case("steps", "no_grad", "half_module", shard_sizes=(6, 5), spatial=(5, 4), channels=4, dtype=dtype,
+                    no_grad=True, eval_steps=1)
+    yield _case("steps", "step_shards", "rank_spatial", shard_sizes=(2, 0, 3), step_shard_sizes=((1, 3, 0),),
+                rank_spatial=((3, 4), (2, 2), (5, 3)), steps=3, eval_steps=2, interleave_eval=True, momentum=None)
+    yield _case("steps", "interleaved", "frozen", shard_sizes=(2, 2, 2, 2), spatial=(4,), steps=4, eval_steps=3,
+                interleave_eval=True, frozen_affine=True, momentum=None)
+    yield _case("steps", "no_grad", "interleaved", shard_sizes=(5, 1, 2), no_grad=True, interleave_eval=True,
+                steps=3, eval_steps=2, momentum=None, step_shard_sizes=((0, 3, 3), (2, 2, 2)))
+
+
+def _boundaries(profile: str) -> Iterator[ModuleSpec]:
+    """Where kernels break, each crossed with the cheapest shape (not in quick: a smoke test that misses boundary
+    defects by design). Reductions in blocks of 1024-4096 values per channel: 4100 (4096 + 4) and 2050 values, one
+    channel. Exchange buffers of thousands of elements: 1031 channels (prime) with few values each. A channels_last
+    vector loop over C >= 32 channels with a remainder: 37 (not a multiple of 4 or 8). Beyond one node of 4 ranks,
+    not a multiple of 4: 5 ranks with tiny shards, the last one not empty."""
+    if profile == "quick":
+        return
+    yield _case("boundaries", "large_count", shard_sizes=(2, 1), spatial=(2050,), channels=1, eval_steps=1)
+    yield _case("boundaries", "large_count", shard_sizes=(2, 1), spatial=(2050,), channels=1, dtype="float64",
+                eval_steps=1)
+    yield _case("boundaries", "many_channels", shard_sizes=(2, 1, 3), spatial=(), channels=1031, eval_steps=1)
+    yield _case("boundaries", "vector_tail", shard_sizes=(3, 2), spatial=(2, 3), channels=37, layout="channels_last",
+                eval_steps=1)
+    yield _case("boundaries", "big_world", shard_sizes=(2, 1, 0, 3, 1), spatial=(3,), eval_steps=1)
+    # A float64 constant channel over 4100 and 2050 values in eval without running statistics (each rank alone):
+    # torch's native CPU BatchNorm sums it sequentially (a known deviation, harness/known_deviations.toml).
+    yield _case("boundaries", "large_count", "constant", shard_sizes=(2, 1), spatial=(2050,), channels=1,
+                dtype="float64", data="constant", loc=1.0, track_running_stats=False, steps=1, eval_steps=1)
+    if profile != "thorough":
+        return
+    yield _case("boundaries", "large_count", "constant", shard_sizes=(1,), spatial=(4100,), channels=2,
+                dtype="float64", data="constant", loc=3.0, eval_steps=1)
+    # Every block size from 512 to 4096 and its neighbours, per rank; float64 and offset data at large counts.
+    yield _case("boundaries", "large_count", shard_sizes=(1, 1, 1), rank_spatial=((4097,), (1025,), (3071,)),
+                channels=2, steps=2, eval_steps=1)
+    yield _case("boundaries", "large_count", shard_sizes=(3, 2), spatial=(37, 37), channels=3, dtype="float64",
+                loc=100.0, eval_steps=1)
+    yield _case("boundaries", "large_count", "mixed", shard_sizes=(2, 1), spatial=(2050,), channels=2,
+                dtype="float16", param_dtype="float32", eval_steps=1)
+    yield _case("boundaries", "large_count", "half_module", shard_sizes=(2, 1), spatial=(2050,), channels=2,
+                dtype="bfloat16", eval_steps=1)
+    yield _case("boundaries", "large_count", "step_shards", shard_sizes=(1, 2), step_shard_sizes=((3, 0),),
+                spatial=(2050,), channels=1, dtype="float64", steps=2, eval_steps=1, momentum=None)
+    yield _case("boundaries", "many_channels", shard_sizes=(2, 1), spatial=(1, 2), channels=1031,
+                layout="channels_last", eval_steps=1)
+    yield _case("boundaries", "many_channels", shard_sizes=(2, 1, 0, 3), spatial=(), channels=2053,
+                groups=((0, 1), (2, 3)), eval_steps=1)
+    yield _case("boundaries", "vector_tail", shard_sizes=(2, 1), spatial=(2, 2, 2), channels=37,
+                layout="channels_last_3d", eval_steps=1)
+    for channels in (33, 36, 100):  # odd (float64 vectors of 2), a multiple of 4 not of 8, a multiple of 4 again
+        yield _case("boundaries", "vector_tail", shard_sizes=(3, 0, 2), spatial=(2, 3), channels=channels,
+                    layout="channels_last", dtype="float64" if channels == 33 else "float32", eval_steps=1)
+    yield _case("boundaries", "vector_tail", "mixed", shard_sizes=(3, 2), spatial=(3, 2), channels=36,
+                layout="channels_last", dtype="float16", param_dtype="float32", eval_steps=1)
+    for sizes in ((1, 0, 2, 1, 3, 1), (2, 1, 0, 3, 1, 2, 1), (1, 2, 0, 1, 3, 0, 2, 1)):
+        yield _case("boundaries", "big_world", shard_sizes=sizes, spatial=(3,), momentum=None, steps=3,
+                    eval_steps=1)
+    yield _case("boundaries", "big_world", "groups", shard_sizes=(2, 1, 0, 3, 1, 2, 2), spatial=(3,),
+                groups=((0, 1, 2, 3, 4), (5, 6)), eval_steps=1)
 
 
 def _shards(profile: str) -> Iterator[ModuleSpec]:
@@ -276,30 +380,37 @@ def _errors(profile: str) -> Iterator[ModuleSpec]:
 class Area:
     """A feature area of module cases. ``selftest_order``: the self-test tries areas whose cases catch most bugs
     cheaply first (uneven and empty shards, several steps, eval, momentum None, groups, channels_last, large eps,
-    offset data, the edge errors)."""
+    offset data, the edge errors). ``in_quick``: the quick profile has a case of it (False: a boundary area that
+    quick, a smoke test, leaves out by design)."""
 
     name: str
     generate: Callable[[str], Iterator[ModuleSpec]]
     covers: str
     selftest_order: int
+    in_quick: bool = True
 
 
 AREAS: dict[str, Area] = {a.name: a for a in (
-    Area("world", _world, "world sizes 1-4 (8 in thorough), one sample per rank", 10),
+    Area("world", _world, "world sizes 1-4 (5-8 in thorough), one sample per rank", 12),
     Area("shards", _shards, "even, uneven, empty and single-sample shards, one rank holding the batch, ranks with "
-         "different spatial sizes", 7),
-    Area("shapes", _shapes, "(N,C), (N,C,L), 4-D and 5-D inputs, channel counts, > 65504 elements per channel", 11),
-    Area("layouts", _layouts, "channels_last and channels_last_3d, half precision included", 2),
-    Area("affine", _affine, "affine and track_running_stats on and off", 9),
-    Area("running_stats", _running_stats, "running statistics over several steps", 8),
-    Area("eval", _eval, "eval with and without running statistics, after training", 6),
+         "different spatial sizes", 9),
+    Area("steps", _steps, "shard sizes that change between steps, eval between training steps, frozen affine, "
+         "training-mode forward under no_grad", 1),
+    Area("boundaries", _boundaries, "block and tile boundaries: > 4096 values per channel on a rank, > 1024 "
+         "channels, channels_last with C >= 32 not a multiple of 8, world sizes 5-8 (default and thorough only)", 2,
+         in_quick=False),
+    Area("shapes", _shapes, "(N,C), (N,C,L), 4-D and 5-D inputs, channel counts, > 65504 elements per channel", 13),
+    Area("layouts", _layouts, "channels_last and channels_last_3d, half precision included", 4),
+    Area("affine", _affine, "affine and track_running_stats on and off", 11),
+    Area("running_stats", _running_stats, "running statistics over several steps", 10),
+    Area("eval", _eval, "eval with and without running statistics, after training", 8),
     Area("momentum", _momentum, "momentum None (cumulative average), 0, 0.1, 0.5, 1", 0),
-    Area("eps", _eps, "eps from 1e-5 to 1, variance near eps", 3),
-    Area("data", _data, "offset, constant, outliers, tiny and huge spreads", 4),
+    Area("eps", _eps, "eps from 1e-5 to 1, variance near eps", 5),
+    Area("data", _data, "offset, constant, outliers, tiny and huge spreads", 6),
     Area("dtypes", _dtypes, "float64, float32, float16/bfloat16 input with float32 parameters, half modules, "
-         "float16 far from 0", 12),
-    Area("groups", _groups, "process groups, with the edge rules inside one group", 1),
-    Area("errors", _errors, "the edge rules: a global count of 1 raises, every shard empty", 5),
+         "float16 far from 0", 14),
+    Area("groups", _groups, "process groups, with the edge rules inside one group", 3),
+    Area("errors", _errors, "the edge rules: a global count of 1 raises, every shard empty", 7),
 )}
 
 

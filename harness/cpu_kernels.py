@@ -144,8 +144,14 @@ def batch_norm_stats(input: Tensor, eps: float) -> tuple[Tensor, Tensor]:
         mean = torch.zeros(channels, dtype=acc, device=input.device)
         var = torch.full((channels,), math.nan, dtype=acc, device=input.device)
     else:
-        # torch.var_mean is a Welford / two-pass reduction: like the kernel, never E[x²] - E[x]².
-        var, mean = torch.var_mean(input.to(acc), dim=_reduce_dims(input), correction=0)
+        # Two passes, like the kernel never E[x²] - E[x]²: the mean by torch's cascade sum, then the mean square
+        # about it. As accurate as CUDA's Welford per thread merged in a tree (a few roundings), where CPU
+        # torch.var_mean's one Welford chain per channel is off by tens of roundings at a thousand values (27 u of
+        # the mean at 1025 float64 values around 1 against an exact mean; a float64 property case failed by it).
+        values = input.to(acc)
+        dims = _reduce_dims(input)
+        mean = values.mean(dim=dims)
+        var = (values - _per_channel(mean, values)).square().mean(dim=dims)
     return mean.contiguous(), _inv_std(var, eps_acc).contiguous()
 
 

@@ -47,13 +47,14 @@ def make_params(spec: ModuleSpec | OpSpec) -> Params:
 
 
 def make_input(spec: ModuleSpec | OpSpec, step: int, rank: int, params: Params | None = None) -> np.ndarray:
-    """Rank ``rank``'s input at ``step`` (float64, logical NC... order), by ``spec.data``:
+    """Rank ``rank``'s input at ``step`` (a phase: its shape is ``spec.input_shape(rank, step)``; float64, logical
+    NC... order), by ``spec.data``:
 
     normal: loc + scale·(shift_c + N(0,1)); constant: loc + scale·shift_c (zero variance per channel);
     outliers: normal with about 1% of elements at ±50·scale; halfconst: even channels constant, odd normal.
     """
     params = params or make_params(spec)
-    shape = spec.input_shape(rank)
+    shape = spec.input_shape(rank, step)
     rng = _rng(spec.seed, _INPUT, step, rank)
     shift = params.channel_shift.reshape((1, -1) + (1,) * (len(shape) - 2))
     noise = rng.standard_normal(shape)
@@ -70,7 +71,7 @@ def make_input(spec: ModuleSpec | OpSpec, step: int, rank: int, params: Params |
 
 def make_grad_output(spec: ModuleSpec | OpSpec, step: int, rank: int) -> np.ndarray:
     """dL/dy for rank ``rank`` at ``step``: N(0, 1) of the output's shape."""
-    return _rng(spec.seed, _GRAD, step, rank).standard_normal(spec.input_shape(rank))
+    return _rng(spec.seed, _GRAD, step, rank).standard_normal(spec.input_shape(rank, step))
 
 
 def torch_dtype(name: str):  # -> torch.dtype

@@ -53,15 +53,18 @@ def _max_abs(arrays) -> float:
 
 
 def expected_module_case(spec: ModuleSpec, *, yardstick: bool = True) -> ExpectedCase:
-    """Run the reference over every group and phase; an error the spec requires ends the phases of the ranks that
-    raise it (the whole group in training, a lone rank in eval without running statistics)."""
+    """Run the reference over every group and phase, in the case's order (``spec.phases``: eval phases between
+    training steps too; the buffers carry from each phase to the next), each phase on its own shard sizes; an
+    error the spec requires ends the phases of the ranks that raise it (the whole group in training, a lone rank in
+    eval without running statistics). A no-grad case's gradients are computed but compared nowhere
+    (harness.quantities ``needs``)."""
     params = make_params(spec)
     pdt = spec.effective_param_dtype
     weight = quantize(params.weight, pdt) if spec.affine else None
     bias = quantize(params.bias, pdt) if spec.affine else None
     initial = Buffers(quantize(params.running_mean, pdt), quantize(params.running_var, pdt),
                       params.num_batches_tracked) if spec.track_running_stats else None
-    phases = [ExpectedPhase(spec.phase_name(p), p < spec.steps) for p in range(spec.steps + spec.eval_steps)]
+    phases = [ExpectedPhase(name, training) for name, training in spec.phases]
     errors: dict[int, dict[str, Any]] = {}
     for gi, members in enumerate(spec.rank_groups):
         buffers = initial.copy() if initial is not None else None
@@ -72,7 +75,7 @@ def expected_module_case(spec: ModuleSpec, *, yardstick: bool = True) -> Expecte
             # eval without running statistics has no cross-rank coupling: a rank whose shard holds one value per
             # channel raises alone, the others go on.
             local = not phase.training and not spec.track_running_stats
-            for r in [r for r in live if local and spec.rank_count(r) == 1]:
+            for r in [r for r in live if local and spec.rank_count(r, p) == 1]:
                 errors[r] = {"phase": phase.name, "type": "ValueError", "message": TOO_FEW_VALUES}
                 live.remove(r)
             if not live:
@@ -93,14 +96,14 @@ def expected_module_case(spec: ModuleSpec, *, yardstick: bool = True) -> Expecte
                 phase.set_rank("output", r, forward.outputs[i])
                 phase.set_rank("output.dtype", r, spec.dtype)  # batch_norm keeps its input's dtype, autocast too
                 phase.set_rank("grad_input", r, backward.grad_inputs[i])
-                if spec.affine:
+                if spec.parameter_gradients:
                     phase.set_rank("grad_weight.dtype", r, pdt)
                     phase.set_rank("grad_bias.dtype", r, pdt)
                 if buffers is not None:
                     phase.set_rank("running_mean", r, buffers.running_mean)
                     phase.set_rank("running_var", r, buffers.running_var)
                     phase.set_rank("num_batches_tracked", r, buffers.num_batches_tracked)
-            if spec.affine:
+            if spec.parameter_gradients:
                 phase.per_group.setdefault("grad_weight", {})[gi] = backward.grad_weight
                 phase.per_group.setdefault("grad_bias", {})[gi] = backward.grad_bias
             phase.scales.update(_scales(gi, shards, grads, forward, backward, buffers, weight,

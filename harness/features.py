@@ -73,17 +73,26 @@ def _param_dtype(p: Params) -> str:
     return p.get("param_dtype") or p["dtype"]
 
 
-def _rank_counts(p: Params) -> list[int]:
-    """Elements per channel on each rank (module and op cases)."""
+def _schedule(p: Params) -> list[list[int]]:
+    """The ranks' batch sizes of every distinct phase: ``shard_sizes``, then ``step_shard_sizes`` (module cases)."""
+    return [list(p["shard_sizes"]), *(list(sizes) for sizes in p.get("step_shard_sizes") or ())]
+
+
+def _rank_counts(p: Params) -> list[list[int]]:
+    """Elements per channel on each rank, per distinct phase (module and op cases)."""
     spatials = p.get("rank_spatial") or [p.get("spatial") or []] * len(p["shard_sizes"])
-    return [n * math.prod(s) for n, s in zip(p["shard_sizes"], spatials)]
+    return [[n * math.prod(s) for n, s in zip(sizes, spatials)] for sizes in _schedule(p)]
 
 
 def _max_group_count(p: Params) -> int:
     """The largest number of elements per channel a synchronising group (an op: all its shards) reduces over."""
-    counts = _rank_counts(p)
-    groups = p.get("groups") or [list(range(len(counts)))]
-    return max(sum(counts[r] for r in g) for g in groups)
+    groups = p.get("groups") or [list(range(len(p["shard_sizes"])))]
+    return max(sum(counts[r] for r in g) for counts in _rank_counts(p) for g in groups)
+
+
+def _vector_tail(p: Params) -> bool:
+    """channels_last with 32 channels or more, not a multiple of 8: a vectorised channel loop has a remainder."""
+    return p["layout"] != "contiguous" and int(p["channels"]) >= 32 and int(p["channels"]) % 8 != 0
 
 
 def _offset(p: Params) -> bool:
@@ -122,12 +131,30 @@ FEATURES: tuple[Feature, ...] = (
             lambda p: p["track_running_stats"] is False and int(p.get("eval_steps") or 0) >= 1, ("module",)),
     Feature("process groups", "SyncBatchNorm over process groups, not the whole world",
             lambda p: bool(p.get("groups")), ("module",)),
-    Feature("empty shards", "a rank with no samples", lambda p: 0 in p["shard_sizes"]),
-    Feature("uneven shards", "ranks with different numbers of samples", lambda p: len(set(p["shard_sizes"])) > 1),
+    Feature("empty shards", "a rank with no samples", lambda p: any(0 in sizes for sizes in _schedule(p))),
+    Feature("uneven shards", "ranks with different numbers of samples",
+            lambda p: any(len(set(sizes)) > 1 for sizes in _schedule(p))),
     Feature("ranks with different spatial sizes", "each rank its own spatial size (per-GPU image sizes)",
             lambda p: bool(p.get("rank_spatial")), ("module",)),
+    Feature("shard sizes change between steps", "a rank's batch size differs from one step to the next (state "
+            "captured at the first step is stale)", lambda p: bool(p.get("step_shard_sizes")), ("module",)),
+    Feature("eval between training steps", "eval phases interleaved with the training steps (eval must leave the "
+            "training state alone)", lambda p: bool(p.get("interleave_eval")), ("module",)),
+    Feature("frozen affine", "weight and bias with requires_grad=False: no parameter gradients",
+            lambda p: bool(p.get("frozen_affine")), ("module",)),
+    Feature("no-grad training forward", "training-mode forward under torch.no_grad(), no backward (precise-BN)",
+            lambda p: bool(p.get("no_grad")), ("module",)),
     Feature("world size 1", "a single rank", lambda p: len(p["shard_sizes"]) == 1, ("module", "model")),
     Feature("world size >= 3", "three ranks or more", lambda p: len(p["shard_sizes"]) >= 3, ("module", "model")),
+    Feature("world size >= 5", "five ranks or more (a tree or hierarchical combine beyond one node of 4)",
+            lambda p: len(p["shard_sizes"]) >= 5, ("module", "model")),
+    Feature("more than 4096 values per channel on a rank", "a rank's per-channel reduction spans several blocks "
+            "of 1024-4096 values, the last one partial",
+            lambda p: max(max(counts) for counts in _rank_counts(p)) > 4096, _SHARDED),
+    Feature("more than 1024 channels", "per-channel statistics exchanged in buffers of thousands of elements",
+            lambda p: int(p["channels"]) > 1024, _SHARDED),
+    Feature("channels_last, C >= 32 not a multiple of 8", "a vectorised channel loop with a remainder",
+            _vector_tail, _SHARDED),
     Feature("offset data", "data far from zero: |loc| >= 10·scale (cancellation in E[x²] - E[x]²)", _offset,
             _SHARDED),
     Feature("constant channels", "constant or half-constant channels (zero variance)",

@@ -2,14 +2,17 @@
 
 Every name in ``CORRECT`` and ``MUTANTS`` is a factory obeying the SUT contract (harness.sut), usable as
 ``--sut harness.mutants:<name>``. The correct ones are harness.reference_suts' (no code shared with PyTorch's
-kernels). Each mutant is a small subclass of one of them overriding one hook, so its bug is the only difference;
-``MUTANTS`` maps each name to its bug class, ``HANGING`` names those that deadlock by design (the collective audit
-catches them in seconds: harness.collectives.deadlock); ``COSTLIER`` names correct ones that only cost more
-communication than torch's SyncBatchNorm (reported, never failed).
+kernels). Each mutant is a small subclass of one of them overriding one hook (a state bug: the hook and the forward
+that keeps the state), so its bug is the only difference; ``MUTANTS`` maps each name to its bug, ``MUTANT_CLASS``
+to its defect class of ``CLASSES`` (the self-test reports the catch rate per class; a class says from which profile
+the catalogue must catch it), ``HANGING`` names those that deadlock by design (the collective audit catches them in
+seconds: harness.collectives.deadlock); ``COSTLIER`` names correct ones that only cost more communication than
+torch's SyncBatchNorm (reported, never failed).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,7 +20,8 @@ import torch.distributed as dist
 
 from .reference_suts import F64, AllReduceSyncBN, GatherSyncBN, dims
 
-__all__ = ["CORRECT", "MUTANTS", "HANGING", "COSTLIER", "COMBINED", "COMBINED_PARTS"]
+__all__ = ["CORRECT", "MUTANTS", "HANGING", "COSTLIER", "COMBINED", "COMBINED_PARTS", "CLASSES", "MUTANT_CLASS",
+           "BugClass"]
 
 
 # -- mutants: one bug each ----------------------------------------------------------------------------------------
@@ -307,6 +311,145 @@ class SquaresInHalf(AllReduceSyncBN):
         return count, mean, sum_x2 - count * mean**2
 
 
+# -- boundary and state mutants: bugs that only large counts, many channels, big worlds or several steps show ---------
+_BLOCK = 2048  # values per channel one reduction block holds
+_BUCKET = 1024  # elements per communication bucket
+_NODE = 4  # ranks per node of a hierarchical collective
+
+
+def _channel_values(x: torch.Tensor) -> torch.Tensor:
+    """(C, n): each channel's values in logical (N, spatial...) order."""
+    return x.detach().transpose(0, 1).reshape(x.shape[1], -1)
+
+
+class TailBlockDropped(AllReduceSyncBN):
+    """A per-channel reduction in blocks of 2048 values (Welford partials merged across blocks) that runs over
+    n // 2048 full blocks once there is one: the last, partial block's values and count are lost. Right for up to
+    2048 values per channel on a rank and for multiples of 2048."""
+
+    def _local_stats(self, x):
+        count = x.numel() // x.shape[1]
+        full = count // _BLOCK * _BLOCK
+        if count <= _BLOCK or full == count:
+            return super()._local_stats(x)
+        return super()._local_stats(_channel_values(x)[:, :full].t())
+
+
+class BucketTailUnreduced(AllReduceSyncBN):
+    """Collectives through a fixed buffer of 1024 elements: a longer tensor goes in n // 1024 full buckets and its
+    last, partial bucket is never reduced (those elements keep this rank's own values). Right while every exchanged
+    tensor fits one bucket: up to 512 channels here, (count, sum) per channel."""
+
+    def _all_reduce(self, tensor):
+        flat = tensor.view(-1)
+        if flat.numel() <= _BUCKET:
+            return super()._all_reduce(tensor)
+        for start in range(0, flat.numel() - _BUCKET + 1, _BUCKET):
+            flat[start:start + _BUCKET] = super()._all_reduce(flat[start:start + _BUCKET].clone())
+        return tensor
+
+
+class ChannelsLastVectorTail(AllReduceSyncBN):
+    """A channels_last statistics kernel that loads 16 bytes of channels at a time when C >= 32 (4 float32, 8 half
+    values): its scalar loop over the remainder channels (C not a multiple of the vector width) steps through the
+    pixels with the vectorised pitch (C rounded down to the width) instead of C, reading other channels' values."""
+
+    def _local_stats(self, x):
+        count, mean, m2 = super()._local_stats(x)
+        channels, width = x.shape[1], 16 // x.element_size()
+        pitch = channels - channels % width
+        formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+        channels_last = x.dim() in formats and x.is_contiguous(memory_format=formats[x.dim()]) and not x.is_contiguous()
+        if not channels_last or channels < 32 or pitch == channels or x.numel() == 0:
+            return count, mean, m2
+        memory = x.detach().permute(0, *range(2, x.dim()), 1).reshape(-1)  # the storage, channels innermost
+        pixels = memory.numel() // channels
+        for channel in range(pitch, channels):
+            values = memory[torch.arange(pixels) * pitch + channel].to(F64)
+            mean[channel] = values.mean()
+            m2[channel] = ((values - mean[channel]) ** 2).sum()
+        return count, mean, m2
+
+
+class Float64PartialsInFloat32(AllReduceSyncBN):
+    """float64 input whose per-block partial statistics (blocks of 2048 values per channel) go through a float32
+    workspace before the blocks are merged: exact while one block holds a rank's channel, float32-accurate beyond
+    (the workspace's dtype taken from a float32 default, not from the input)."""
+
+    def _local_stats(self, x):
+        count = x.numel() // x.shape[1]
+        if x.dtype != torch.float64 or count <= _BLOCK:
+            return super()._local_stats(x)
+        values = _channel_values(x)
+        total, mean, m2 = 0, torch.zeros(x.shape[1], dtype=F64), torch.zeros(x.shape[1], dtype=F64)
+        for start in range(0, count, _BLOCK):
+            block = values[:, start:start + _BLOCK]
+            n_b, mean_b = block.shape[1], block.mean(1)
+            m2_b = ((block - mean_b[:, None]) ** 2).sum(1)
+            mean_b, m2_b = mean_b.float().to(F64), m2_b.float().to(F64)  # the float32 workspace
+            delta, n_ab = mean_b - mean, total + n_b
+            mean, m2, total = mean + delta * n_b / n_ab, m2 + m2_b + delta**2 * total * n_b / n_ab, n_ab
+        return torch.full((x.shape[1],), float(count), dtype=F64), mean, m2
+
+
+class NodesFloored(GatherSyncBN):
+    """A hierarchical all_gather for ranks in nodes of 4 (within each node, then across the nodes' leaders) that
+    counts the nodes as world_size // 4 (at least one): right for up to 4 ranks and for multiples of 4, while the
+    ranks of a last, partial node (world sizes 5, 6, 7, ...) never reach the others and drop out of every sum."""
+
+    def _gather(self, tensor):
+        gathered = super()._gather(tensor)
+        return gathered[:max(len(gathered) // _NODE, 1) * _NODE]
+
+
+class CountCapturedOnce(AllReduceSyncBN):
+    """The global count all-reduced at the first training step and kept (static shapes assumed, as a captured graph
+    does): every later step divides the all-reduced sums by the first step's count. Right while every step has the
+    first step's batch sizes."""
+
+    def _combine(self, count, mean, m2):
+        total, global_mean, chan = super()._combine(count, mean, m2)
+        if getattr(self, "_captured_total", None) is None:
+            self._captured_total = total.clone()
+        captured = self._captured_total
+        stale_mean = total * global_mean / captured.clamp(min=1)
+        return captured, stale_mean, chan + total * (global_mean - stale_mean) ** 2  # Σ (x - stale_mean)²
+
+
+class EvalAdvancesStepCounter(AllReduceSyncBN):
+    """momentum=None: the cumulative average's factor 1/t taken from a step counter the layer advances on every
+    forward, eval included (num_batches_tracked itself counts training forwards only, as it should): every training
+    step after an eval phase blends its batch in with too small a weight."""
+
+    def forward(self, x):
+        if not self.training and self.track_running_stats:
+            self._eval_forwards = getattr(self, "_eval_forwards", 0) + 1
+        return super().forward(x)
+
+    def _factor(self):
+        if self.momentum is not None:
+            return self.momentum
+        return 1.0 / (float(self.num_batches_tracked) + getattr(self, "_eval_forwards", 0))
+
+
+class FrozenWeightIgnored(AllReduceSyncBN):
+    """The backward hands the weight to the grad_input kernel only when the weight itself needs a gradient: with a
+    frozen weight (requires_grad=False) grad_input is computed as if the weight were 1."""
+
+    def _grad_input(self, g, xmu, invstd, weight, sum_dy, sum_dy_xmu, n):
+        if self.weight is not None and not self.weight.requires_grad:
+            weight = torch.ones_like(weight)
+        return super()._grad_input(g, xmu, invstd, weight, sum_dy, sum_dy_xmu, n)
+
+
+class NoGradSkipsSync(AllReduceSyncBN):
+    """A training-mode forward under torch.no_grad() taken for inference (no backward will follow, so the collectives
+    are skipped): precise-BN's recomputed statistics and running statistics are each rank's own."""
+
+    def _sync(self):
+        return super()._sync() and torch.is_grad_enabled()
+
+
 def _factory(cls):
     def factory(num_features: int, *, eps: float, momentum: float | None, affine: bool, track_running_stats: bool,
                 process_group: Any, device: Any, dtype: Any) -> torch.nn.Module:
@@ -324,38 +467,98 @@ gather_syncbn = _factory(GatherSyncBN)
 CORRECT = {"allreduce_syncbn": "all_reduce of (count, sum) then Chan M2 terms",
            "gather_syncbn": "all_gather of (count, mean, M2), pairwise Chan combine"}
 
-# Mutants: name -> bug class. The suite must fail each.
-_MUTANT_CLASSES = {
-    "no_sync": (NoSync, "no synchronisation at all"),
-    "mean_of_means": (MeanOfMeans, "per-rank means averaged without their counts"),
-    "biased_running_var": (BiasedRunningVar, "biased running_var"),
-    "no_backward_allreduce": (NoBackwardAllReduce, "per-rank statistics in the backward (no all_reduce)"),
-    "unbiased_local_n": (UnbiasedLocalN, "running_var unbiased with the local n"),
-    "local_running_var": (LocalRunningVar, "running_var from each rank's own variance (ranks disagree)"),
-    "assumes_even_shards": (AssumesEvenShards, "count weighting wrong with uneven shards"),
-    "momentum_swapped": (MomentumSwapped, "momentum misuse: 1 - momentum swapped"),
-    "momentum_none_ignored": (MomentumNoneIgnored, "momentum misuse: None (cumulative average) ignored"),
-    "eval_batch_stats": (EvalBatchStats, "eval uses batch statistics"),
-    "eval_local_synced": (EvalLocalSynced, "eval without running stats synchronises"),
-    "empty_counts_one": (EmptyCountsOne, "empty shard contributes mean 0 with count 1"),
-    "empty_skips_collective": (EmptySkipsCollective, "empty shard skips the collective (deadlock)"),
-    "half_gather": (HalfGather, "statistics all-gathered in float16"),
-    "channels_last_as_contiguous": (ChannelsLastAsContiguous, "channels_last memory read as contiguous"),
-    "ignores_process_group": (IgnoresProcessGroup, "process group ignored (uses WORLD)"),
-    "param_grads_reduced": (ParamGradsReduced, "parameter gradients all-reduced (reduced twice)"),
-    "naive_variance_f32": (NaiveVarianceF32, "precision: E[x²] - E[x]² in float32"),
-    "one_wrong_element": (OneWrongElement, "a single wrong element on one rank"),
-    "no_batch_count": (NoBatchCount, "num_batches_tracked not incremented"),
-    "eps_outside_sqrt": (EpsOutsideSqrt, "eps applied outside the sqrt"),
-    "backward_drops_mean_term": (BackwardDropsMeanTerm, "grad_input misses the -sum_dy/n term"),
-    "count_one_no_error": (CountOneNoError, "global count 1 gives NaN/inf running_var instead of raising"),
-    "all_empty_shrinks_stats": (AllEmptyShrinksStats, "every shard empty still updates running statistics"),
-    "count_in_input_dtype": (CountInInputDtype, "precision: count held in float16 (inf above 65504)"),
-    "count_by_batch_size": (CountByBatchSize, "count from batch sizes only (ranks' spatial sizes differ)"),
-    "variance_floor": (VarianceFloor, "constant channel: variance floored at eps/32 (grad_input 1.5% off)"),
-    "squares_in_half": (SquaresInHalf, "precision: a half module forms x² in float16 (inf for |x| > 256)"),
+
+@dataclass(frozen=True)
+class BugClass:
+    """A class of defect: what it is, and the lightest profile whose catalogue must catch every mutant of it (quick
+    is a smoke test that misses boundary defects by design: those need the default profile's larger cases)."""
+
+    description: str
+    profile: str = "quick"
+
+
+CLASSES: dict[str, BugClass] = {
+    "synchronisation": BugClass("what is reduced over which ranks: statistics, backward sums, parameter gradients"),
+    "statistics combine": BugClass("how the ranks' statistics combine: counts, uneven shards, spatial sizes"),
+    "running statistics": BugClass("the running buffers' update: unbiasing, the counter"),
+    "momentum": BugClass("momentum misuse, momentum None (cumulative average)"),
+    "eval": BugClass("eval with and without running statistics"),
+    "edge rules": BugClass("empty shards, every shard empty, a global count of 1"),
+    "layouts": BugClass("channels_last memory read wrongly"),
+    "formulas": BugClass("the normalisation and backward formulas, one wrong element"),
+    "precision": BugClass("cancellation, float16 counts, squares and exchanged statistics"),
+    "state across steps": BugClass("state captured at the first step and reused when the shard sizes change"),
+    "eval side effects": BugClass("eval phases between training steps changing the training state"),
+    "frozen affine / no-grad": BugClass("frozen weight and bias, a training-mode forward under torch.no_grad()"),
+    "block boundaries": BugClass("reductions and exchange buffers in fixed-size blocks whose last, partial block is "
+                                 "mishandled (> 2048 values per channel on a rank, > 1024 elements exchanged)",
+                                 "default"),
+    "vectorised channels": BugClass("channels_last channel loops in vectors of 4 or 8 with a remainder (C >= 32)",
+                                    "default"),
+    "large-count precision": BugClass("float64 partial sums held in float32 above a few thousand values per channel",
+                                      "default"),
+    "world size": BugClass("tree and hierarchical combines right only for powers of two or multiples of 4 (world "
+                           "sizes 5-7)", "default"),
 }
-MUTANTS = {name: bug for name, (_, bug) in _MUTANT_CLASSES.items()}
+
+# Mutants: name -> (class, bug, defect class of CLASSES). The suite must fail each.
+_MUTANT_CLASSES = {
+    "no_sync": (NoSync, "no synchronisation at all", "synchronisation"),
+    "mean_of_means": (MeanOfMeans, "per-rank means averaged without their counts", "statistics combine"),
+    "biased_running_var": (BiasedRunningVar, "biased running_var", "running statistics"),
+    "no_backward_allreduce": (NoBackwardAllReduce, "per-rank statistics in the backward (no all_reduce)",
+                              "synchronisation"),
+    "unbiased_local_n": (UnbiasedLocalN, "running_var unbiased with the local n", "running statistics"),
+    "local_running_var": (LocalRunningVar, "running_var from each rank's own variance (ranks disagree)",
+                          "running statistics"),
+    "assumes_even_shards": (AssumesEvenShards, "count weighting wrong with uneven shards", "statistics combine"),
+    "momentum_swapped": (MomentumSwapped, "momentum misuse: 1 - momentum swapped", "momentum"),
+    "momentum_none_ignored": (MomentumNoneIgnored, "momentum misuse: None (cumulative average) ignored", "momentum"),
+    "eval_batch_stats": (EvalBatchStats, "eval uses batch statistics", "eval"),
+    "eval_local_synced": (EvalLocalSynced, "eval without running stats synchronises", "eval"),
+    "empty_counts_one": (EmptyCountsOne, "empty shard contributes mean 0 with count 1", "edge rules"),
+    "empty_skips_collective": (EmptySkipsCollective, "empty shard skips the collective (deadlock)", "edge rules"),
+    "half_gather": (HalfGather, "statistics all-gathered in float16", "precision"),
+    "channels_last_as_contiguous": (ChannelsLastAsContiguous, "channels_last memory read as contiguous", "layouts"),
+    "ignores_process_group": (IgnoresProcessGroup, "process group ignored (uses WORLD)", "synchronisation"),
+    "param_grads_reduced": (ParamGradsReduced, "parameter gradients all-reduced (reduced twice)", "synchronisation"),
+    "naive_variance_f32": (NaiveVarianceF32, "precision: E[x²] - E[x]² in float32", "precision"),
+    "one_wrong_element": (OneWrongElement, "a single wrong element on one rank", "formulas"),
+    "no_batch_count": (NoBatchCount, "num_batches_tracked not incremented", "running statistics"),
+    "eps_outside_sqrt": (EpsOutsideSqrt, "eps applied outside the sqrt", "formulas"),
+    "backward_drops_mean_term": (BackwardDropsMeanTerm, "grad_input misses the -sum_dy/n term", "formulas"),
+    "count_one_no_error": (CountOneNoError, "global count 1 gives NaN/inf running_var instead of raising",
+                           "edge rules"),
+    "all_empty_shrinks_stats": (AllEmptyShrinksStats, "every shard empty still updates running statistics",
+                                "edge rules"),
+    "count_in_input_dtype": (CountInInputDtype, "precision: count held in float16 (inf above 65504)", "precision"),
+    "count_by_batch_size": (CountByBatchSize, "count from batch sizes only (ranks' spatial sizes differ)",
+                            "statistics combine"),
+    "variance_floor": (VarianceFloor, "constant channel: variance floored at eps/32 (grad_input 1.5% off)",
+                       "formulas"),
+    "squares_in_half": (SquaresInHalf, "precision: a half module forms x² in float16 (inf for |x| > 256)",
+                        "precision"),
+    "count_captured_once": (CountCapturedOnce, "global count captured at the first step (shard sizes change)",
+                            "state across steps"),
+    "eval_advances_step_counter": (EvalAdvancesStepCounter, "momentum None: eval forwards advance the step counter "
+                                   "of the cumulative average", "eval side effects"),
+    "frozen_weight_ignored": (FrozenWeightIgnored, "frozen weight: grad_input computed with weight 1",
+                              "frozen affine / no-grad"),
+    "no_grad_skips_sync": (NoGradSkipsSync, "training forward under no_grad does not synchronise",
+                           "frozen affine / no-grad"),
+    "tail_block_dropped": (TailBlockDropped, "blocks of 2048 values: the last partial block dropped",
+                           "block boundaries"),
+    "bucket_tail_unreduced": (BucketTailUnreduced, "buckets of 1024 elements: the last partial bucket not reduced",
+                              "block boundaries"),
+    "channels_last_vector_tail": (ChannelsLastVectorTail, "channels_last, C >= 32: remainder channels read with "
+                                  "the vector pitch", "vectorised channels"),
+    "float64_partials_in_float32": (Float64PartialsInFloat32, "float64 block partials in a float32 workspace "
+                                    "(> 2048 values)", "large-count precision"),
+    "nodes_floored": (NodesFloored, "nodes of 4 counted as world // 4: a partial node's ranks left out",
+                      "world size"),
+}
+MUTANTS = {name: bug for name, (_, bug, _) in _MUTANT_CLASSES.items()}
+MUTANT_CLASS = {name: bug_class for name, (_, _, bug_class) in _MUTANT_CLASSES.items()}
 HANGING = ("empty_skips_collective",)
 # Costlier, not wrong: the suite must pass each, and report that it issues more collectives than torch's SyncBN.
 _COSTLIER_CLASSES = {"extra_collective": (ExtraCollective, "an extra all_reduce per training step")}
@@ -376,6 +579,6 @@ def _combined(name: str, parts: tuple[str, ...]) -> type:
 
 
 _COMBINED_CLASSES = {name: (_combined(name, parts), COMBINED[name]) for name, parts in COMBINED_PARTS.items()}
-for _name, (_cls, _bug) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES, **_COMBINED_CLASSES}.items():
+for _name, (_cls, *_) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES, **_COMBINED_CLASSES}.items():
     globals()[_name] = _factory(_cls)
 __all__ += [*CORRECT, *MUTANTS, *COSTLIER, *COMBINED]

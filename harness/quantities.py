@@ -14,7 +14,8 @@ Fields:
   group: bit-for-bit agreement).
 - ``exact``: compared for equality (a counter, a dtype, agreement, a required error); else under a tolerance.
 - ``phases``: the phase kinds it is compared in: "train", "eval" (module), "op", "step" (model).
-- ``needs``: the case field that must be true for it to exist ("affine", "track_running_stats"), or None.
+- ``needs``: the case field or property that must be true for it to exist ("track_running_stats",
+  "input_gradients": a backward runs, "parameter_gradients": affine, not frozen, a backward runs), or None.
 - ``computed_from``: per phase kind, the quantities it is computed from, each with "same" (this phase) or
   "previous" (the phase before: state carried over). A failure whose inputs failed is a knock-on of theirs. In an
   eval phase the layer normalises with the running statistics carried from the phase before, so everything eval
@@ -63,17 +64,17 @@ MODULE_QUANTITIES: tuple[Quantity, ...] = (
              computed_from={"eval": _BUFFERS_USED}),
     Quantity("output.dtype", "the output's dtype: the input's (SEMANTICS: mixed precision; batch_norm is not an "
              "autocast op)", "none", exact=True, source="output.dtype"),
-    Quantity("grad_input", "dL/dx, per rank", "input", source="input.grad",
+    Quantity("grad_input", "dL/dx, per rank", "input", needs="input_gradients", source="input.grad",
              computed_from={"train": (("output", SAME),), "eval": _EVAL_FROM_OUTPUT}),
     Quantity("grad_weight", "dL/dweight, the ranks' shares summed over the group", "param", scope="group_sum",
-             needs="affine", source="weight.grad",
+             needs="parameter_gradients", source="weight.grad",
              computed_from={"train": (("output", SAME),), "eval": _EVAL_FROM_OUTPUT}),
     Quantity("grad_bias", "dL/dbias, the ranks' shares summed over the group", "param", scope="group_sum",
-             needs="affine", source="bias.grad"),
+             needs="parameter_gradients", source="bias.grad"),
     Quantity("grad_weight.dtype", "the weight gradient's dtype: the parameters'", "none", exact=True,
-             needs="affine", source="weight.grad.dtype"),
-    Quantity("grad_bias.dtype", "the bias gradient's dtype: the parameters'", "none", exact=True, needs="affine",
-             source="bias.grad.dtype"),
+             needs="parameter_gradients", source="weight.grad.dtype"),
+    Quantity("grad_bias.dtype", "the bias gradient's dtype: the parameters'", "none", exact=True,
+             needs="parameter_gradients", source="bias.grad.dtype"),
     Quantity("running_mean", "the running mean after the phase, per rank", "param", needs="track_running_stats",
              source="running_mean",
              computed_from={"train": (("output", SAME), ("running_mean", PREVIOUS)), "eval": _carried("running_mean")}),

@@ -147,14 +147,16 @@ class AllReduceSyncBN(nn.Module):
         m2 = ((xd - per_channel(mean, xd)) ** 2).sum(dims(xd))
         return torch.full((channels,), float(count), dtype=F64), mean, m2
 
+    def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over the group, in place; every all_reduce of this implementation goes through here."""
+        dist.all_reduce(tensor, group=self._group())
+        return tensor
+
     def _combine(self, count, mean, m2):
-        group = self._group()
-        count_sum = torch.stack([count, count * mean])
-        dist.all_reduce(count_sum, group=group)
+        count_sum = self._all_reduce(torch.stack([count, count * mean]))
         total = count_sum[0]
         global_mean = torch.where(total > 0, count_sum[1] / total.clamp(min=1), torch.zeros_like(total))
-        chan = m2 + count * (mean - global_mean) ** 2
-        dist.all_reduce(chan, group=group)
+        chan = self._all_reduce(m2 + count * (mean - global_mean) ** 2)
         return total, global_mean, chan
 
     def _batch_stats(self, x: torch.Tensor, sync: bool):
@@ -201,8 +203,7 @@ class AllReduceSyncBN(nn.Module):
     def _reduce_backward(self, sum_dy, sum_dy_xmu, sync: bool):
         if not sync:
             return sum_dy, sum_dy_xmu
-        both = torch.stack([sum_dy, sum_dy_xmu])
-        dist.all_reduce(both, group=self._group())
+        both = self._all_reduce(torch.stack([sum_dy, sum_dy_xmu]))
         return both[0], both[1]
 
     def _grad_input(self, g, xmu, invstd, weight, sum_dy, sum_dy_xmu, n: float) -> torch.Tensor:

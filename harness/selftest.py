@@ -4,7 +4,9 @@ Each mutant runs the profile's module cases, cheap discriminating ones first, un
 mutant is then *caught*, by that case and quantity); each correct implementation runs every case and must pass all;
 each costlier one (correct, but more communication than torch's SyncBatchNorm) runs until the first case that
 reports more collectives per training step than torch's, which it must pass (*reported*, not failed).
-Exit 0 only if every mutant is caught, every costlier one reported and no correct implementation fails a case; 1
+The catch rate is reported per defect class (harness.mutants.CLASSES). A class that only a larger profile's catalogue
+is meant to catch (quick misses boundary defects by design) is not run unless its mutants are named with --only.
+Exit 0 only if every mutant run is caught, every costlier one reported and no correct implementation fails a case; 1
 otherwise; 2 usage error.
 """
 from __future__ import annotations
@@ -15,13 +17,13 @@ from dataclasses import dataclass
 
 from .catalogue import AREAS, module_cases
 from .kinds import RunConfig, run_case
-from .options import resolve
+from .options import PROFILES, resolve
 from .result import CaseResult
 from .spec import ModuleSpec
 from .verdict import label, roots_and_knock_ons
 
 __all__ = ["add_arguments", "main", "ordered_cases", "first_failure", "MutantOutcome", "run_mutant",
-           "costlier_than_torch"]
+           "costlier_than_torch", "caught_from", "class_lines"]
 
 _SUT_PREFIX = "harness.mutants:"
 
@@ -113,6 +115,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"--only: unknown name(s) {unknown}; choose from {sorted(known)}")
         return 2
     cases = ordered_cases(options.profile)
+    # A mutant whose class the profile's catalogue is not meant to catch (quick and the boundary classes) runs only
+    # when named: each would run every case to find nothing.
+    beyond = [] if args.only else [n for n in names if n in mutants.MUTANTS and not caught_from(n, options.profile)]
+    names = [n for n in names if n not in beyond]
     print(f"selftest: profile {options.profile}, {len(cases)} module cases, case timeout {options.case_timeout:g} s")
     outcomes: list[MutantOutcome] = []
     for name in names:  # the rank pools stay up between mutants (closed at exit)
@@ -125,9 +131,13 @@ def main(args: argparse.Namespace) -> int:
     caught = sum(o.ok for o in mutant_outcomes)
     correct_failed = [o.name for o in outcomes if o.correct and not o.costlier and not o.ok]
     unreported = [o.name for o in outcomes if o.costlier and not o.ok]
+    if mutant_outcomes or beyond:
+        print(f"catch rate by class (profile {options.profile}):")
+        print("\n".join(class_lines(mutant_outcomes, beyond, options.profile)))
     if mutant_outcomes:
         print(f"catch rate: {caught}/{len(mutant_outcomes)} mutants caught "
-              f"({100.0 * caught / len(mutant_outcomes):.0f}%)")
+              f"({100.0 * caught / len(mutant_outcomes):.0f}%)"
+              + (f"; {len(beyond)} of boundary classes not run (--profile default runs them)" if beyond else ""))
     missed = [o.name for o in mutant_outcomes if not o.ok]
     if missed:
         print(f"MISSED: {', '.join(missed)}")
@@ -136,6 +146,31 @@ def main(args: argparse.Namespace) -> int:
     if unreported:
         print(f"COSTLIER IMPLEMENTATIONS FAILED OR NOT REPORTED: {', '.join(unreported)}")
     return 0 if not (missed or correct_failed or unreported) else 1
+
+
+def caught_from(name: str, profile: str) -> bool:
+    """Whether ``profile``'s catalogue is meant to catch mutant ``name`` (its class's profile or a larger one)."""
+    from .mutants import CLASSES, MUTANT_CLASS
+
+    return PROFILES.index(profile) >= PROFILES.index(CLASSES[MUTANT_CLASS[name]].profile)
+
+
+def class_lines(outcomes: list[MutantOutcome], not_run: list[str], profile: str) -> list[str]:
+    """One line per defect class (harness.mutants.CLASSES): mutants caught of those run, or why none ran."""
+    from .mutants import CLASSES, MUTANT_CLASS
+
+    lines = []
+    for name, bug_class in CLASSES.items():
+        ran = [o for o in outcomes if MUTANT_CLASS.get(o.name) == name]
+        skipped = [n for n in not_run if MUTANT_CLASS[n] == name]
+        if ran:
+            missed = [o.name for o in ran if not o.ok]
+            lines.append(f"  {name:<24} {sum(o.ok for o in ran)}/{len(ran)} caught"
+                         + (f" (MISSED: {', '.join(missed)})" if missed else ""))
+        elif skipped:
+            lines.append(f"  {name:<24} not run ({len(skipped)}): the {bug_class.profile} profile's catalogue "
+                         f"catches these; {profile} misses boundary defects by design")
+    return lines
 
 
 def _line(outcome: MutantOutcome) -> str:

@@ -11,7 +11,9 @@ Three kinds (harness.kinds registers each with its catalogue and runner), each i
   per rank when the ranks' spatial sizes differ), dtype (``f16pf32``: parameters in another dtype), layout,
   affine, track_running_stats, momentum (``mNone``: cumulative average), eps, training steps, eval steps, data
   distribution, its offset and spread, seed, device, then optional ``g0.1+2.3`` (process groups), ``ac``
-  (autocast);
+  (autocast), ``nstep1.4.0+5.2.2`` (per-step shard sizes: phase 1 holds 1.4.0, phase 2 and later 5.2.2),
+  ``interleaved`` (an eval phase after each training step: train0, eval0, train1, ...), ``frozen`` (weight and
+  bias with requires_grad=False), ``nograd`` (every forward under torch.no_grad(), no backward);
 - op (``OpSpec``): one of the five kernels alone: ``op-batch-norm-stats_n3.2_c4_ncl5_f16_contig_aff_...``;
 - model (``ModelSpec``): a small network under DDP: ``model_w2_n4.4_k3_float32_m0.1_s0_cpu`` (``_tf32``: TF32
   convolutions and matmuls allowed, CUDA only).
@@ -216,7 +218,12 @@ class ModuleSpec(_Spec):
     ``shard_sizes[r]`` is rank r's batch size N_r; the input of rank r at step k is (N_r, channels, *spatial_r),
     drawn from ``seed`` (harness.data) so a rank builds its own shard and the reference rebuilds the same.
     ``spatial_r`` is ``rank_spatial[r]`` when the ranks' spatial sizes differ (detection training with per-GPU
-    image sizes), else ``spatial``.
+    image sizes), else ``spatial``. The phases run in the order of ``phases``: the training steps, then the eval
+    steps, or, with ``interleave_eval``, an eval phase after each training step. ``step_shard_sizes`` gives the
+    batch sizes of phases 1, 2, ... when they change between steps (phase 0 has ``shard_sizes``; phases past its end
+    keep its last entry). ``frozen_affine``: weight and bias do not require gradients (fine-tuning with a frozen
+    normalisation layer). ``no_grad``: every forward runs under torch.no_grad() and nothing runs backward (how
+    precise-BN recomputes the statistics in training mode): outputs and buffers are compared, no gradients.
     """
 
     shard_sizes: tuple[int, ...]
@@ -239,6 +246,10 @@ class ModuleSpec(_Spec):
     groups: tuple[tuple[int, ...], ...] | None = None
     autocast: bool = False
     rank_spatial: tuple[tuple[int, ...], ...] | None = None  # per rank; None: every rank has ``spatial``
+    step_shard_sizes: tuple[tuple[int, ...], ...] | None = None  # phases 1, 2, ...; None: shard_sizes throughout
+    interleave_eval: bool = False
+    frozen_affine: bool = False
+    no_grad: bool = False
     tags: tuple[str, ...] = field(default=(), compare=False)  # feature areas, for reports; not in the id
 
     def __post_init__(self) -> None:
@@ -258,6 +269,9 @@ class ModuleSpec(_Spec):
             object.__setattr__(self, "spatial", rank_spatial[0])
             same = all(s == rank_spatial[0] for s in rank_spatial)
             object.__setattr__(self, "rank_spatial", None if same else rank_spatial)
+        if self.step_shard_sizes is not None:
+            object.__setattr__(self, "step_shard_sizes", _normalised_schedule(self.shard_sizes,
+                                                                              self.step_shard_sizes))
         self.validate()
 
     @classmethod
@@ -309,6 +323,38 @@ class ModuleSpec(_Spec):
             check_field(all(len(g) >= 1 for g in self.groups), "groups", self.groups, "groups must not be empty")
         if self.device == "cpu":
             check_field(not self.autocast, "autocast", self.autocast, "autocast cases need device='cuda'")
+        self._validate_steps()
+
+    def _validate_steps(self) -> None:
+        """The dimensions of the phase schedule and of autograd: each must change what the case runs (one spelling
+        per case)."""
+        if self.step_shard_sizes is not None:
+            for phase, sizes in enumerate(self.step_shard_sizes, start=1):
+                check_field(len(sizes) == self.world_size, "step_shard_sizes", self.step_shard_sizes,
+                            f"entry {phase - 1} needs one size per rank ({self.world_size})")
+                for rank, size in enumerate(sizes):
+                    _check_int(f"step_shard_sizes[{phase - 1}][{rank}]", size, 0)
+            check_field(len(self.step_shard_sizes) < self.steps + self.eval_steps, "step_shard_sizes",
+                        self.step_shard_sizes, f"gives the sizes of phases 1..{len(self.step_shard_sizes)}, but "
+                        f"the case has {self.steps + self.eval_steps} phase(s)")
+        check_field(not self.interleave_eval or (self.steps >= 2 and self.eval_steps >= 1), "interleave_eval",
+                    self.interleave_eval, "eval between training steps needs steps >= 2 and eval_steps >= 1")
+        if self.interleave_eval and not self.track_running_stats:
+            # Eval without running statistics raises on a rank holding one value per channel, alone
+            # (docs/semantics.md): that rank cannot join a training step after it, the others would wait for it.
+            last_training = max(p for p, (_, training) in enumerate(self.phases) if training)
+            stopped = [(self.phase_name(p), r) for p in range(last_training) for r in range(self.world_size)
+                       if not self.training(p) and self.rank_count(r, p) == 1]
+            check_field(not stopped, "interleave_eval", self.interleave_eval,
+                        f"rank {stopped[0][1]} holds one value per channel at {stopped[0][0]} (eval without running "
+                        "statistics raises there, docs/semantics.md) and could not join the training steps after it"
+                        if stopped else "")
+        check_field(not self.frozen_affine or self.affine, "frozen_affine", self.frozen_affine,
+                    "needs affine=True (there are no parameters to freeze)")
+        check_field(not self.no_grad or self.steps >= 1, "no_grad", self.no_grad,
+                    "a no-grad training forward needs steps >= 1")
+        check_field(not (self.no_grad and self.frozen_affine), "frozen_affine", self.frozen_affine,
+                    "changes nothing under no_grad (nothing runs backward): leave it out")
 
     # -- derived ------------------------------------------------------------------------------------------
     @property
@@ -333,16 +379,75 @@ class ModuleSpec(_Spec):
     def spatial_of(self, rank: int) -> tuple[int, ...]:
         return self.rank_spatial[rank] if self.rank_spatial is not None else self.spatial
 
-    def input_shape(self, rank: int) -> tuple[int, ...]:
-        return (self.shard_sizes[rank], self.channels, *self.spatial_of(rank))
+    def input_shape(self, rank: int, phase: int = 0) -> tuple[int, ...]:
+        return (self.shard_sizes_at(phase)[rank], self.channels, *self.spatial_of(rank))
+
+    @property
+    def phases(self) -> tuple[tuple[str, bool], ...]:
+        """(name, training) of every phase, in the order run: train0, train1, ..., then eval0, eval1, ...; with
+        ``interleave_eval``: train0, eval0, train1, eval1, ... (the rest of the longer kind at the end)."""
+        train = [(f"train{k}", True) for k in range(self.steps)]
+        evals = [(f"eval{k}", False) for k in range(self.eval_steps)]
+        if not self.interleave_eval:
+            return (*train, *evals)
+        return tuple(p for k in range(max(self.steps, self.eval_steps)) for p in (train[k:k + 1] + evals[k:k + 1]))
 
     def phase_name(self, phase: int) -> str:
-        """train0, train1, ... for the training steps, then eval0, eval1, ..."""
-        return f"train{phase}" if phase < self.steps else f"eval{phase - self.steps}"
+        return self.phases[phase][0]
 
-    def rank_count(self, rank: int) -> int:
-        """Rank ``rank``'s elements per channel: N_r·prod(spatial_r)."""
-        return self.shard_sizes[rank] * math.prod(self.spatial_of(rank))
+    def training(self, phase: int) -> bool:
+        return self.phases[phase][1]
+
+    def shard_sizes_at(self, phase: int) -> tuple[int, ...]:
+        """The ranks' batch sizes at ``phase`` (``step_shard_sizes``: phase 1 on, the last entry repeating)."""
+        if phase == 0 or self.step_shard_sizes is None:
+            return self.shard_sizes
+        return self.step_shard_sizes[min(phase, len(self.step_shard_sizes)) - 1]
+
+    @property
+    def phase_shard_sizes(self) -> tuple[tuple[int, ...], ...]:
+        """``shard_sizes_at`` of every phase."""
+        return tuple(self.shard_sizes_at(p) for p in range(len(self.phases)))
+
+    def rank_count(self, rank: int, phase: int = 0) -> int:
+        """Rank ``rank``'s elements per channel at ``phase``: N_r·prod(spatial_r)."""
+        return self.shard_sizes_at(phase)[rank] * math.prod(self.spatial_of(rank))
+
+    @property
+    def input_gradients(self) -> bool:
+        """Whether a backward runs (harness.quantities: grad_input exists)."""
+        return not self.no_grad
+
+    @property
+    def parameter_gradients(self) -> bool:
+        """Whether weight and bias get gradients (affine, not frozen, a backward runs)."""
+        return self.affine and not self.frozen_affine and not self.no_grad
+
+
+def _normalised_schedule(first: tuple[int, ...], later: Any) -> tuple[tuple[int, ...], ...] | None:
+    """One spelling per schedule: entries as tuples, a trailing repeat of the entry before dropped (the last entry
+    repeats anyway), None when every phase holds ``first``."""
+    check_field(isinstance(later, (tuple, list)) and all(isinstance(s, (tuple, list)) for s in later),
+                "step_shard_sizes", later, "must be a sequence of per-rank sizes, one per phase after the first")
+    schedule = [tuple(sizes) for sizes in later]
+    while schedule and schedule[-1] == (schedule[-2] if len(schedule) > 1 else first):
+        schedule.pop()
+    return tuple(schedule) or None
+
+
+def _sizes_list_token(prefix: str, value: tuple[tuple[int, ...], ...] | None) -> str | None:
+    """``<prefix>0.1+2.3``: groups of rank numbers or of shard sizes, '+' between the groups."""
+    return None if value is None else prefix + "+".join(".".join(map(str, g)) for g in value)
+
+
+def _read_sizes_list(token: str, prefix: str) -> tuple[tuple[int, ...], ...]:
+    return tuple(_sizes(part, token) for part in _strip(token, prefix).split("+"))
+
+
+def _switch(name: str, attr: str, word: str) -> Token:
+    """An optional token present exactly when ``attr`` is true (``ac``, ``frozen``)."""
+    return Token(name, lambda spec: word if getattr(spec, attr) else None, lambda token: {attr: True},
+                 optional=word)
 
 
 def _world_token() -> Token:
@@ -371,12 +476,7 @@ def _read_dtype(token: str) -> dict[str, Any]:
             "param_dtype": _reverse(_DTYPE_TOKENS, param, "parameter dtype") if param else None}
 
 
-def _groups_token(spec: Any) -> str | None:
-    return None if spec.groups is None else "g" + "+".join(".".join(map(str, g)) for g in spec.groups)
-
-
-def _read_groups(token: str) -> dict[str, Any]:
-    return {"groups": tuple(tuple(int(r) for r in g.split(".")) for g in token[1:].split("+"))}
+_SIZES_LIST = r"\d+(\.\d+)*(\+\d+(\.\d+)*)*"
 
 
 _TEXT = lambda attr: (lambda spec: getattr(spec, attr), lambda token: {attr: token})  # noqa: E731
@@ -394,9 +494,14 @@ ModuleSpec.TOKENS = (
     _field("offset", "loc", "loc", show=_fmt_float, parse=float),
     _field("spread", "sd", "scale", show=_fmt_float, parse=float), _field("seed", "s"),
     Token("device", *_TEXT("device")),
-    Token("process groups", _groups_token, _read_groups, optional=r"g\d+(\.\d+)*(\+\d+(\.\d+)*)*"),
-    Token("autocast", lambda spec: "ac" if spec.autocast else None, lambda token: {"autocast": True},
-          optional="ac"),
+    Token("process groups", lambda spec: _sizes_list_token("g", spec.groups),
+          lambda token: {"groups": _read_sizes_list(token, "g")}, optional="g" + _SIZES_LIST),
+    _switch("autocast", "autocast", "ac"),
+    Token("per-step shard sizes", lambda spec: _sizes_list_token("nstep", spec.step_shard_sizes),
+          lambda token: {"step_shard_sizes": _read_sizes_list(token, "nstep")}, optional="nstep" + _SIZES_LIST),
+    _switch("interleaved eval", "interleave_eval", "interleaved"),
+    _switch("frozen affine", "frozen_affine", "frozen"),
+    _switch("no-grad forward", "no_grad", "nograd"),
 )
 
 
@@ -439,8 +544,8 @@ class OpSpec(_Spec):
     def world_size(self) -> int:
         return 1  # the op runs in one process; the other shards only feed its statistics
 
-    def input_shape(self, rank: int) -> tuple[int, ...]:
-        return (self.shard_sizes[rank], self.channels, *self.spatial)
+    def input_shape(self, rank: int, phase: int = 0) -> tuple[int, ...]:
+        return (self.shard_sizes[rank], self.channels, *self.spatial)  # one phase: ``phase`` changes nothing
 
 
 # The op id: op-batch-norm-stats_n3.2_c4_ncl5_f16_contig_aff_e1e-05_m0.1_loc0_sd1_s0_cpu.

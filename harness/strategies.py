@@ -3,7 +3,13 @@
 ``case_specs()`` draws world size, per-rank shard sizes (with zeros, all zeros, one rank holding everything, very
 skewed), channel counts (1, primes, non-powers of two), spatial ranks and sizes, dtype, memory layout, momentum
 (including None), eps, affine, track_running_stats, training and eval steps, the data distribution and process
-groups. Every drawn case is valid by construction (ModuleSpec validates it again) and meaningful for its dtype:
+groups, shard sizes that change between steps, eval phases between training steps, frozen affine parameters and
+training-mode forwards under no_grad; with ``boundaries`` also the sizes where kernels break (a rank with more than
+1024-4096 values per channel, more than 1024 channels, channels_last with C >= 32 not a multiple of 8), and world
+sizes up to ``max_world``. How far each profile reaches: ``PROPERTY_REACH`` (quick stays within the world sizes and
+sizes its catalogue has; default adds the boundaries and world size 5, whose pool its catalogue starts anyway;
+thorough goes to world size 8). Every drawn case is valid by construction (ModuleSpec validates it again) and
+meaningful for its dtype:
 
     MEANINGFUL RULE: the data's offset in units of its spread, kappa = |loc| / scale, must stay below
     MAX_OFFSET_RATIO[dtype] (float32 1e3, float64 1e6, float16 and bfloat16 3). Beyond that the dtype cannot
@@ -63,6 +69,7 @@ a training step): a SyncBN property test whose judged examples never synchronise
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -71,6 +78,7 @@ from typing import Any, Iterable
 from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
 
+from .errors import CaseError
 from .features import FEATURE_NAMES, declared_region, features_of
 from .kinds import kind_of, subject_of
 from .spec import ModuleSpec
@@ -78,7 +86,7 @@ from .spec import ModuleSpec
 __all__ = ["MAX_OFFSET_RATIO", "MAX_ABS", "MAX_VARIANCE", "LARGE_COUNT", "data_bound", "variance_bound", "meaningful",
            "shard_sizes", "process_groups", "case_specs", "register_hypothesis_profiles",
            "register_hypothesis_profile", "HARNESS_TO_HYPOTHESIS", "PROFILE_PREFIX", "MIN_JUDGED_EXAMPLES",
-           "minimum_judged", "PropertyTally", "steering_region"]
+           "minimum_judged", "PropertyTally", "steering_region", "PROPERTY_REACH"]
 
 MAX_OFFSET_RATIO = {"float32": 1e3, "float64": 1e6, "float16": 3.0, "bfloat16": 3.0}
 # The float16 range rules (module docstring); the other dtypes' ranges hold every drawn case.
@@ -92,6 +100,12 @@ LOCS_IN_SCALES = (0.0, 0.5, -3.0, 100.0, -100.0, 1e3, 1e4, 1e6)  # offset as a m
 EPSES = (1e-5, 1e-3, 0.1, 1.0)
 MOMENTA = (None, 0.0, 0.01, 0.1, 0.5, 1.0)
 HARNESS_TO_HYPOTHESIS = {"quick": "ci-quick", "default": "ci", "thorough": "thorough"}
+# What the property tests draw under each harness profile (case_specs' keywords).
+PROPERTY_REACH = {"quick": dict(max_world=4, boundaries=False), "default": dict(max_world=5, boundaries=True),
+                  "thorough": dict(max_world=8, boundaries=True)}
+LARGE_COUNTS = (1025, 2049, 2050, 3071, 4097, 4100)  # values per channel of one sample: past a block of 1024-4096
+MANY_CHANNELS = (1031, 2053)  # primes past 1024 and 2048: exchange buffers of thousands of elements
+VECTOR_CHANNELS = (33, 36, 37, 100)  # C >= 32 not a multiple of 8 (36, 100: multiples of 4 only)
 
 
 def data_bound(spec: ModuleSpec) -> float:
@@ -102,9 +116,10 @@ def data_bound(spec: ModuleSpec) -> float:
 def variance_bound(spec: ModuleSpec) -> float:
     """A bound on any variance a module holds for the case's data: the initial running_var and the unbiased batch
     variance of each group (see the module docstring)."""
+    smallest = min(sum(spec.rank_count(r, p) for r in g) for g in spec.rank_groups for p in range(len(spec.phases)))
     if spec.data == "constant":
         factor = 2.0
-    elif spec.data != "outliers" and min(sum(spec.rank_count(r) for r in g) for g in spec.rank_groups) >= LARGE_COUNT:
+    elif spec.data != "outliers" and smallest >= LARGE_COUNT:
         factor = 2.0
     else:
         factor = 2.0 * _TAIL.get(spec.data, 7.0) ** 2
@@ -149,39 +164,70 @@ def process_groups(draw, world_size: int) -> tuple[tuple[int, ...], ...] | None:
 
 
 @st.composite
-def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32", "float64")) -> ModuleSpec:
+def _sizes(draw, boundaries: bool) -> tuple[tuple[int, ...], int, int]:
+    """(spatial, channels, largest shard): small sizes mostly; with ``boundaries`` sometimes a large per-rank count
+    (one long spatial axis, 1-2 samples per rank), many channels with few values each, or a vector remainder."""
+    kind = draw(st.sampled_from(("small",) * 5 + (("large", "many_channels", "vector_tail") if boundaries else ())))
+    if kind == "large":
+        return (draw(st.sampled_from(LARGE_COUNTS)),), draw(st.sampled_from((1, 2, 3))), 2
+    if kind == "many_channels":
+        return draw(st.sampled_from(((), (2,), (1, 2)))), draw(st.sampled_from(MANY_CHANNELS)), 3
+    if kind == "vector_tail":
+        rank = draw(st.integers(2, 3))
+        spatial = tuple(draw(st.lists(st.integers(1, 3), min_size=rank, max_size=rank)))
+        return spatial, draw(st.sampled_from(VECTOR_CHANNELS)), 4
+    spatial_rank = draw(st.integers(0, 3))
+    spatial = tuple(draw(st.lists(st.integers(1, 4), min_size=spatial_rank, max_size=spatial_rank)))
+    return spatial, draw(st.sampled_from(CHANNELS)), 6
+
+
+@st.composite
+def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32", "float64"),
+               boundaries: bool = False) -> ModuleSpec:
     """A whole ModuleSpec on CPU in one of ``dtypes``; see the module docstring for the axes and the meaningful-data
     rule."""
     world_size = draw(st.integers(1, max_world))
-    spatial_rank = draw(st.integers(0, 3))
-    spatial = tuple(draw(st.lists(st.integers(1, 4), min_size=spatial_rank, max_size=spatial_rank)))
-    layouts = ["contiguous"] + {2: ["channels_last"], 3: ["channels_last_3d"]}.get(spatial_rank, [])
+    spatial, channels, max_shard = draw(_sizes(boundaries))
+    layouts = ["contiguous"] + {2: ["channels_last"], 3: ["channels_last_3d"]}.get(len(spatial), [])
     dtype = draw(st.sampled_from(dtypes))
     param_dtype = draw(st.sampled_from((None, "float32"))) if dtype in ("float16", "bfloat16") else None
     scale = draw(st.sampled_from(SCALES))
     loc = scale * draw(st.sampled_from(LOCS_IN_SCALES).filter(lambda k: abs(k) <= MAX_OFFSET_RATIO[dtype]))
     data = draw(st.sampled_from(("normal", "normal", "constant", "halfconst", "outliers")))
     steps = draw(st.integers(0, 3))
+    eval_steps = draw(st.integers(1 if steps == 0 else 0, 2))
+    affine = draw(st.booleans())
+    no_grad = steps >= 1 and draw(st.integers(0, 4)) == 0
+    later = steps + eval_steps - 1  # phases after the first: their shard sizes may change
     spec = ModuleSpec(
-        shard_sizes=draw(shard_sizes(world_size)),
-        channels=draw(st.sampled_from(CHANNELS)),
+        shard_sizes=draw(shard_sizes(world_size, max_shard)),
+        channels=channels,
         spatial=spatial,
         dtype=dtype,
         param_dtype=param_dtype,
         layout=draw(st.sampled_from(layouts)),
-        affine=draw(st.booleans()),
+        affine=affine,
         track_running_stats=draw(st.booleans()),
         momentum=draw(st.sampled_from(MOMENTA)),
         eps=draw(st.sampled_from(EPSES)),
         steps=steps,
-        eval_steps=draw(st.integers(1 if steps == 0 else 0, 2)),
+        eval_steps=eval_steps,
         data=data,
         loc=loc,
         scale=scale,
         seed=draw(st.integers(0, 2**16)),
         groups=draw(process_groups(world_size)),
+        step_shard_sizes=tuple(draw(st.lists(shard_sizes(world_size, max_shard), min_size=1,
+                                             max_size=min(later, 2)))) if later and draw(st.booleans()) else None,
+        interleave_eval=False,
+        frozen_affine=affine and not no_grad and draw(st.integers(0, 3)) == 0,
+        no_grad=no_grad,
         tags=("property",),
     )
+    if steps >= 2 and eval_steps >= 1 and draw(st.booleans()):
+        # unless a rank raises in an eval phase before a training step (harness.spec: it cannot join it)
+        with contextlib.suppress(CaseError):
+            spec = spec.replace(interleave_eval=True)
     assume(meaningful(spec))  # the offset filter above guarantees the first rule; float16's range may reject
     return spec
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from .features import judges_sut
 from .outcomes import FAILING, FAILURES, JUDGED, OUTCOMES
 from .quantities import inputs_of
 
-__all__ = ["describe", "where", "CLASSES", "CLASS_TITLES", "failure_class", "severity_key", "phase_order",
+__all__ = ["describe", "where", "CLASSES", "CLASS_TITLES", "failure_class", "severity_key", "phase_order", "run_order",
            "mark_knock_ons", "case_report", "scaled_error", "is_exact", "label", "roots_and_knock_ons", "failure_text",
            "exact_statement", "scaled_text", "case_class", "case_severity_key", "case_headline",
            "failed_cases_by_class", "verdict_of", "incomplete_text",
@@ -114,6 +114,19 @@ def phase_order(phase: str) -> tuple[int, int, str]:
     return (_PHASE_KINDS[match.group(1)], int(match.group(2)), phase)
 
 
+def run_order(params: dict[str, Any] | None) -> Callable[[str], tuple]:
+    """Sort key of a case's phases in the order they ran: ``phase_order``, or with eval phases interleaved between
+    the training steps (``interleave_eval``) train0 < eval0 < train1 < eval1 < ..."""
+    if not (params or {}).get("interleave_eval"):
+        return phase_order
+
+    def interleaved(phase: str) -> tuple:
+        kind, index, name = phase_order(phase)
+        return (kind == 9, index, kind, name)
+
+    return interleaved
+
+
 def phase_kind(phase: str) -> str:
     match = _PHASE.match(phase)
     return match.group(1) if match else "op"
@@ -133,7 +146,7 @@ def mark_knock_ons(comparisons: list[dict[str, Any]], params: dict[str, Any] | N
     failure of the chain), or "" for a root. Comparisons are records; they are changed in place."""
     failed = [c for c in comparisons if not c["passed"]]
     group_of = _groups(params)
-    phases = sorted({c["phase"] for c in comparisons}, key=phase_order)
+    phases = sorted({c["phase"] for c in comparisons}, key=run_order(params))
     previous = {p: phases[i - 1] if i else None for i, p in enumerate(phases)}
     index: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
     for c in failed:

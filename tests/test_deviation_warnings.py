@@ -71,6 +71,27 @@ W4_GROUPS = "c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev0_normal_loc0_sd1_s0
      False),  # one rank, training only: cuDNN's float16 BatchNorm, accurate
     ("cuda_half_reduction", "w1_n6_c4_nchw5x4_bf16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev0_normal_loc0_sd1_s0_cuda",
      True),  # bfloat16 takes the native kernel
+    # per-step shard sizes: a later training phase's empty group counts
+    ("empty_group", f"w4_n1.0.3.2_{W4_GROUPS}_nstep0.0.3.2", True),
+    ("half_input_empty_shard", "w2_n6.5_c4_nchw5x4_f16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
+     "_nstep6.0", True),
+    ("half_input_empty_shard", "w2_n6.5_c4_nchw5x4_f16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
+     "_nstep6.5+6.0", False),  # the empty shard only in the eval phase: no collective there
+    # torch's float64 CPU BatchNorm sums sequentially: a native batch-statistics phase over > 512 constant values
+    ("cpu_float64_sequential_sum", "w2_n2.1_c1_ncl2050_f64_contig_aff_notrs_m0.1_e1e-05_k1_ev1_constant_loc1_sd1_s0"
+     "_cpu", True),  # eval without running statistics: each rank alone
+    ("cpu_float64_sequential_sum", "w2_n2.1_c1_ncl2050_f32_contig_aff_notrs_m0.1_e1e-05_k1_ev1_constant_loc1_sd1_s0"
+     "_cpu", False),  # float32 is summed in double
+    ("cpu_float64_sequential_sum", "w2_n2.1_c1_ncl2050_f64_contig_aff_trs_m0.1_e1e-05_k1_ev1_constant_loc1_sd1_s0"
+     "_cpu", False),  # synchronised training: the harness's kernels; eval with running statistics: no sum
+    ("cpu_float64_sequential_sum", "w1_n1_c2_ncl4100_f64_contig_aff_trs_m0.1_e1e-05_k2_ev1_constant_loc3_sd1_s0_cpu",
+     True),  # a one-rank group trains on the native kernel
+    ("cpu_float64_sequential_sum", "w1_n1_c2_ncl512_f64_contig_aff_trs_m0.1_e1e-05_k2_ev1_constant_loc3_sd1_s0_cpu",
+     False),  # n/2 = 256 roundings at most: within the trusted yardstick
+    ("cpu_float64_sequential_sum", "w1_n1_c2_ncl4100_f64_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc3_sd1_s0_cpu",
+     False),  # varying values round both ways: the error grows like sqrt(n)
+    ("cpu_float64_sequential_sum", "w1_n1_c2_ncl4100_f64_contig_aff_trs_m0.1_e1e-05_k2_ev1_constant_loc3_sd1_s0_cuda",
+     False),
 ])
 def test_conditions(condition, case_id, expected):
     assert KnownDeviation(sut="torch", condition=condition, reason="r", link="l").matches("torch", case_id) is expected

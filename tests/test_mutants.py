@@ -110,3 +110,50 @@ def test_ranks_that_hold_different_running_var_are_a_root():
     roots, knock_ons = _roots_and_knock_ons("local_running_var")
     assert roots[0] == "running_var.agreement" and "running_var" in roots
     assert not any(c["quantity"].endswith(".agreement") for folded in knock_ons.values() for c in folded)
+
+
+# Issue 21: a mutant per defect class the catalogue missed before, each with the tag of the DEFAULT-profile case that
+# must catch it, the quantity that shows it, and the same case without the boundary or dimension (what the catalogue
+# had before), which it passes. The quick selftest (tests/test_selftest.py) leaves the boundary classes out by design;
+# this is their default-profile catch, run on the one case each instead of the whole profile.
+def _default_case(tags: tuple[str, ...], dtype: str | None) -> ModuleSpec:
+    """The default profile's first case tagged exactly ``tags`` (in ``dtype`` if given)."""
+    from harness.catalogue import module_cases
+
+    return next(c for c in module_cases("default") if c.tags == tags and dtype in (None, c.dtype))
+
+
+_WITHOUT = {  # the case minus its dimension
+    "large_count": dict(spatial=(1024,)),  # 2048 and 1024 values per channel: whole blocks of 1024 and 2048
+    "many_channels": dict(channels=512),  # (count, sum) of 512 channels: one bucket of 1024 elements
+    "vector_tail": dict(channels=40),  # a multiple of 8: no remainder
+    "big_world": dict(shard_sizes=(2, 1, 0, 3)),  # one node of 4 ranks
+    "step_shards": dict(step_shard_sizes=None),
+    "interleaved": dict(interleave_eval=False),
+    "frozen": dict(frozen_affine=False),
+    "no_grad": dict(no_grad=False),
+}
+BOUNDARY_MUTANTS = [
+    ("tail_block_dropped", ("boundaries", "large_count"), "float32", "output"),
+    ("float64_partials_in_float32", ("boundaries", "large_count"), "float64", "output"),
+    ("bucket_tail_unreduced", ("boundaries", "many_channels"), None, "running_mean"),  # the tail stays local
+    ("channels_last_vector_tail", ("boundaries", "vector_tail"), None, "output"),
+    ("nodes_floored", ("boundaries", "big_world"), None, "output"),
+    ("count_captured_once", ("steps", "step_shards"), None, "output"),
+    ("eval_advances_step_counter", ("steps", "interleaved"), None, "running_mean"),
+    ("frozen_weight_ignored", ("steps", "frozen"), None, "grad_input"),
+    ("no_grad_skips_sync", ("steps", "no_grad"), None, "running_mean"),  # the ranks' buffers disagree: a root
+]
+
+
+@pytest.mark.parametrize(("name", "tags", "dtype", "quantity"), BOUNDARY_MUTANTS, ids=[m[0] for m in BOUNDARY_MUTANTS])
+def test_default_profile_catches_each_new_defect_class_that_its_case_needs(name, tags, dtype, quantity):
+    from harness.selftest import caught_from, first_failure
+
+    case = _default_case(tags, dtype)
+    assert caught_from(name, "default")
+    result = run_case(case, _config(name))
+    assert not result.passed, f"{name} passed {case.id}"
+    assert first_failure(result).startswith(quantity + " "), first_failure(result)
+    harmless = case.replace(**_WITHOUT[tags[1]])
+    assert run_case(harmless, _config(name)).passed, f"{name} failed {harmless.id}: it should need the dimension"

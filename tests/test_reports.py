@@ -189,7 +189,7 @@ def test_load_rejects_bad_documents(tmp_path, content, message):
 @pytest.mark.processes
 def test_xdist_results_are_merged(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "pytest", "cases/test_catalogue.py", "-k", "eps", "--profile",
+    done = subprocess.run([sys.executable, "-m", "pytest", "cases/test_catalogue.py", "--area", "eps", "--profile",
                            "quick", "-n", "2", "-p", "no:cacheprovider", "-q", "--json-results", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

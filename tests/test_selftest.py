@@ -10,23 +10,29 @@ import numpy as np
 from harness import cli
 from harness.catalogue import module_cases
 from harness.expected import expected_module_case
-from harness.mutants import CORRECT, COSTLIER, MUTANTS
-from harness.selftest import ordered_cases, run_mutant
+from harness.mutants import CLASSES, CORRECT, COSTLIER, MUTANT_CLASS, MUTANTS
+from harness.selftest import MutantOutcome, caught_from, class_lines, ordered_cases, run_mutant
 from harness.spec import ModuleSpec
 from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
 
 
 @pytest.mark.processes
 def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys):
-    """The quick selftest, in CI: every mutant of the catalogue caught, no false failure of a correct SyncBN."""
+    """The quick selftest, in CI: every mutant of a class quick is meant to catch is caught, no false failure of a
+    correct SyncBN, the costlier one reported, and the catch rate per class; the boundary classes (caught from the
+    default profile: tests/test_mutants.py runs each on its default case) are reported as not run."""
     # 5 s: a case takes well under a second; the mutant that deadlocks is caught by the collective audit at once
     code = cli.main(["selftest", "--profile", "quick", "--case-timeout", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert re.search(rf"^catch rate: {len(MUTANTS)}/{len(MUTANTS)} mutants caught \(100%\)", out, re.M), out
+    quick = [name for name in MUTANTS if caught_from(name, "quick")]
+    boundary = [name for name in MUTANTS if name not in quick]
+    assert len(boundary) >= 4, boundary
+    assert re.search(rf"^catch rate: {len(quick)}/{len(quick)} mutants caught \(100%\); {len(boundary)} of boundary "
+                     "classes not run", out, re.M), out
     for name in CORRECT:
         assert re.search(rf"^PASS    {name}: correct implementation passed all cases", out, re.M), out
-    for name in MUTANTS:  # by a comparison ("output at train0, rank 1") or a failure ("collective mismatch: ...")
+    for name in quick:  # by a comparison ("output at train0, rank 1") or a failure ("collective mismatch: ...")
         assert re.search(rf"^CAUGHT  {name} \(.*\) by case w\d+_\S+: \S+", out, re.M), out
     for name in COSTLIER:  # passes, and is reported as costlier than torch's SyncBatchNorm
         assert re.search(rf"^REPORTED {name} \(.*\): passed case w\d+_\S+, 3 collectives per training step where "
@@ -38,6 +44,33 @@ def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys)
                      r"group 0,1,2 at train0 \(forward\): statistics travel in at least float32", out, re.M), out
     hang = re.search(r"^CAUGHT  empty_skips_collective .* \[(\d+) cases, ([\d.]+) s\]$", out, re.M)
     assert float(hang.group(2)) < 5 * int(hang.group(1)), hang.group(0)  # never a case timeout (5 s) per case
+    for name in boundary:
+        assert not re.search(rf"^\S+ +{name} ", out, re.M), out
+    for class_name, bug_class in CLASSES.items():
+        members = sum(MUTANT_CLASS[name] == class_name for name in MUTANTS)
+        line = (rf"{members}/{members} caught" if bug_class.profile == "quick"
+                else rf"not run \({members}\): the default profile's catalogue catches these")
+        assert re.search(rf"^  {re.escape(class_name)} +{line}", out, re.M), (class_name, out)
+
+
+def test_every_mutant_has_a_class_and_every_class_a_mutant():
+    assert set(MUTANT_CLASS) == set(MUTANTS)
+    assert set(MUTANT_CLASS.values()) == set(CLASSES)
+    assert {c.profile for c in CLASSES.values()} == {"quick", "default"}
+    assert all(caught_from(name, "default") and caught_from(name, "thorough") for name in MUTANTS)
+
+
+def test_class_lines_count_caught_and_missed_mutants_per_class():
+    """The per-class report: caught of those run, the missed ones by name, classes not run at the profile."""
+    from harness.result import CaseResult
+
+    failed = [CaseResult(ModuleSpec(shard_sizes=(3, 2), channels=2))]
+    outcomes = [MutantOutcome("no_sync", "", False, 1, failed, 0.1),
+                MutantOutcome("no_backward_allreduce", "", False, 9, [], 0.1)]
+    lines = class_lines(outcomes, ["nodes_floored"], "quick")
+    assert "  synchronisation          1/2 caught (MISSED: no_backward_allreduce)" in lines, lines
+    assert any(line.startswith("  world size               not run (1): the default profile") for line in lines)
+    assert len(lines) == 2, lines
 
 
 def test_selftest_rejects_unknown_names(capsys):

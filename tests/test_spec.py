@@ -27,16 +27,23 @@ def specs(draw) -> ModuleSpec:
         rank_spatial = tuple(draw(st.lists(st.integers(1, 5), min_size=len(spatial), max_size=len(spatial))
                                   .map(tuple)) for _ in range(world))
         spatial = rank_spatial[0]
+    steps, eval_steps = draw(st.integers(1, 5)), draw(st.integers(0, 3))
+    sizes = st.lists(st.integers(2, 9), min_size=world, max_size=world).map(tuple)  # >= 2: interleaving stays valid
+    affine, no_grad = draw(st.booleans()), draw(st.booleans())
     return ModuleSpec(
-        shard_sizes=tuple(draw(st.lists(st.integers(0, 9), min_size=world, max_size=world))),
+        shard_sizes=draw(sizes),
         channels=draw(st.integers(1, 64)), spatial=spatial, dtype=draw(st.sampled_from(DTYPES)),
-        param_dtype=draw(st.sampled_from([None, *DTYPES])), layout=layout, affine=draw(st.booleans()),
+        param_dtype=draw(st.sampled_from([None, *DTYPES])), layout=layout, affine=affine,
         track_running_stats=draw(st.booleans()),
         momentum=draw(st.one_of(st.none(), st.floats(0, 1))), eps=draw(st.floats(1e-12, 10)),
-        steps=draw(st.integers(1, 5)), eval_steps=draw(st.integers(0, 3)),
+        steps=steps, eval_steps=eval_steps,
         data=draw(st.sampled_from(["normal", "constant", "outliers", "halfconst"])),
         loc=draw(st.floats(-1e6, 1e6)), scale=draw(st.floats(1e-6, 1e6)), seed=draw(st.integers(0, 2**31)),
-        device=device, groups=groups, autocast=device == "cuda" and draw(st.booleans()), rank_spatial=rank_spatial)
+        device=device, groups=groups, autocast=device == "cuda" and draw(st.booleans()), rank_spatial=rank_spatial,
+        step_shard_sizes=tuple(draw(st.lists(sizes, min_size=1, max_size=steps + eval_steps - 1)))
+        if steps + eval_steps > 1 and draw(st.booleans()) else None,
+        interleave_eval=steps >= 2 and eval_steps >= 1 and draw(st.booleans()),
+        frozen_affine=affine and not no_grad and draw(st.booleans()), no_grad=no_grad)
 
 
 @settings(max_examples=200, deadline=None)
@@ -55,11 +62,14 @@ def test_catalogue_ids_are_unique_and_parse(profile):
 
 
 def test_quick_profile_touches_every_area_and_has_at_least_100_cases():
+    """Every area but the boundaries, which quick (a smoke test) leaves out by design; default has every area."""
     from harness.catalogue import AREAS
 
     cases = catalogue_cases("quick")
     assert len(cases) >= 100
-    assert {case.tags[0] for case in module_cases("quick")} == set(AREAS)
+    assert {case.tags[0] for case in module_cases("quick")} == {name for name, a in AREAS.items() if a.in_quick}
+    assert {case.tags[0] for case in module_cases("default")} == set(AREAS)
+    assert not AREAS["boundaries"].in_quick
 
 
 @pytest.mark.parametrize(("fields", "message"), [
@@ -74,6 +84,18 @@ def test_quick_profile_touches_every_area_and_has_at_least_100_cases():
     (dict(shard_sizes=(3,), channels=2, spatial=(0,)), "spatial[0]=0: must be >= 1"),
     (dict(shard_sizes=(3,), channels=2, steps=0, eval_steps=0), "steps + eval_steps must be >= 1"),
     (dict(shard_sizes=(3,), channels=2, data="uniform"), "data='uniform': must be one of"),
+    (dict(shard_sizes=(3, 2), channels=2, steps=2, step_shard_sizes=((1,),)), "entry 0 needs one size per rank (2)"),
+    (dict(shard_sizes=(3, 2), channels=2, steps=2, step_shard_sizes=((1, -1),)), "step_shard_sizes[0][1]=-1"),
+    (dict(shard_sizes=(3, 2), channels=2, steps=2, step_shard_sizes=((1, 2), (2, 2))),
+     "gives the sizes of phases 1..2, but the case has 2 phase(s)"),
+    (dict(shard_sizes=(3, 2), channels=2, steps=2, step_shard_sizes=3), "must be a sequence of per-rank sizes"),
+    (dict(shard_sizes=(3, 2), channels=2, steps=1, eval_steps=2, interleave_eval=True),
+     "eval between training steps needs steps >= 2 and eval_steps >= 1"),
+    (dict(shard_sizes=(3, 2), channels=2, affine=False, frozen_affine=True), "frozen_affine=True: needs affine=True"),
+    (dict(shard_sizes=(3, 2), channels=2, steps=0, eval_steps=1, no_grad=True), "needs steps >= 1"),
+    (dict(shard_sizes=(3, 2), channels=2, no_grad=True, frozen_affine=True), "changes nothing under no_grad"),
+    (dict(shard_sizes=(3, 1), channels=2, spatial=(), steps=2, eval_steps=1, track_running_stats=False,
+          interleave_eval=True), "rank 1 holds one value per channel at eval0"),
 ])
 def test_invalid_case_names_the_field_and_rule(fields, message):
     with pytest.raises(CaseError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
@@ -144,3 +166,38 @@ def test_catalogue_cases_obey_the_meaningful_data_rules(profile):
     hold for the catalogue too: no hand-written case is outside what the tolerances are reasoned for."""
     outside = [case.id for case in module_cases(profile) if not meaningful(case)]
     assert outside == []
+
+
+def test_phase_schedule_interleaved_eval_and_per_step_shard_sizes():
+    """Interleaved: an eval phase after each training step; per-step shard sizes from phase 1 on, the last
+    repeating, one spelling per schedule (a trailing repeat and a schedule equal to shard_sizes drop out)."""
+    spec = ModuleSpec(shard_sizes=(3, 1, 2), channels=2, steps=3, eval_steps=2, interleave_eval=True,
+                      step_shard_sizes=((1, 4, 0), (5, 2, 2), (5, 2, 2)))
+    assert [name for name, _ in spec.phases] == ["train0", "eval0", "train1", "eval1", "train2"]
+    assert [spec.training(p) for p in range(5)] == [True, False, True, False, True]
+    assert spec.step_shard_sizes == ((1, 4, 0), (5, 2, 2))
+    assert spec.phase_shard_sizes == ((3, 1, 2), (1, 4, 0), (5, 2, 2), (5, 2, 2), (5, 2, 2))
+    assert spec.input_shape(1, 1) == (4, 2) and spec.rank_count(2, 1) == 0
+    assert "_cpu_nstep1.4.0+5.2.2_interleaved" in spec.id and ModuleSpec.from_id(spec.id) == spec
+    plain = ModuleSpec(shard_sizes=(3, 1), channels=2, steps=2, eval_steps=1, step_shard_sizes=((3, 1),))
+    assert plain.step_shard_sizes is None and plain.id == ModuleSpec(shard_sizes=(3, 1), channels=2, steps=2,
+                                                                     eval_steps=1).id
+    assert [name for name, _ in plain.phases] == ["train0", "train1", "eval0"]
+    longer_eval = ModuleSpec(shard_sizes=(3, 1), channels=2, steps=2, eval_steps=3, interleave_eval=True)
+    assert [name for name, _ in longer_eval.phases] == ["train0", "eval0", "train1", "eval1", "eval2"]
+
+
+def test_gradient_dimensions_decide_which_quantities_exist():
+    """harness.quantities ``needs``: frozen affine has no parameter gradients, a no-grad forward no gradients."""
+    from harness.quantities import MODULE_QUANTITIES
+
+    def names(**fields):
+        spec = ModuleSpec(shard_sizes=(3, 2), channels=2, **fields)
+        return {q.name for q in MODULE_QUANTITIES if q.applies(spec)}
+
+    grads = {"grad_weight", "grad_bias", "grad_weight.dtype", "grad_bias.dtype"}
+    assert grads | {"grad_input", "output", "running_mean"} <= names()
+    assert not grads & names(frozen_affine=True) and "grad_input" in names(frozen_affine=True)
+    assert not (grads | {"grad_input"}) & names(no_grad=True)
+    assert {"output", "running_mean", "running_var", "num_batches_tracked"} <= names(no_grad=True)
+    assert ModuleSpec.from_id(ModuleSpec(shard_sizes=(3, 2), channels=2, frozen_affine=True).id).frozen_affine

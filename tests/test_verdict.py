@@ -68,6 +68,21 @@ def _running_var_case() -> dict:
     return _record(spec, comparisons)
 
 
+def test_interleaved_eval_phases_sit_between_the_training_steps_for_knock_ons():
+    """With eval between training steps the phase before train1 is eval0, and eval0's is train0: a running_var wrong
+    at train0 makes eval0's output a knock-on, and train1's running_var is a knock-on through eval0's; an eval output
+    failing on its own at eval1 (its running_var at train1 passed) is a root, not a knock-on of train2."""
+    spec = _spec(steps=3, eval_steps=2, interleave_eval=True)
+    comparisons = [_cmp("running_var", "train0", 0, 0.02), _cmp("running_var", "eval0", 0, 0.02),
+                   _cmp("output", "eval0", 0, 0.5), _cmp("running_var", "train1", 0, 0.0),
+                   _cmp("output", "eval1", 0, 0.5), _cmp("running_var", "train2", 0, 0.03)]
+    groups, knock_ons = roots_and_knock_ons(_record(spec, comparisons))
+    roots = {(c["quantity"], c["phase"]) for group in groups for c in group}
+    assert roots == {("running_var", "train0"), ("output", "eval1"), ("running_var", "train2")}, roots
+    assert {(k["quantity"], k["phase"]) for k in knock_ons["running_var at train0, rank 0"]} == \
+        {("running_var", "eval0"), ("output", "eval0")}
+
+
 def test_knock_ons_are_folded_under_their_root():
     case = _running_var_case()
     groups, knock_ons = roots_and_knock_ons(case)

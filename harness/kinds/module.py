@@ -114,7 +114,7 @@ def _compare_group(spec: ModuleSpec, phase: ExpectedPhase, p: int, gi: int, memb
     complete = len(compared) == len(members)  # group-level checks need every rank of the group
     offsets, running = {}, 0
     for r in members:
-        offsets[r], running = running, running + spec.shard_sizes[r]
+        offsets[r], running = running, running + spec.shard_sizes_at(p)[r]
     dtypes = {"input": spec.dtype, "param": spec.effective_param_dtype, "int64": "int64", "none": "-"}
     add = result.comparisons.append
     for q in MODULE_QUANTITIES:
@@ -148,9 +148,10 @@ def _compare(q: Quantity, actual: Any, expected: Any, phase: ExpectedPhase, gi: 
 
 
 def shard_attributes(p: dict[str, Any]) -> list[str]:
-    sizes = list(p.get("shard_sizes") or ())
-    return ["uneven shards" if len(set(sizes)) > 1 else "even shards",
-            "an empty shard" if 0 in sizes else "no empty shard"]
+    """Uneven or empty shards in any phase (``step_shard_sizes``: the sizes of the later phases)."""
+    schedule = [list(p.get("shard_sizes") or ()), *(list(s) for s in p.get("step_shard_sizes") or ())]
+    return ["uneven shards" if any(len(set(sizes)) > 1 for sizes in schedule) else "even shards",
+            "an empty shard" if any(0 in sizes for sizes in schedule) else "no empty shard"]
 
 
 def group_attributes(p: dict[str, Any]) -> list[str]:

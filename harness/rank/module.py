@@ -1,7 +1,8 @@
 """The module kind's rank entry: one SyncBatchNorm layer on this rank (harness.kinds registers ``run``).
 
-Each rank builds its own shard from the case's seed, runs the training steps (forward and backward)
-and the eval steps, and returns, per phase, every quantity of harness.quantities that it reads (``source``), as
+Each rank builds its own shard from the case's seed, runs the phases in the case's order (``ModuleSpec.phases``:
+training steps, forward and backward, and eval steps; no backward for a no-grad case, whose forwards run under
+torch.no_grad()), and returns, per phase, every quantity of harness.quantities that it reads (``source``), as
 float64 numpy arrays in logical (N, C, ...) order. An exception raised by the implementation under test is
 returned as data (harness.errors.RankError, with its phase and traceback), so an expected error can be checked and
 an unexpected one reported with the rank that raised it; a configuration the SUT declares unsupported
@@ -101,31 +102,35 @@ def _run_layer(ctx: RankContext, case: ModuleSpec, factory, process_group, devic
                 module.running_mean.copy_(torch.from_numpy(params.running_mean))
                 module.running_var.copy_(torch.from_numpy(params.running_var))
                 module.num_batches_tracked.fill_(params.num_batches_tracked)
+        if case.frozen_affine:  # fine-tuning with a frozen normalisation layer: no parameter gradients
+            module.weight.requires_grad_(False)
+            module.bias.requires_grad_(False)
     except Exception as exc:  # noqa: BLE001 - the SUT's error, reported with this rank
         if _unsupported(exc, result):
             return
         result["error"] = RankError.from_exception("setup", "construct", exc)
         return
-    for phase in range(case.steps + case.eval_steps):
-        name = case.phase_name(phase)
-        module.train(phase < case.steps)
+    for phase, (name, training) in enumerate(case.phases):
+        module.train(training)
         x = to_tensor(make_input(case, phase, ctx.rank, params), case.dtype, device, case.layout)
-        x.requires_grad_(True)
+        x.requires_grad_(case.input_gradients)
         autocast = torch.autocast(device_type="cuda") if case.autocast else contextlib.nullcontext()
+        # no_grad: a training-mode forward under torch.no_grad() (precise-BN), nothing runs backward
+        grad_mode = torch.no_grad() if case.no_grad else contextlib.nullcontext()
         try:
             ctx.progress(name, "forward")
-            with autocast:
+            with autocast, grad_mode:
                 y = module(x)
         except Exception as exc:  # noqa: BLE001
             if _unsupported(exc, result):
                 break
             result["error"] = RankError.from_exception(name, "forward", exc)
             break
-        # The case's grad_output, in the case's dtype, then in the output's dtype (torch requires it to match).
-        grad = to_tensor(make_grad_output(case, phase, ctx.rank), case.dtype, device).to(y.dtype)
         try:
-            ctx.progress(name, "backward")
-            y.backward(grad)
+            if case.input_gradients:
+                ctx.progress(name, "backward")
+                # The case's grad_output in the case's dtype, then in the output's dtype (torch requires it to match).
+                y.backward(to_tensor(make_grad_output(case, phase, ctx.rank), case.dtype, device).to(y.dtype))
         except Exception as exc:  # noqa: BLE001
             result["error"] = RankError.from_exception(name, "backward", exc)
             break
