@@ -26,7 +26,7 @@ def _check(case, run_case, pytestconfig) -> None:
             pytest.skip(NEEDS_CUDA)
         case = case.replace(device="cuda")
     sut = opts.sut
-    assume(not any(d.matches(sut, case.id) for d in _DEVIATIONS))
+    assume(not any(d.matches(sut, case.id, opts.compile) for d in _DEVIATIONS))
     note(f"case id: {case.id}")
     result = run_case(case)
     if result.unsupported and not result.failures:

@@ -1,8 +1,9 @@
 """Known deviations: where an implementation under test knowingly departs from the specification (docs/semantics.md).
 
 The reviewed list is ``harness/known_deviations.toml``; each entry names the SUT, the cases it covers (a regular
-expression over the case id, a named condition over the parsed case, or both; optionally a device), why, and the
-upstream issue. The pytest plugin runs matching cases as strict expected failures, so a fix upstream becomes a
+expression over the case id, a named condition over the parsed case, or both; optionally a device, and the
+``--compile`` lanes it applies to: a deviation of torch.compile, or one the compiled code no longer has), why, and
+the upstream issue. The pytest plugin runs matching cases as strict expected failures, so a fix upstream becomes a
 visible XPASS failure; the torchrun launcher does the same. No pytest here: both entry points use this module.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable, Iterable
 
 from .errors import CaseError
 from .kinds import parse_case_id
+from .options import COMPILE_BACKENDS
 from .quantities import is_known
 from .spec import ModuleSpec
 
@@ -58,6 +60,26 @@ def _cpu_bf16_channels_last(s: ModuleSpec) -> bool:
     return s.eval_steps >= 1 or unsynced_training
 
 
+def _cpu_mixed_local_batch_stats(s: ModuleSpec) -> bool:
+    """CPU, float16/bfloat16 input with float32 parameters, affine, and a phase where F.batch_norm normalises a
+    rank's own batch with its batch statistics: a training step in a one-rank group, or eval without running
+    statistics (what inductor compiles from native_batch_norm's decomposition)."""
+    if not (s.device == "cpu" and s.dtype in _HALF and s.effective_param_dtype == "float32" and s.affine):
+        return False
+    unsynced_training = s.steps >= 1 and any(len(g) == 1 for g in s.rank_groups)
+    return unsynced_training or (s.eval_steps >= 1 and not s.track_running_stats)
+
+
+def _local_count_one(s: ModuleSpec) -> bool:
+    """A rank normalises its own batch, one value per channel: a training step in a one-rank group, or eval without
+    running statistics (local batch statistics). F.batch_norm must raise 'Expected more than 1 value per channel'."""
+    alone = [r for g in s.rank_groups if len(g) == 1 for r in g]
+    training = s.steps >= 1 and any(s.rank_count(r) == 1 for r in alone)
+    local_eval = s.eval_steps >= 1 and not s.track_running_stats and any(
+        s.rank_count(r) == 1 for r in range(s.world_size))
+    return training or local_eval
+
+
 # Named conditions a known deviation can require of a case (``condition = "..."``), for the rules a regular
 # expression over the id cannot state, such as "within some process group". Module cases only (any other kind of
 # case never matches a condition).
@@ -72,6 +94,8 @@ CONDITIONS: dict[str, Callable[[ModuleSpec], bool]] = {
         _group_count(s, g) > 65504 for g in _synced_groups(s)),
     "cuda_half_reduction": _cuda_half_reduction,
     "cpu_bf16_channels_last": _cpu_bf16_channels_last,
+    "local_count_one": _local_count_one,
+    "cpu_mixed_local_batch_stats": _cpu_mixed_local_batch_stats,
 }
 
 
@@ -87,7 +111,8 @@ def _module_spec(case_id: str) -> ModuleSpec | None:
 @dataclass(frozen=True)
 class KnownDeviation:
     """A reviewed entry: ``sut`` departs from the specification on the case ids matching ``case`` (a regular
-    expression, searched) and ``condition`` (a name in CONDITIONS), when given, on ``device`` when given."""
+    expression, searched) and ``condition`` (a name in CONDITIONS), when given, on ``device`` when given, in the
+    ``compile`` lanes when given (values of ``--compile``: "off" is eager; absent: every lane)."""
 
     sut: str
     reason: str
@@ -98,10 +123,19 @@ class KnownDeviation:
     aborts: bool = False  # the deviation kills a rank's process: pools contain that, torchrun cannot (launch skips)
     summary: str = ""  # one line for listings; the reason is the full story
     quantities: tuple[str, ...] | None = None  # only these may fail; every other comparison of the case is judged
+    compile: tuple[str, ...] | None = None  # the --compile lanes it applies to ("off": eager); None: every lane
 
     def __post_init__(self) -> None:
         if self.quantities is not None:
             object.__setattr__(self, "quantities", tuple(self.quantities))
+        if self.compile is not None:
+            object.__setattr__(self, "compile", tuple(self.compile))
+
+    @property
+    def of_the_compiler(self) -> bool:
+        """The entry documents what torch.compile does (it applies to compiled lanes only): a compile failure is
+        then what it expects."""
+        return self.compile is not None and "off" not in self.compile
 
     def outcome(self, result) -> str:
         """How a matching case's result reads: "xfailed" (it departs as documented), "xpassed" (it no longer does:
@@ -113,8 +147,12 @@ class KnownDeviation:
             return "failed"
         return "xfailed" if failed else "xpassed"
 
-    def matches(self, sut: str, case_id: str) -> bool:
+    def matches(self, sut: str, case_id: str, compile: str | None = "off") -> bool:
+        """Whether the entry covers ``case_id`` run against ``sut`` in the ``--compile`` lane ``compile`` (None: in
+        any lane the entry names)."""
         if self.sut != sut:
+            return False
+        if compile is not None and self.compile is not None and compile not in self.compile:
             return False
         if self.device is not None and self.device not in case_id.split("_"):  # every kind's id ends in its device
             return False
@@ -136,7 +174,7 @@ class KnownDeviation:
         return (text if len(text) <= 110 else text[:107] + "...") + f" ({self.link})"
 
 
-_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary", "quantities"}
+_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary", "quantities", "compile"}
 
 
 def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]:
@@ -173,6 +211,10 @@ def _load(path: Path, mtime_ns: int, size: int) -> tuple[KnownDeviation, ...]:
             raise CaseError(f"{where}.aborts={entry['aborts']!r}: must be true or false")
         if entry.get("device") not in (None, "cpu", "cuda"):
             raise CaseError(f"{where}.device={entry['device']!r}: must be 'cpu' or 'cuda' (or absent)")
+        lanes = entry.get("compile")
+        if lanes is not None and not (isinstance(lanes, list) and lanes and set(lanes) <= set(COMPILE_BACKENDS)):
+            raise CaseError(f"{where}.compile={lanes!r}: must be a non-empty list of --compile values "
+                            f"{list(COMPILE_BACKENDS)} ('off': eager), or absent (every lane)")
         unknown_quantities = [q for q in entry.get("quantities") or [] if not is_known(q)]
         if unknown_quantities or "quantities" in entry and not entry["quantities"]:
             raise CaseError(f"{where}.quantities={entry.get('quantities')!r}: must name quantities of "
@@ -181,14 +223,15 @@ def _load(path: Path, mtime_ns: int, size: int) -> tuple[KnownDeviation, ...]:
     return tuple(entries)
 
 
-def match_deviation(deviations: Iterable[KnownDeviation], sut: str, case_id: str) -> KnownDeviation | None:
-    """The first entry matching, or None."""
-    return next((d for d in deviations if d.matches(sut, case_id)), None)
+def match_deviation(deviations: Iterable[KnownDeviation], sut: str, case_id: str,
+                    compile: str = "off") -> KnownDeviation | None:
+    """The first entry matching ``case_id`` of ``sut`` in the ``--compile`` lane ``compile``, or None."""
+    return next((d for d in deviations if d.matches(sut, case_id, compile)), None)
 
 
 def unmatched_deviations(deviations: list[KnownDeviation], case_ids: set[str]) -> list[KnownDeviation]:
-    """Entries matching no case id (of any SUT): stale or mistyped."""
-    return [d for d in deviations if not any(d.matches(d.sut, case_id) for case_id in case_ids)]
+    """Entries matching no case id (of any SUT, in any lane they name): stale or mistyped."""
+    return [d for d in deviations if not any(d.matches(d.sut, case_id, None) for case_id in case_ids)]
 
 
 def all_profile_case_ids() -> set[str]:

@@ -7,7 +7,8 @@ sentence, its role and the findings under it), which the console (``render_findi
 (reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
 failing, known deviation, declared unsupported); ``run_summary_lines`` is the console summary of a run (the
 verdict of harness.verdict, the diagnosis, the table, the failed cases by severity with their root cause and
-rerun line).
+rerun line). A compiled run (--compile) adds what compiling took: graphs, graph breaks by case kind with their
+reasons, recompilations, compile failures (harness.compile_report).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
+from .compile_report import summary_lines as compile_lines
 from .errors import CaseError
 
 from .features import KIND_NAMES, conformance, features_of, record_kind
@@ -63,7 +65,7 @@ def _attributes(case: dict[str, Any]) -> list[str]:
     except (KeyError, TypeError, ValueError, CaseError):  # a foreign record: its features only
         values = []
     values += [f"device {case.get('device') or p.get('device')}", f"area {case.get('area')}"]
-    values += [name for name in features_of(p, kind) if not name.endswith(" cases")]
+    values += [name for name in features_of(p, kind, case) if not name.endswith(" cases")]
     return list(dict.fromkeys(values))
 
 
@@ -224,6 +226,11 @@ def diagnose(document: dict[str, Any]) -> list[Finding]:
     if gone:
         line += f"; {len(gone)} no longer fail{'s' if len(gone) == 1 else ''} (update harness/known_deviations.toml)"
     findings.append(_finding(line, "deviations"))
+    compiled = compile_lines(document)
+    if compiled:
+        backend = (document.get("environment") or {}).get("compile") or "?"
+        findings.append(_finding(f"compiled lane (--compile {backend}): {compiled[0]}", "compile",
+                                 [_finding(text, "compile") for text in compiled[1:]]))
     unsupported = Counter(c.get("unsupported") or "no reason given" for c in cases if c.get("outcome") == "unsupported")
     findings.append(_finding("declared unsupported: " + (
         f"{plural(sum(unsupported.values()), 'case')} (" + "; ".join(f"{r}: {n}" for r, n in unsupported.most_common(4))

@@ -5,7 +5,9 @@ of a results document's case record (``ModuleSpec`` / ``OpSpec`` / ``ModelSpec``
 document), so the conformance table works from records, for a run of this harness or an older one. A record says
 its kind (``record_kind``: "kind", "level" in documents before version 3). A case counts in every feature it has.
 ``conformance(cases)`` counts, per feature, the cases that passed, failed, failed as a documented known deviation,
-or were declared unsupported by the implementation (harness.sut.Unsupported).
+or were declared unsupported by the implementation (harness.sut.Unsupported). A few features are facts of the run
+rather than of the case (``of_record``: how the compiled lane compiled it, harness.compile_report): their predicate
+reads the whole record.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from .compile_report import compiled_whole, graph_breaks
 from .outcomes import COLUMNS, outcome
 
 __all__ = ["Feature", "FEATURES", "record_kind", "features_of", "conformance", "FeatureRow", "COLUMNS",
@@ -33,12 +36,13 @@ class Feature:
     description: str
     predicate: Callable[[Params], bool]
     kinds: tuple[str, ...] = KIND_NAMES  # the case kinds that can have it
+    of_record: bool = False  # the predicate reads the whole case record (a fact of the run), not its params
 
-    def has(self, params: Params, kind: str = "module") -> bool:
-        if kind not in self.kinds:
+    def has(self, params: Params, kind: str = "module", record: dict[str, Any] | None = None) -> bool:
+        if kind not in self.kinds or (self.of_record and record is None):
             return False
         try:
-            return bool(self.predicate(params or {}))
+            return bool(self.predicate(record if self.of_record else (params or {})))
         except (TypeError, ValueError, KeyError):  # a malformed or foreign record has none of the features
             return False
 
@@ -123,6 +127,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("module cases", "one SyncBatchNorm layer against the float64 reference", lambda p: True, ("module",)),
     Feature("op cases", "one of the five batch-norm kernels alone", lambda p: True, ("op",)),
     Feature("model cases", "a small network under DDP", lambda p: True, ("model",)),
+    Feature("compiled whole", "ran under --compile without a graph break: dynamo captured every frame whole",
+            compiled_whole, of_record=True),
+    Feature("graph breaks", "ran under --compile with graph breaks (their reasons: the diagnosis, the HTML report)",
+            lambda r: graph_breaks(r) > 0, of_record=True),
 )
 
 def column_of(outcome_name: str) -> str | None:
@@ -130,9 +138,9 @@ def column_of(outcome_name: str) -> str | None:
     return outcome(outcome_name).column
 
 
-def features_of(params: Params, kind: str = "module") -> list[str]:
-    """The names of every feature a case of ``kind`` has."""
-    return [f.name for f in FEATURES if f.has(params, kind)]
+def features_of(params: Params, kind: str = "module", record: dict[str, Any] | None = None) -> list[str]:
+    """The names of every feature a case of ``kind`` has (with its ``record``, also the facts of its run)."""
+    return [f.name for f in FEATURES if f.has(params, kind, record)]
 
 
 @dataclass
@@ -169,7 +177,7 @@ def conformance(cases: Iterable[dict[str, Any]]) -> list[FeatureRow]:
             continue
         kind = record_kind(case)
         for feature in FEATURES:
-            if feature.has(case.get("params") or {}, kind):
+            if feature.has(case.get("params") or {}, kind, case):
                 row = rows[feature.name]
                 row.counts[column] += 1
                 if column == "failing":

@@ -1,9 +1,11 @@
 """The self-test's catalogue: two correct SyncBatchNorms and deliberately broken ones (mutants), as SUT factories.
 
-Every name in ``CORRECT`` and ``MUTANTS`` is a factory obeying the SUT contract (harness.sut), usable as
-``--sut harness.mutants:<name>``. The correct ones are harness.reference_suts' (no code shared with PyTorch's
-kernels). Each mutant is a small subclass of one of them overriding one hook, so its bug is the only difference;
-``MUTANTS`` maps each name to its bug class, ``HANGING`` names those that deadlock by design.
+Every name in ``CORRECT``, ``MUTANTS`` and ``COMPILED_MUTANTS`` is a factory obeying the SUT contract
+(harness.sut), usable as ``--sut harness.mutants:<name>``. The correct ones are harness.reference_suts' (no code
+shared with PyTorch's kernels). Each mutant is a small subclass of one of them overriding one hook, so its bug is
+the only difference; ``MUTANTS`` maps each name to its bug class, ``HANGING`` names those that deadlock by design.
+``COMPILED_MUTANTS`` are the compiled lane's (``--compile``): their defect exists only in what torch.compile makes
+of them, so they pass every case eager; each names the cheapest backend that shows it (docs/selftest.md).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import torch.distributed as dist
 
 from .reference_suts import F64, AllReduceSyncBN, GatherSyncBN, dims
 
-__all__ = ["CORRECT", "MUTANTS", "HANGING"]
+__all__ = ["CORRECT", "MUTANTS", "HANGING", "COMPILED_MUTANTS"]
 
 
 # -- mutants: one bug each ----------------------------------------------------------------------------------------
@@ -273,6 +275,58 @@ class SquaresInHalf(AllReduceSyncBN):
         return count, mean, sum_x2 - count * mean**2
 
 
+# -- compiled-lane mutants: correct eagerly, wrong once torch.compile has made its graphs ---------------------------
+class CumulativeFactorConstant(AllReduceSyncBN):
+    """momentum=None's cumulative factor 1/num_batches_tracked computed in forward by a helper marked
+    torch.compiler.assume_constant_result, a way to keep dynamo from breaking the graph at ``.item()``: eager
+    evaluates it at every step; compiled, dynamo evaluates it once, while tracing, and bakes the first step's value
+    into the graph (no guard), so every later step averages with it. Any backend shows it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        marker = CumulativeFactorConstant._next_cumulative_factor
+        if not getattr(marker, "_dynamo_marked_constant", False):  # marked here: the import costs seconds
+            torch.compiler.assume_constant_result(marker)
+        self._cumulative = 1.0
+
+    def forward(self, x):
+        if self.training and self.track_running_stats and self.momentum is None:
+            self._cumulative = self._next_cumulative_factor()
+        return super().forward(x)
+
+    def _next_cumulative_factor(self) -> float:
+        return 1.0 / (float(self.num_batches_tracked) + 1.0)  # the factor once this step has been counted
+
+    def _factor(self):
+        return self._cumulative if self.momentum is None else self.momentum
+
+
+def _inv_std_kernel(var: torch.Tensor, eps: float) -> torch.Tensor:
+    """The custom op's kernel: 1/sqrt(var + eps) in var's dtype."""
+    return torch.rsqrt(var + eps)
+
+
+def _inv_std_fake(var: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.empty_like(var, dtype=torch.float32)  # the defect: the kernel returns var's dtype (float64 here)
+
+
+_inv_std = None
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4
+    _inv_std = torch.library.custom_op("syncbn_selftest::inv_std", _inv_std_kernel, mutates_args=())
+    _inv_std.register_fake(_inv_std_fake)
+
+
+class FakeDtypeInvStd(AllReduceSyncBN):
+    """invstd through a custom op (torch.library.custom_op, as an out-of-tree fused kernel would be) whose fake
+    implementation declares float32 where the kernel returns var's float64. Eager, and compiled with the eager or
+    aot_eager backend, run the kernel's own tensor; inductor generates the code around the op from the fake and
+    reads the float64 result as float32. Compiled code reaches it in eval with running statistics (training runs
+    inside an autograd.Function that dynamo leaves to run eagerly)."""
+
+    def _invstd(self, var):
+        return _inv_std(var, float(self.eps))
+
+
 def _factory(cls):
     def factory(num_features: int, *, eps: float, momentum: float | None, affine: bool, track_running_stats: bool,
                 process_group: Any, device: Any, dtype: Any) -> torch.nn.Module:
@@ -321,6 +375,16 @@ _MUTANT_CLASSES = {
 }
 MUTANTS = {name: bug for name, (_, bug) in _MUTANT_CLASSES.items()}
 HANGING = ("empty_skips_collective",)
-for _name, (_cls, _bug) in _MUTANT_CLASSES.items():
+# The compiled lane's mutants: name -> (the --compile backend that shows the defect, bug class).
+_COMPILED_MUTANT_CLASSES = {
+    "cumulative_factor_constant": (CumulativeFactorConstant, "eager",
+                                   "compiled: momentum None's factor baked in at the first step (no guard)"),
+    "fake_dtype_inv_std": (FakeDtypeInvStd, "inductor",
+                           "compiled: a custom op's fake implementation declares the wrong output dtype"),
+}
+if _inv_std is None:  # torch < 2.4: no custom_op to build it with
+    del _COMPILED_MUTANT_CLASSES["fake_dtype_inv_std"]
+COMPILED_MUTANTS = {name: (backend, bug) for name, (_, backend, bug) in _COMPILED_MUTANT_CLASSES.items()}
+for _name, (_cls, *_) in [*_MUTANT_CLASSES.items(), *_COMPILED_MUTANT_CLASSES.items()]:
     globals()[_name] = _factory(_cls)
-__all__ += [*CORRECT, *MUTANTS]
+__all__ += [*CORRECT, *MUTANTS, *COMPILED_MUTANTS]

@@ -32,7 +32,7 @@ from .result import CaseResult
 from .suite import SUITE_PLUGIN, preflight
 
 __all__ = ["check_case", "SessionState", "session_state", "options", "NEEDS_CUDA", "cuda_available",
-           "warn_unmatched_deviations"]
+           "warn_unmatched_deviations", "CompileFailed"]
 
 NEEDS_CUDA = "needs CUDA: torch.cuda.is_available() is False on this machine (run with a GPU, see docs/gpu.md)"
 
@@ -61,11 +61,19 @@ def options(config: pytest.Config) -> Options:
     return session_state(config).options
 
 
+class CompileFailed(Exception):
+    """A case whose torch.compile failed (--compile): not a ``pytest.fail``, so that the strict xfail of a known
+    deviation (which expects ``pytest.fail``'s exception, ``raises=``) never takes it for the deviation."""
+
+
 def check_case(result: CaseResult) -> None:
     """Fail the test with the case's report (root causes first, the rerun line last). A case the SUT declares
     unsupported is skipped with its reason, or fails under --strict-features. A case under a quantity-scoped
-    known deviation is an expected failure when only those quantities fail (strict: an XPASS when none does)."""
+    known deviation is an expected failure when only those quantities fail (strict: an XPASS when none does). A
+    case whose compile failed fails as such, known deviation or not."""
     __tracebackhide__ = True
+    if result.compile_failed:
+        raise CompileFailed(result.report())
     if result.unsupported and not result.failures:
         pytest.skip(f"unsupported by the implementation under test: {result.unsupported}")
     if result.deviation is not None:
@@ -148,7 +156,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     opts = options(config)
     return [f"syncbn-harness: sut={opts.sut} kernels={opts.kernels} profile={opts.profile} device={opts.device} "
             f"backend={opts.backend} case-timeout={opts.case_timeout:g}s start-timeout={opts.start_timeout:g}s"
-            + (" strict-features" if opts.strict_features else "")]
+            + (" strict-features" if opts.strict_features else "")
+            + (f" compile={opts.compile}" if opts.compile != "off" else "")
+            + (" strict-compile" if opts.strict_compile else "")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -191,14 +201,17 @@ def _with_marks(cases: list[Any], state: SessionState) -> list[Any]:
         if case.device == "cuda" and not cuda_available():
             marked.append(pytest.param(case, marks=[pytest.mark.skip(reason=NEEDS_CUDA)]))
             continue
-        match = state.deviations[case.id] = match_deviation(deviations, state.options.sut, case.id)
+        match = state.deviations[case.id] = match_deviation(deviations, state.options.sut, case.id,
+                                                            state.options.compile)
         if match is None:
             marked.append(case)
         elif match.quantities is not None:  # judged after the run (check_case): only these quantities may fail
             marked.append(pytest.param(case, marks=[pytest.mark.known_deviation]))
-        else:  # a short reason on the XFAIL line; the report carries the whole story
-            marked.append(pytest.param(case, marks=[pytest.mark.known_deviation,
-                                                    pytest.mark.xfail(strict=True, reason=match.title)]))
+        else:  # a short reason on the XFAIL line; the report carries the whole story. A compile failure is what
+            # an entry of the compiler's expects, and never what another entry excuses (check_case: CompileFailed).
+            expected = (pytest.fail.Exception, CompileFailed) if match.of_the_compiler else pytest.fail.Exception
+            marked.append(pytest.param(case, marks=[pytest.mark.known_deviation, pytest.mark.xfail(
+                strict=True, reason=match.title, raises=expected)]))
     return marked
 
 

@@ -2,7 +2,10 @@
 
 Each mutant runs the profile's module cases, cheap discriminating ones first, until its first failing case (the
 mutant is then *caught*, by that case and quantity); each correct implementation runs every case and must pass all.
-Exit 0 only if every mutant is caught and no correct implementation fails a case; 1 otherwise; 2 usage error.
+Both run eagerly, or compiled with ``--compile BACKEND``. A compiled-lane mutant (harness.mutants.COMPILED_MUTANTS)
+runs compiled with the backend it names until caught, and then the case that caught it runs again eagerly, where it
+must pass: its defect is the compiler's doing, not the code's. Exit 0 only if every mutant is caught (a compiled-lane
+mutant also passing its case eagerly) and no correct implementation fails a case; 1 otherwise; 2 usage error.
 """
 from __future__ import annotations
 
@@ -49,16 +52,21 @@ class MutantOutcome:
     cases_run: int
     failed: list[CaseResult]
     duration_s: float
+    compile: str = "off"  # the --compile backend it ran with
+    eager_check: CaseResult | None = None  # a compiled-lane mutant: its catching case, run again eagerly
 
     @property
     def ok(self) -> bool:
-        return not self.failed if self.correct else bool(self.failed)
+        if self.correct:
+            return not self.failed
+        return bool(self.failed) and (self.eager_check is None or self.eager_check.passed)
 
 
 def run_mutant(name: str, cases: list[ModuleSpec], *, correct: bool, case_timeout: float,
-               description: str = "") -> MutantOutcome:
-    """Run ``cases`` against ``harness.mutants:<name>``: a mutant stops at its first failing case."""
-    config = RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout)
+               description: str = "", compile: str = "off", eager_check: bool = False) -> MutantOutcome:
+    """Run ``cases`` against ``harness.mutants:<name>`` (compiled with ``compile``): a mutant stops at its first
+    failing case; with ``eager_check`` that case runs again eagerly (a compiled-lane mutant must pass it there)."""
+    config = RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout, compile=compile)
     start = time.monotonic()
     failed: list[CaseResult] = []
     run = 0
@@ -69,13 +77,16 @@ def run_mutant(name: str, cases: list[ModuleSpec], *, correct: bool, case_timeou
             failed.append(result)
             if not correct:
                 break
-    return MutantOutcome(name, description, correct, run, failed, time.monotonic() - start)
+    check = None
+    if eager_check and failed:
+        check = run_case(failed[0].spec, RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout))
+    return MutantOutcome(name, description, correct, run, failed, time.monotonic() - start, compile, check)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .options import add_argparse_options
 
-    add_argparse_options(parser, names=("profile", "case_timeout"))
+    add_argparse_options(parser, names=("profile", "case_timeout", "compile"))
     parser.add_argument("--only", default=None, metavar="NAMES",
                         help="comma-separated mutant / correct implementation names to run (default: all)")
 
@@ -83,29 +94,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from . import mutants
 
-    options = resolve({"profile": args.profile, "case_timeout": args.case_timeout})
+    options = resolve({"profile": args.profile, "case_timeout": args.case_timeout, "compile": args.compile})
 
-    known = {**mutants.CORRECT, **mutants.MUTANTS}
+    compiled_lane = {name: bug for name, (_, bug) in mutants.COMPILED_MUTANTS.items()}
+    known = {**mutants.CORRECT, **mutants.MUTANTS, **compiled_lane}
     names = list(known) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
         print(f"--only: unknown name(s) {unknown}; choose from {sorted(known)}")
         return 2
     cases = ordered_cases(options.profile)
-    print(f"selftest: profile {options.profile}, {len(cases)} module cases, case timeout {options.case_timeout:g} s")
+    lane = f", compiled with {options.compile}" if options.compile != "off" else ""
+    print(f"selftest: profile {options.profile}, {len(cases)} module cases, case timeout {options.case_timeout:g} s"
+          f"{lane}")
     outcomes: list[MutantOutcome] = []
     for name in names:  # the rank pools stay up between mutants (closed at exit)
         correct = name in mutants.CORRECT
+        backend = mutants.COMPILED_MUTANTS[name][0] if name in compiled_lane else options.compile
         outcome = run_mutant(name, cases, correct=correct, case_timeout=options.case_timeout,
-                             description=known[name])
+                             description=known[name], compile=backend, eager_check=name in compiled_lane)
         outcomes.append(outcome)
         print(_line(outcome), flush=True)
     mutant_outcomes = [o for o in outcomes if not o.correct]
     caught = sum(o.ok for o in mutant_outcomes)
     correct_failed = [o.name for o in outcomes if o.correct and not o.ok]
     if mutant_outcomes:
+        in_lane = [o for o in mutant_outcomes if o.name in compiled_lane]
+        lane_text = (f"; {sum(o.ok for o in in_lane)}/{len(in_lane)} of the compiled lane's caught compiled and "
+                     "passing eagerly" if in_lane else "")
         print(f"catch rate: {caught}/{len(mutant_outcomes)} mutants caught "
-              f"({100.0 * caught / len(mutant_outcomes):.0f}%)")
+              f"({100.0 * caught / len(mutant_outcomes):.0f}%){lane_text}")
     missed = [o.name for o in mutant_outcomes if not o.ok]
     if missed:
         print(f"MISSED: {', '.join(missed)}")
@@ -116,14 +134,21 @@ def main(args: argparse.Namespace) -> int:
 
 def _line(outcome: MutantOutcome) -> str:
     timing = f"[{outcome.cases_run} cases, {outcome.duration_s:.1f} s]"
+    if outcome.compile != "off":
+        timing = f"compiled with {outcome.compile} {timing}"
     if outcome.correct:
         if outcome.ok:
             return f"PASS    {outcome.name}: correct implementation passed all cases {timing}"
         first = outcome.failed[0]
         return (f"FAIL    {outcome.name}: correct implementation failed {len(outcome.failed)} case(s), first "
                 f"{first.spec.id}: {first_failure(first)} {timing}")
+    check = outcome.eager_check
+    if outcome.failed and check is not None and not check.passed:
+        return (f"EAGER   {outcome.name} ({outcome.description}): caught compiled by case {outcome.failed[0].spec.id},"
+                f" but that case fails eagerly too ({first_failure(check)}): not the compiler's doing {timing}")
     if outcome.ok:
         first = outcome.failed[0]
+        eagerly = "; the same case passes eagerly" if check is not None else ""
         return (f"CAUGHT  {outcome.name} ({outcome.description}) by case {first.spec.id}: "
-                f"{first_failure(first)} {timing}")
+                f"{first_failure(first)}{eagerly} {timing}")
     return f"MISSED  {outcome.name} ({outcome.description}): every case passed {timing}"

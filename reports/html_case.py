@@ -8,6 +8,7 @@ import math
 from collections import defaultdict
 from typing import Any, Iterable
 
+from harness.compile_report import case_line
 from harness.verdict import (case_headline, exact_statement, failure_text, is_exact, is_yardstick_suspect,
                              roots_and_knock_ons, scaled_text, where)
 from harness.verdict import label as comparison_label
@@ -252,6 +253,8 @@ def case_fragment(case: dict[str, Any]) -> str:
     if case.get("failures"):
         parts.append("<div class=other><b>rank failures and other failures</b>"
                      + "".join(pre(failure_text(f)) for f in case["failures"]) + "</div>")
+    if isinstance(case.get("compile"), dict):
+        parts.append(f"<p class=dim>compiled: {e(case_line(case['compile']))}</p>")
     parts.append(_root_table(case))
     if not case.get("comparisons") and not case.get("failures") and not case.get("unsupported"):
         parts.append("<p>nothing was compared: a case that compares nothing fails</p>")

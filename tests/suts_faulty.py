@@ -1,9 +1,11 @@
 """SUT factories that misbehave in ways a harness must survive: hang, raise on one rank, crash a rank, sleep on one
-rank (for a test to kill or stop it), break the factory contract, kill the process that started the ranks."""
+rank (for a test to kill or stop it), break the factory contract, kill the process that started the ranks, fail to
+compile under torch.compile."""
 from __future__ import annotations
 
 import os
 
+import torch
 import torch.distributed as dist
 
 from harness.torch_sut import torch_factory
@@ -100,3 +102,27 @@ def kill_parent(num_features, **kwargs):
                 parent = int(stat.read().rsplit(")", 1)[1].split()[1])
     os.kill(parent, signal.SIGKILL)
     return torch_factory(num_features, **kwargs)
+
+
+@torch.library.custom_op("syncbn_tests::checked_copy", mutates_args=())
+def _checked_copy(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_checked_copy.register_fake
+def _checked_copy_fake(x: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError("checked_copy's fake implementation is not written yet")
+
+
+def uncompilable(num_features, **kwargs):
+    """The torch SUT, whose forward first passes a detached copy of its input through a custom op whose fake
+    implementation raises: eagerly nothing changes; under torch.compile dynamo cannot trace it (a compile error)."""
+    inner = torch_factory(num_features, **kwargs)
+    forward = inner.forward
+
+    def patched(x):
+        _checked_copy(x.detach())
+        return forward(x)
+
+    inner.forward = patched
+    return inner

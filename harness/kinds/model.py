@@ -18,6 +18,7 @@ from ..tf32 import tf32_mode
 from ..tolerances import model_tolerance
 from .base import Plan
 from .module import shard_attributes
+from .rank_failures import failures_of_returned
 
 __all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "TIMEOUT_FACTOR"]
 
@@ -42,7 +43,11 @@ def attributes(p: dict[str, Any]) -> list[str]:
 
 def judge(spec: ModelSpec, expected: tuple[dict[str, Any], dict[str, Any]], actual: list[dict[str, Any]],
           result: CaseResult) -> CaseResult:
-    """The ranks' harness.rank.model.run results against the float64 run (and the yardstick)."""
+    """The ranks' harness.rank.model.run results against the float64 run (and the yardstick); a rank that returned
+    an error fails the case with it, and nothing is compared."""
+    result.failures.extend(failures_of_returned(actual))
+    if result.failures:
+        return result
     reference, yardstick = expected
     return compare_model_run(spec, actual, reference, yardstick, result)
 

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import RankError, RankFailure
 from ..result import FAILURE_KINDS, Failure
 
-__all__ = ["failures_from_rank_failure", "failures_of_raised", "PEER_MESSAGES"]
+__all__ = ["failures_from_rank_failure", "failures_of_raised", "failures_of_returned", "PEER_MESSAGES"]
 
 # What a rank's collective says when its peer process died (gloo, NCCL): a consequence, not a cause.
 PEER_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
@@ -37,7 +37,7 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
             continue  # the error the specification requires: not a problem
         kind = "peer" if someone_died and _is_peer_error(error.message) else "raised"
         message = error.describe(rank) + (" (a consequence: a peer rank died)" if kind == "peer" else "")
-        failures.append(Failure(kind, message, rank=rank, phase=error.phase, traceback=error.traceback))
+        failures.append(Failure.of_error(rank, error, kind, message))
     kind = _POOL_KINDS.get(failure.kind, "harness")
     if failure.kind == "timeout" and failure.stalled:  # out of time with a rank silent: it stopped answering
         kind = "stalled"
@@ -50,5 +50,10 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
 
 def failures_of_raised(errors: dict[int, RankError]) -> list[Failure]:
     """The Failures of ranks whose entry raised (under torchrun, where no pool reports it): one per rank."""
-    return [Failure("raised", error.describe(rank), rank=rank, phase=error.phase, traceback=error.traceback)
-            for rank, error in sorted(errors.items())]
+    return [Failure.of_error(rank, error) for rank, error in sorted(errors.items())]
+
+
+def failures_of_returned(actual: list[Any]) -> list[Failure]:
+    """The Failures of ranks whose entry returned an error as data (``{"error": RankError}``): one per rank."""
+    return failures_of_raised({rank: value["error"] for rank, value in enumerate(actual)
+                               if isinstance(value, dict) and isinstance(value.get("error"), RankError)})

@@ -2,8 +2,9 @@
 shard of the global batch (harness.kinds registers ``run``; the network is harness.nets').
 
 ``run`` builds the network from the seed, converts every BatchNorm to the SUT (``convert_to_sut``; torch's own
-conversion for the torch SUT), wraps it in DistributedDataParallel, trains ``steps`` SGD steps and returns after
-each step the rank's loss share, the parameters and the buffers.
+conversion for the torch SUT), wraps it in DistributedDataParallel (and that under torch.compile with ``--compile``,
+as users compile a DDP model: harness.rank.compiled), trains ``steps`` SGD steps and returns after each step the
+rank's loss share, the parameters and the buffers.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..nets import LEARNING_RATE, make_batch, make_net, state_of
 from ..options import RankOptions
 from ..spec import ModelSpec
 from ..tf32 import tf32_mode
+from . import compiled
 from .prepare import implementation, unsupported_reason
 from .worker import RankContext
 
@@ -75,20 +77,27 @@ def _cpu_ddp_class():
 
 def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
     """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step]}, or
-    {"unsupported": reason} when the SUT declares the network's configuration unsupported."""
+    {"unsupported": reason} when the SUT declares the network's configuration unsupported, or {"error": the
+    implementation's error (harness.errors.RankError; at stage "compile" when torch.compile failed)}; with
+    --compile also {"compile": what compiling took}."""
     case = ModelSpec.from_dict(spec)
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     factory = implementation(ctx, options, case.device)
+    lane = compiled.lane(options)
     try:
-        return _train(ctx, case, device, options.sut, factory)
-    except Exception as exc:
-        reason = unsupported_reason(exc)
+        result = _train(ctx, case, device, options.sut, factory, lane)
+    except Exception as exc:  # noqa: BLE001 - the implementation's (or the compiled code's), reported with this rank
+        error = compiled.rank_error(lane, *ctx.position, exc)
+        reason = unsupported_reason(exc) if error.stage != compiled.COMPILE_STAGE else None
         if reason is not None:
             return {"unsupported": reason}
-        raise
+        return {"error": error, **({"compile": lane.report()} if lane is not None else {})}
+    if lane is not None:
+        result["compile"] = lane.report()
+    return result
 
 
-def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) -> dict[str, Any]:
+def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory, lane) -> dict[str, Any]:
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
@@ -96,6 +105,10 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) ->
     net = _convert(make_net(spec, spec.dtype, device), sut, factory, spec.device)
     wrapper = DistributedDataParallel if spec.device == "cuda" else _cpu_ddp_class()
     ddp = wrapper(net, device_ids=[torch.device(device)] if spec.device == "cuda" else None)
+    model = ddp
+    if lane is not None:
+        lane.start(ctx)
+        model = lane.compile(ddp)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=LEARNING_RATE)
     inputs, targets = make_batch(spec)
     start = sum(spec.shard_sizes[:ctx.rank])
@@ -108,7 +121,7 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) ->
             x = torch.from_numpy(inputs[step, rows]).to(device=device, dtype=dtype)
             target = torch.from_numpy(targets[step, rows]).to(device=device, dtype=dtype)
             optimizer.zero_grad(set_to_none=False)
-            loss = ((ddp(x) - target) ** 2).sum() * (spec.world_size / total)
+            loss = ((model(x) - target) ** 2).sum() * (spec.world_size / total)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))

@@ -25,6 +25,7 @@ from ..options import RankOptions
 from ..quantities import MODULE_QUANTITIES
 from ..spec import ModuleSpec
 from ..sut import module_problem
+from . import compiled
 from .prepare import implementation, unsupported_reason
 from .worker import RankContext
 
@@ -75,6 +76,7 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     params = make_params(case)
     result: dict[str, Any] = {"phases": [], "error": None, "unsupported": None}
     quantities = [q for q in MODULE_QUANTITIES if q.source and q.applies(case)]
+    lane = compiled.lane(options)  # --compile: the module runs under torch.compile (harness.rank.compiled)
     try:
         ctx.progress("setup", "construct")
         module = factory(case.channels, eps=case.eps, momentum=case.momentum, affine=case.affine,
@@ -96,6 +98,10 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
             return result
         result["error"] = RankError.from_exception("setup", "construct", exc)
         return result
+    forward = module
+    if lane is not None:
+        lane.start(ctx)
+        forward = lane.compile(module)
     for phase in range(case.steps + case.eval_steps):
         name = case.phase_name(phase)
         module.train(phase < case.steps)
@@ -105,11 +111,12 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
         try:
             ctx.progress(name, "forward")
             with autocast:
-                y = module(x)
+                y = forward(x)
         except Exception as exc:  # noqa: BLE001
-            if _unsupported(exc, result):
+            error = compiled.rank_error(lane, name, "forward", exc)
+            if error.stage != compiled.COMPILE_STAGE and _unsupported(exc, result):
                 break
-            result["error"] = RankError.from_exception(name, "forward", exc)
+            result["error"] = error
             break
         # The case's grad_output, in the case's dtype, then in the output's dtype (torch requires it to match).
         grad = to_tensor(make_grad_output(case, phase, ctx.rank), case.dtype, device).to(y.dtype)
@@ -117,12 +124,14 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
             ctx.progress(name, "backward")
             y.backward(grad)
         except Exception as exc:  # noqa: BLE001
-            result["error"] = RankError.from_exception(name, "backward", exc)
+            result["error"] = compiled.rank_error(lane, name, "backward", exc)
             break
         record = {q.name: _observe(q.source, case, x, y, module) for q in quantities}
         record["phase"] = name
         module.zero_grad(set_to_none=True)
         result["phases"].append(record)
+    if lane is not None:
+        result["compile"] = lane.report()
     ctx.progress("done", "")
     return result
 
