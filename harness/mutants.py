@@ -320,8 +320,8 @@ class FakeDtypeInvStd(AllReduceSyncBN):
     """invstd through a custom op (torch.library.custom_op, as an out-of-tree fused kernel would be) whose fake
     implementation declares float32 where the kernel returns var's float64. Eager, and compiled with the eager or
     aot_eager backend, run the kernel's own tensor; inductor generates the code around the op from the fake and
-    reads the float64 result as float32. Compiled code reaches it in eval with running statistics (training runs
-    inside an autograd.Function that dynamo leaves to run eagerly)."""
+    reads the float64 result as float32, wherever dynamo traces the call (the forward in training, between the
+    implementation's graph breaks at ``.item()``, and eval)."""
 
     def _invstd(self, var):
         return _inv_std(var, float(self.eps))

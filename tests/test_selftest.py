@@ -10,7 +10,7 @@ import numpy as np
 from harness import cli
 from harness.catalogue import module_cases
 from harness.expected import expected_module_case
-from harness.mutants import CORRECT, MUTANTS
+from harness.mutants import COMPILED_MUTANTS, CORRECT, MUTANTS
 from harness.selftest import ordered_cases, run_mutant
 from harness.spec import ModuleSpec
 from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
@@ -18,12 +18,19 @@ from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
 
 @pytest.mark.processes
 def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys):
-    """The quick selftest, in CI: every mutant of the catalogue caught, no false failure of a correct SyncBN."""
-    # 5 s: a case takes well under a second, and the mutant that deadlocks is caught by its hang (harness.mutants)
+    """The quick selftest, in CI: every mutant of the catalogue caught, the compiled lane's caught compiled (each by
+    a case that passes eagerly), no false failure of a correct SyncBN."""
+    # 5 s: a case takes well under a second, and the mutant that deadlocks is caught by its hang (harness.mutants);
+    # compiling does not count against it (harness.pool)
     code = cli.main(["selftest", "--profile", "quick", "--case-timeout", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert re.search(rf"^catch rate: {len(MUTANTS)}/{len(MUTANTS)} mutants caught \(100%\)", out, re.M), out
+    total, lane = len(MUTANTS) + len(COMPILED_MUTANTS), len(COMPILED_MUTANTS)
+    assert re.search(rf"^catch rate: {total}/{total} mutants caught \(100%\); {lane}/{lane} of the compiled lane's "
+                     "caught compiled and passing eagerly", out, re.M), out
+    for name, (backend, _) in COMPILED_MUTANTS.items():
+        assert re.search(rf"^CAUGHT  {name} \(.*\) by case w\d+_\S+: .*; the same case passes eagerly compiled "
+                         rf"with {backend} ", out, re.M), out
     for name in CORRECT:
         assert re.search(rf"^PASS    {name}: correct implementation passed all cases", out, re.M), out
     for name in MUTANTS:  # by a comparison ("output at train0, rank 1") or a failure ("rank(s) [0] did not ...")
