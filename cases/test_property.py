@@ -1,9 +1,9 @@
 """Property test: hypothesis draws whole cases (harness.strategies.case_specs) and runs them through the pool.
 
-Sized by the harness's --profile (hypothesis profile ci-quick / ci / thorough; HYPOTHESIS_PROFILE=dev keeps failing
-examples in the local database). A failing example's message is the case report, ending with the command that
-reruns it alone. Cases matching a known deviation of the SUT under test are expected failures and skipped. With
---device cuda the drawn cases run on the GPU.
+Sized by the harness's --profile (hypothesis profile ci-quick / ci / thorough, applied to these tests alone;
+HYPOTHESIS_PROFILE=dev keeps failing examples in the local database). A failing example's message is the case
+report, ending with the command that reruns it alone. Cases matching a known deviation of the SUT under test are
+expected failures and skipped. With --device cuda the drawn cases run on the GPU.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, given, note, reject
 
 from harness.deviations import load_known_deviations
-from harness.pytest_plugin import NEEDS_CUDA, cuda_available, options
+from harness.pytest_plugin import NEEDS_CUDA, cuda_available, hypothesis_settings, options
 from harness.strategies import case_specs
 
 pytestmark = pytest.mark.property
@@ -37,11 +37,13 @@ def _check(case, run_case, pytestconfig) -> None:
         raise AssertionError(report)
 
 
+@hypothesis_settings()
 @given(case=case_specs())
 def test_generated_case(case, run_case, pytestconfig):
     _check(case, run_case, pytestconfig)
 
 
+@hypothesis_settings()
 @given(case=case_specs(dtypes=("float16", "bfloat16")))
 def test_generated_half_case(case, run_case, pytestconfig):
     """float16 / bfloat16 input, with float32 or half parameters (on CPU: the CPU copies of the CUDA kernels)."""

@@ -4,7 +4,7 @@ Works on a results document (records only, versions 1-3). ``diagnose`` states wh
 the passing ones do not (case parameters, the failing root quantities and phases), in counts taken from the
 document and never beyond them, like hypothesis's explain phase. It returns structured findings (``Finding``: a
 sentence, its role and the findings under it), which the console (``render_findings``) and the HTML report
-(reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
+(harness.reports.html) render alike. ``conformance_lines`` is the table of harness.features (per feature: passing,
 failing, known deviation, declared unsupported); ``run_summary_lines`` is the console summary of a run (the
 verdict of harness.verdict, the diagnosis, the table, the failed cases by severity with their root cause and
 rerun line). A compiled run (--compile) adds what compiling took: graphs, graph breaks by case kind with their
@@ -24,8 +24,8 @@ from .features import KIND_NAMES, conformance, features_of, record_kind
 from .kinds import kind_named
 from .outcomes import FAILURES, OUTCOMES
 from .verdict import (CLASS_TITLES, case_headline, deviation_summary, failed_cases_by_class, failure_kind,
-                      incomplete_text, is_yardstick_suspect, phase_kind, phase_order, plural, roots_and_knock_ons,
-                      run_counts, verdict_of)
+                      incomplete_text, is_yardstick_suspect, nothing_tested_text, phase_kind, phase_order, plural,
+                      roots_and_knock_ons, run_counts, verdict_of)
 
 __all__ = ["Finding", "diagnose", "render_findings", "conformance_lines", "run_summary_lines", "CLUSTER_CHANCE"]
 
@@ -281,6 +281,8 @@ def _header(document: dict[str, Any]) -> str:
     counts = run_counts(document)
     env = document.get("environment") or {}
     text = f"SyncBN conformance: {word}"
+    if word == "NO CASES RAN":
+        text += f" ({nothing_tested_text(document)})"
     if document.get("status") == "incomplete":
         text += f" (incomplete: {incomplete_text(document)})" if word == "FAILED" else f", {incomplete_text(document)}"
     text += f": {plural(sum(counts.values()), 'case')}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from reference.syncbn import TOO_FEW_VALUES, Buffers, syncbn_backward, syncbn_forward
+from harness.reference.syncbn import TOO_FEW_VALUES, Buffers, syncbn_backward, syncbn_forward
 
 from .data import make_grad_output, make_input, make_params, quantize
 from .spec import ModuleSpec

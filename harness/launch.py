@@ -40,7 +40,7 @@ from typing import Any
 
 from .rank.worker import RankContext
 
-__all__ = ["main", "select_cases", "build_parser"]
+__all__ = ["main", "select_cases", "build_parser", "loopback_on_one_host"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +67,13 @@ def select_cases(profile: str, device: str, world_size: int, case_id: str | None
     cases = in_areas(module_cases(profile, device=device), areas)
     chosen = [c for c in cases if c.world_size == world_size]
     return chosen, len(cases) - len(chosen)
+
+
+def loopback_on_one_host(environ: Any, *, world_size: int, local_world_size: int) -> None:
+    """gloo over the loopback interface when every rank is on this host (``GLOO_SOCKET_IFNAME=lo`` unless set);
+    across hosts the user names the interface that reaches the others (docs/gpu.md, "Several nodes")."""
+    if local_world_size == world_size and os.path.isdir("/sys/class/net/lo"):
+        environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
 
 
 def _run_rank(ctx: RankContext, kind, spec, plan, options) -> Any:
@@ -102,7 +109,22 @@ def _judge(kind, spec, plan, gathered: list[Any]):
     return settle(kind, spec, plan.expected(), gathered, result)
 
 
+STATUS_ENV = "SYNCBN_LAUNCH_STATUS"  # a file where rank 0 writes the launcher's exit code (``harness torchrun``)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The launcher in one torchrun process; its exit code, also written to $SYNCBN_LAUNCH_STATUS by rank 0 (torchrun
+    itself exits 1 for any failing child, a usage error included: ``python -m harness torchrun`` reports the
+    launcher's own code)."""
+    code = _main(argv)
+    path = os.environ.get(STATUS_ENV)
+    if path and int(os.environ.get("RANK", "0")) == 0:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"{code}\n")
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     import torch
     import torch.distributed as dist
@@ -120,17 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         options = resolve(vars(args))
         if options.device == "cuda" and not torch.cuda.is_available():
             raise CaseError("--device cuda: torch.cuda.is_available() is False")
-        check_sut(options.sut)
+        check_sut(options.sut, option=options.spelled("sut"))
         if options.kernels:
-            check_kernels(options.kernels)
+            check_kernels(options.kernels, option=options.spelled("kernels"))
         cases, skipped = select_cases(options.profile, options.device, world_size, options.case, options.area)
     except CaseError as exc:
         print(f"harness.launch: usage error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if os.path.isdir("/sys/class/net/lo"):
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    set_tf32(False)
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+    loopback_on_one_host(os.environ, world_size=world_size, local_world_size=local_world)
+    set_tf32(False)
     backend = resolve_backend(options.device, local_world, options.backend_choice)
     if options.device == "cuda":
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
@@ -152,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     import torch.distributed as dist
 
-    from reports.html import write_html
-    from reports.results import build_document, case_record, environment, save_results
+    from harness.reports.html import write_html
+    from harness.reports.results import build_document, case_record, environment, save_results
 
     from .deviations import load_known_deviations, match_deviation
     from .kinds import kind_of, strict_failures
@@ -233,7 +254,9 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     failed = sum(counts[name] for name in FAILING)
     if ctx.rank == 0:
         tally = ", ".join(f"{counts[o.name]} {o.label}" for o in OUTCOMES if o.name != "skipped")
-        summary = (f"harness.launch: world size {ctx.world_size} ({ctx.backend}, {ctx.device}), sut {sut}: "
+        nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))  # torchrun's agents, one per node
+        where = f"{nodes} nodes, " if nodes > 1 else ""
+        summary = (f"harness.launch: world size {ctx.world_size} ({where}{ctx.backend}, {ctx.device}), sut {sut}: "
                    f"{tally}, {skipped} cases of other world sizes skipped, {aborting} process-killing known "
                    f"deviations skipped, {time.monotonic() - start_all:.1f}s")
         print(summary, flush=True)
@@ -243,6 +266,62 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     verdict = [failed if ctx.rank == 0 else 0]
     dist.broadcast_object_list(verdict, src=0)
     return int(verdict[0])
+
+
+def _torchrun_size(torchrun_args: list[str]) -> int | None:
+    """The world size torchrun's arguments ask for (nproc per node x nodes), or None when it is not fixed there
+    (an elastic range of nodes, 'auto' or 'gpu' processes)."""
+    values: dict[str, str] = {}
+    for i, arg in enumerate(torchrun_args):
+        name, eq, value = arg.partition("=")
+        key = name.lstrip("-").replace("_", "-")
+        if key in ("nproc-per-node", "nnodes"):
+            values[key] = value if eq else (torchrun_args[i + 1] if i + 1 < len(torchrun_args) else "")
+    nproc, nodes = values.get("nproc-per-node", "1"), values.get("nnodes", "1")
+    return int(nproc) * int(nodes) if nproc.isdigit() and nodes.isdigit() else None
+
+
+def torchrun_command(argv: list[str]) -> int:
+    """``python -m harness torchrun [TORCHRUN OPTIONS] -- [HARNESS OPTIONS]``: check the harness options before
+    any process starts (a usage error is one line and exit 2, like the other commands), run ``torchrun ... -m
+    harness.launch`` with them, and exit with the launcher's own code (0 passed, 1 failed, 2 usage, 3 incomplete),
+    which torchrun alone turns into 1 for any failing child."""
+    import subprocess
+    import tempfile
+
+    from .errors import CaseError
+    from .kinds import case_for_id
+    from .options import EXIT_FAILED, EXIT_USAGE, resolve
+    from .sut import check_kernels, check_sut
+
+    torchrun_args, harness_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv \
+        else (argv, [])
+    try:
+        args = build_parser().parse_args(harness_args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        options = resolve(vars(args))
+        check_sut(options.sut, option=options.spelled("sut"))
+        if options.kernels:
+            check_kernels(options.kernels, option=options.spelled("kernels"))
+        size = _torchrun_size(torchrun_args)
+        if options.case:
+            spec = case_for_id(options.case)
+            if size is not None and spec.world_size != size:
+                raise CaseError(f"--case {options.case!r} has world size {spec.world_size}, but the torchrun options "
+                                f"start {size} processes: use --nproc-per-node/--nnodes for {spec.world_size}")
+    except CaseError as exc:
+        print(f"python -m harness torchrun: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    with tempfile.TemporaryDirectory(prefix="syncbn-torchrun-") as tmp:
+        status = os.path.join(tmp, "status")
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", *torchrun_args, "-m", "harness.launch",
+                               *harness_args], env={**os.environ, STATUS_ENV: status})
+        if os.path.exists(status):
+            with open(status, encoding="utf-8") as handle:
+                return int(handle.read().strip() or EXIT_FAILED)
+        return EXIT_FAILED if done.returncode else 0  # no launcher verdict: this node's rank 0 is elsewhere
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Every option of a run, in one table: flag, environment variable, default, choices, help. One home.
 
 The three entry points read this table and nothing else: the CLI (``python -m harness run``, ``gate``,
-``selftest``), the pytest plugin (``pytest --sut ...``) and the torchrun launcher (``harness.launch``). Each one
+``selftest``), the pytest plugin (``pytest --syncbn-sut ...``; this repository's own pytest also takes the short
+spelling ``--sut ...``) and the torchrun launcher (``harness.launch``). Each one
 collects the raw values it was given (a value is None when not given), and ``resolve`` applies the environment
 variable, the one default, the choices and the rules, so a value means the same wherever it comes from.
 
@@ -51,7 +52,7 @@ class Option:
     choices: tuple[str, ...] | None = None
     type: Callable[[str], Any] = str
     metavar: str | None = None
-    pytest_flag: str | None = None  # where pytest spells it differently (a shorter flag may clash in pytest)
+    pytest_flag: str | None = None  # the short pytest spelling where it is not ``flag`` (--json clashes in pytest)
     rerun: bool = False  # part of the rerun line: it changes what a case computes or how it is judged
     flag_only: bool = False  # a switch (store_true)
     check: Callable[[str, Any], None] | None = None
@@ -64,6 +65,13 @@ class Option:
 
     @property
     def pytest_name(self) -> str:
+        """pytest's spelling wherever the package is installed: ``--syncbn-<flag>``. The plugin is loaded into any
+        project's pytest (harness.pytest_entry), where a generic name (--device, --case, --report) may be taken."""
+        return "--syncbn-" + self.flag[2:]
+
+    @property
+    def short_pytest_name(self) -> str:
+        """The short spelling this repository's own pytest accepts too (its root conftest.py): --sut, --json-results."""
         return self.pytest_flag or self.flag
 
 
@@ -109,10 +117,11 @@ def option(name: str) -> Option:
     return _BY_NAME[name]
 
 
-def _record_class(name: str, options: tuple[Option, ...], doc: str, namespace: dict[str, Any] | None = None) -> type:
+def _record_class(name: str, options: tuple[Option, ...], doc: str, namespace: dict[str, Any] | None = None,
+                  extra: tuple[tuple[str, Any, Any], ...] = ()) -> type:
     """A frozen dataclass with one field per option (its default the option's): Options and RankOptions are made
     from the table, so an option is written once."""
-    cls = make_dataclass(name, [(o.name, Any, field(default=o.default)) for o in options], frozen=True,
+    cls = make_dataclass(name, [(o.name, Any, field(default=o.default)) for o in options] + list(extra), frozen=True,
                          namespace=namespace or {})
     cls.__module__, cls.__doc__ = __name__, doc  # picklable as harness.options.<name> (RankOptions travels)
     return cls
@@ -134,9 +143,17 @@ def _rank_options(self) -> Any:
     return RankOptions(**{o.name: getattr(self, o.name) for o in OPTIONS if o.rank})
 
 
+def _spelled(self, name: str) -> str:
+    """How the user gave option ``name``, for messages: its flag, or its environment variable."""
+    return dict(self.sources).get(name, option(name).flag)
+
+
 Options = _record_class("Options", OPTIONS, "The resolved options of a run (after environment variables and "
-                        "defaults); ``device`` is never 'auto'.",
-                        {"backend_choice": property(_backend_choice), "rank": property(_rank_options)})
+                        "defaults); ``device`` is never 'auto'. ``sources``: (name, how it was given) of the options "
+                        "given by an environment variable, for messages (``spelled``).",
+                        {"backend_choice": property(_backend_choice), "rank": property(_rank_options),
+                         "spelled": _spelled},
+                        extra=(("sources", Any, field(default=(), compare=False, repr=False)),))
 
 
 def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None,
@@ -146,11 +163,13 @@ def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = No
     ``device="auto"`` becomes cuda or cpu."""
     environ = os.environ if environ is None else environ
     resolved: dict[str, Any] = {}
+    sources: list[tuple[str, str]] = []
     for opt in OPTIONS:
         value = values.get(opt.name)
         source = opt.flag
         if (value is None or value is False) and opt.env and environ.get(opt.env):
             value, source = environ[opt.env], f"{opt.env} (environment)"
+            sources.append((opt.name, source))
             if opt.flag_only:
                 value = value.lower() not in ("0", "false", "no", "")
             else:
@@ -172,7 +191,7 @@ def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = No
         import torch
 
         resolved["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    return Options(**resolved)
+    return Options(**resolved, sources=tuple(sources))
 
 
 def add_argparse_options(parser: Any, names: tuple[str, ...] | None = None) -> None:
@@ -189,14 +208,18 @@ def add_argparse_options(parser: Any, names: tuple[str, ...] | None = None) -> N
                                 help=help_text)
 
 
-def add_pytest_options(group: Any) -> None:
-    """Add the table's options to a pytest option group (pytest's spelling where it differs)."""
+def add_pytest_options(group: Any, *, short: bool = False) -> None:
+    """Add the table's options to a pytest option group as ``--syncbn-<flag>`` (``Option.pytest_name``), or, with
+    ``short``, as their short spellings (``Option.short_pytest_name``, this repository's conftest.py), which set the
+    same values (``dest``)."""
     for opt in OPTIONS:
-        kwargs: dict[str, Any] = {"default": None, "help": _help(opt), "dest": f"syncbn_{opt.name}"}
+        name = opt.short_pytest_name if short else opt.pytest_name
+        help_text = f"the same as {opt.pytest_name}" if short else _help(opt)
+        kwargs: dict[str, Any] = {"default": None, "help": help_text, "dest": f"syncbn_{opt.name}"}
         if opt.flag_only:
-            group.addoption(opt.pytest_name, action="store_true", **kwargs)
+            group.addoption(name, action="store_true", **kwargs)
         else:
-            group.addoption(opt.pytest_name, type=opt.type, choices=opt.choices, metavar=opt.metavar, **kwargs)
+            group.addoption(name, type=opt.type, choices=opt.choices, metavar=opt.metavar, **kwargs)
 
 
 def _help(opt: Option) -> str:

@@ -1,8 +1,8 @@
 """The outcomes a case can have, in one table: what each is called, where it counts, whether it fails the run.
 
-Every place that names outcomes reads this table: the results document (reports.results), the verdict and its
+Every place that names outcomes reads this table: the results document (harness.reports.results), the verdict and its
 counts (harness.verdict, harness.diagnosis), the conformance table's columns (harness.features), the regression
-gate (reports.gate), the HTML report (reports.html) and the torchrun launcher (harness.launch).
+gate (harness.reports.gate), the HTML report (harness.reports.html) and the torchrun launcher (harness.launch).
 """
 from __future__ import annotations
 

@@ -1,14 +1,20 @@
-"""The pytest side of the harness: options, the catalogue as parametrized tests, known deviations, the run fixture.
+"""The pytest side of the harness: the catalogue as parametrized tests, known deviations, the run fixture.
 
-Loaded by the root conftest.py. Options come from harness.options (the same table the CLI and the torchrun
-launcher read). ``cases/test_catalogue.py`` runs every case of every registered kind (harness.kinds) through the
-``catalogue_case`` parameter: the profile's cases on ``--device``, or exactly ``--case ID``; ``--area NAMES``
-selects areas by their exact names (harness.catalogue.in_areas: ``--area eps`` is not ``tiny_eps``). Known deviations
-(harness.deviations) run as strict expected failures.
+Loaded by harness.pytest_entry when a run asks for the suite (a project's own pytest, ``python -m harness run``),
+or by this repository's root conftest.py. Options come from harness.options (the same table the CLI and the
+torchrun launcher read; harness.pytest_entry declares them). ``cases/test_catalogue.py`` runs every case of every
+registered kind (harness.kinds) through the ``catalogue_case`` parameter: the profile's cases on ``--device``, or
+exactly ``--case ID``; ``--area NAMES`` selects areas by their exact names (harness.catalogue.in_areas: ``--area
+eps`` is not ``tiny_eps``). Known deviations (harness.deviations) run as strict expected failures.
 
 The controller (the pytest process, or the xdist controller) checks the run before collecting anything
 (harness.suite.preflight: a problem is a pytest usage error) and turns SIGTERM into KeyboardInterrupt, so a
 terminated run ends like a Ctrl-C: pytest's session finish runs and the reports say the run is incomplete.
+
+Where the session is the suite's (``python -m harness run``, this repository's pytest), the pytest process runs with
+TF32 off and one torch thread. Where the suite joins a project's own pytest run (harness.pytest_entry), that
+project's tests keep the process as they found it: TF32 is off around each case only (``run_case``), one thread is
+not imposed, and the property tests' hypothesis settings apply to them alone (``hypothesis_settings``), always.
 """
 from __future__ import annotations
 
@@ -27,12 +33,12 @@ from .errors import CaseError
 from .kinds import case_for_id, catalogue_cases, parse_case_id
 from .kinds import RunConfig
 from .kinds import run_case as _run_case
-from .options import OPTIONS, Options, add_pytest_options, resolve
+from .options import OPTIONS, Options, resolve
 from .result import CaseResult
-from .suite import SUITE_PLUGIN, preflight
+from .suite import SUITE, SUITE_PLUGIN, preflight
 
 __all__ = ["check_case", "SessionState", "session_state", "options", "NEEDS_CUDA", "cuda_available",
-           "warn_unmatched_deviations", "CompileFailed"]
+           "warn_unmatched_deviations", "SHARED_RUN", "hypothesis_settings", "CompileFailed"]
 
 NEEDS_CUDA = "needs CUDA: torch.cuda.is_available() is False on this machine (run with a GPU, see docs/gpu.md)"
 
@@ -51,6 +57,9 @@ class SessionState:
 
 
 _STATE = pytest.StashKey[SessionState]()
+# Set by harness.pytest_entry when it adds the suite to a project's own pytest run (other tests share the process).
+SHARED_RUN = pytest.StashKey[bool]()
+_HYPOTHESIS_PROFILE = "syncbn-ci"  # the property tests' hypothesis profile (this process's latest session)
 
 
 def session_state(config: pytest.Config) -> SessionState:
@@ -89,10 +98,6 @@ def check_case(result: CaseResult) -> None:
         pytest.fail(result.report(), pytrace=False)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    add_pytest_options(parser.getgroup("syncbn", "syncbn-harness"))
-
-
 def _raw_options(config: pytest.Config) -> dict[str, Any]:
     return {opt.name: config.getoption(f"syncbn_{opt.name}") for opt in OPTIONS}
 
@@ -117,14 +122,26 @@ def pytest_configure(config: pytest.Config) -> None:
     state = config.stash[_STATE] = SessionState(resolved)
     if not _is_worker(config) and threading.current_thread() is threading.main_thread():
         state.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm_handler(state))
-    from .strategies import load_hypothesis_profile
-    from .tf32 import set_tf32
+    from .strategies import register_hypothesis_profile
 
-    load_hypothesis_profile(resolved.profile, resolved.property_examples)
-    set_tf32(False)  # float32 yardsticks and references: full precision (harness.tf32)
-    import torch
+    global _HYPOTHESIS_PROFILE
+    _HYPOTHESIS_PROFILE = register_hypothesis_profile(resolved.profile, resolved.property_examples)
+    if not config.stash.get(SHARED_RUN, False):  # the session is the suite's: its settings for the whole process
+        import torch
 
-    torch.set_num_threads(1)  # the controller's tensors are tiny; more threads only contend with the ranks
+        from .tf32 import set_tf32
+
+        set_tf32(False)
+        torch.set_num_threads(1)  # the controller's tensors are tiny; more threads only contend with the ranks
+
+
+def hypothesis_settings():
+    """The property tests' hypothesis settings (``@hypothesis_settings()`` above ``@given``): the profile of the
+    run's --profile and --property-examples (harness.strategies), applied to those tests alone, so the hypothesis
+    tests of a project whose pytest runs the suite keep their own."""
+    from hypothesis import settings
+
+    return settings.get_profile(_HYPOTHESIS_PROFILE)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -179,7 +196,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.processes)  # every case runs on rank processes
     if options(config).case or options(config).area:  # exactly that case, those areas: no property tests besides
         items[:] = [item for item in items if "catalogue_case" in getattr(item, "fixturenames", ())
-                    or "cases" not in item.nodeid.split("/")[0:1]]
+                    or item.path.resolve().parent != SUITE]
     warn_unmatched_deviations()
 
 
@@ -228,7 +245,9 @@ def run_config(pytestconfig: pytest.Config) -> RunConfig:
 
 @pytest.fixture
 def run_case(run_config: RunConfig, pytestconfig: pytest.Config):
-    """Run a case with the session's configuration and keep its result for the reports."""
+    """Run a case with the session's configuration and keep its result for the reports. TF32 is off while the test
+    runs (float32 yardsticks and references at full precision, harness.tf32), as it was after."""
+    from .tf32 import tf32_mode
 
     def run(spec: Any) -> CaseResult:
         state = session_state(pytestconfig)
@@ -239,7 +258,8 @@ def run_case(run_config: RunConfig, pytestconfig: pytest.Config):
         state.results.append(result)
         return result
 
-    return run
+    with tf32_mode(False):
+        yield run
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -78,7 +78,7 @@ class CaseResult:
         return any(f.kind == "compile" for f in self.failures)
 
     def record(self) -> dict[str, Any]:
-        """The harness's part of a results record (reports.results adds the outcome and where it ran)."""
+        """The harness's part of a results record (harness.reports.results adds the outcome and where it ran)."""
         record = {"harness_passed": self.passed, "comparisons": [c.record() for c in self.comparisons],
                   "failures": [f.record() for f in self.failures], "duration_s": self.duration_s,
                   "rerun": self.rerun, "unsupported": self.unsupported}

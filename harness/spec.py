@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from reference.ops import OP_NAMES
+from harness.reference.ops import OP_NAMES
 
 from .errors import CaseError
 

@@ -35,8 +35,9 @@ groups. Every drawn case is valid by construction (ModuleSpec validates it again
     scale 1e3 with outliers, the variance (~2.6e7) overflowed float16 and torch's float16 backward gave -inf (the
     data was out of range, not the kernel wrong): variance_bound 5e9, rejected.
 
-Hypothesis profiles (chosen from the harness's --profile by ``load_hypothesis_profile``; the environment variable
-HYPOTHESIS_PROFILE wins, e.g. ``HYPOTHESIS_PROFILE=dev`` while developing):
+Hypothesis profiles (chosen from the harness's --profile by ``register_hypothesis_profile``, registered as
+``syncbn-<name>`` and applied to the property tests alone; the environment variable HYPOTHESIS_PROFILE wins, e.g.
+``HYPOTHESIS_PROFILE=dev`` while developing):
 - ``ci-quick`` / ``ci``: derandomized, 25 / 60 examples, no deadline, no example database (reproducible CI);
 - ``dev``: random, 60 examples, the local example database (``.hypothesis/``) keeps and replays failures;
 - ``thorough``: random, 300 examples, nightly.
@@ -54,8 +55,8 @@ from hypothesis import strategies as st
 from .spec import ModuleSpec
 
 __all__ = ["MAX_OFFSET_RATIO", "MAX_ABS", "MAX_VARIANCE", "LARGE_COUNT", "data_bound", "variance_bound", "meaningful",
-           "shard_sizes", "process_groups", "case_specs", "register_hypothesis_profiles", "load_hypothesis_profile",
-           "HARNESS_TO_HYPOTHESIS"]
+           "shard_sizes", "process_groups", "case_specs", "register_hypothesis_profiles",
+           "register_hypothesis_profile", "HARNESS_TO_HYPOTHESIS", "PROFILE_PREFIX"]
 
 MAX_OFFSET_RATIO = {"float32": 1e3, "float64": 1e6, "float16": 3.0, "bfloat16": 3.0}
 # The float16 range rules (module docstring); the other dtypes' ranges hold every drawn case.
@@ -166,21 +167,27 @@ def case_specs(draw, *, max_world: int = 4, dtypes: tuple[str, ...] = ("float32"
 _SUPPRESSED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much]
 
 
+PROFILE_PREFIX = "syncbn-"  # hypothesis's profiles are process-wide: a project's own "ci" profile stays its own
+
+
 def register_hypothesis_profiles() -> None:
     common = dict(deadline=None, suppress_health_check=_SUPPRESSED, print_blob=True)
-    settings.register_profile("ci", max_examples=60, derandomize=True, database=None, **common)
-    settings.register_profile("ci-quick", settings.get_profile("ci"), max_examples=25)
-    settings.register_profile("dev", max_examples=60, **common)
-    settings.register_profile("thorough", max_examples=300, **common)
+    ci = settings(max_examples=60, derandomize=True, database=None, **common)
+    for name, profile in (("ci", ci), ("ci-quick", settings(ci, max_examples=25)),
+                          ("dev", settings(max_examples=60, **common)),
+                          ("thorough", settings(max_examples=300, **common))):
+        settings.register_profile(PROFILE_PREFIX + name, profile)
 
 
-def load_hypothesis_profile(harness_profile: str, examples: int | None = None) -> str:
-    """Load the hypothesis profile for the harness's --profile (HYPOTHESIS_PROFILE wins); ``examples`` (the
-    --property-examples option) overrides its number of examples per property test. Returns its name."""
+def register_hypothesis_profile(harness_profile: str, examples: int | None = None) -> str:
+    """Register the hypothesis profile for the harness's --profile (HYPOTHESIS_PROFILE wins); ``examples`` (the
+    --property-examples option) overrides its number of examples per property test. Returns its name. It is not
+    loaded as the process's default: the property tests apply it to themselves (harness.pytest_plugin)."""
     register_hypothesis_profiles()
     name = os.environ.get("HYPOTHESIS_PROFILE") or HARNESS_TO_HYPOTHESIS.get(harness_profile, "ci")
+    if name in (*HARNESS_TO_HYPOTHESIS.values(), "dev"):  # one of the harness's (registered with the prefix)
+        name = PROFILE_PREFIX + name
     if examples is not None:
         settings.register_profile(f"{name}-{examples}", settings.get_profile(name), max_examples=examples)
         name = f"{name}-{examples}"
-    settings.load_profile(name)
     return name

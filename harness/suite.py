@@ -6,18 +6,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from .errors import CaseError
+from .files import check_writable
 from .options import (DEFAULT_SUT, EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options,
                       add_argparse_options, resolve)
 
-__all__ = ["ROOT", "add_suite_arguments", "resolve_suite_options", "pytest_argv", "run_suite",
-           "exit_code_from_pytest", "missing_cuda", "preflight", "SuiteRun", "SUITE_PLUGIN", "absolute_paths"]
+__all__ = ["ROOT", "SUITE", "add_suite_arguments", "resolve_suite_options", "check_workers", "pytest_argv",
+           "run_suite", "exit_code_from_pytest", "missing_cuda", "preflight", "SuiteRun", "SUITE_PLUGIN",
+           "absolute_paths"]
 
-ROOT = Path(__file__).resolve().parent.parent
+# The conformance suite, the package harness.cases: cases/ in the checkout (harness/cases links to it), harness/cases
+# where the package is installed. Its parent is pytest's rootdir for a suite run, so node ids read
+# cases/test_catalogue.py::... either way.
+SUITE = (Path(__file__).parent / "cases").resolve()
+ROOT = SUITE.parent
 
 
 def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +33,17 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_suite_options(args: argparse.Namespace) -> Options:
-    """The resolved Options of a command's parsed arguments (the main job's defaults)."""
+    """The resolved Options of a command's parsed arguments (the main job's defaults); ``-n`` checked too."""
+    check_workers(getattr(args, "workers", None))
     return resolve(vars(args), main_job=True)
+
+
+def check_workers(workers: str | None) -> None:
+    """``-n``: what pytest-xdist takes, a whole number >= 1, 'auto' or 'logical' (CaseError otherwise)."""
+    if workers is None or workers in ("auto", "logical"):
+        return
+    if not (str(workers).isdigit() and int(workers) >= 1):
+        raise CaseError(f"-n={workers!r}: must be a whole number >= 1, 'auto' or 'logical' (pytest-xdist workers)")
 
 
 def absolute_paths(options: Options) -> Options:
@@ -43,12 +57,18 @@ def absolute_paths(options: Options) -> Options:
 
 
 def pytest_argv(options: Options, *, workers: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """The pytest command line that runs the suite (cases/) with ``options``."""
-    argv = [str(ROOT / "cases"), "-p", "no:cacheprovider", "-q", "--rootdir", str(ROOT)]
+    """The pytest command line that runs the suite (SUITE) with ``options``, the same from the checkout and installed:
+    no configuration file or conftest.py of wherever it lies is read (a virtual environment inside a project must
+    not bring the project's pytest settings), the harness's plugin is loaded by name (harness.pytest_entry, with the
+    suite's settings spelled out here) and the SUT is always named (which is what asks the plugin for the suite, in
+    pytest-xdist's workers too)."""
+    argv = [str(SUITE), "-c", os.devnull, "--rootdir", str(ROOT), "--noconftest", "-p", "harness.pytest_entry",
+            "-p", "no:cacheprovider", "-q", "-ra", "--strict-markers",
+            "-W", "error::pytest.PytestUnraisableExceptionWarning"]
     options = absolute_paths(options)
     for opt in OPTIONS:
         value = getattr(options, opt.name)
-        if value is None or value is False or (value == opt.default and opt.name != "device"):
+        if value is None or value is False or (value == opt.default and opt.name not in ("device", "sut")):
             continue
         argv += [opt.pytest_name] if opt.flag_only else [opt.pytest_name, str(value)]
     if workers:
@@ -78,7 +98,7 @@ SUITE_PLUGIN = "syncbn-suite-run"
 class SuiteRun:
     """The pytest plugin object a command hands to pytest.main: the options it resolved and checked (preflight),
     which harness.pytest_plugin uses as they are instead of resolving and checking them again, and the output files
-    the command keeps to itself (reports.pytest_reports writes them but does not print their paths: the gate's
+    the command keeps to itself (harness.reports.pytest_reports writes them but does not print their paths: the gate's
     per-run results, in a directory it deletes). pytest-xdist workers get the options from the command line."""
 
     def __init__(self, options: Options, unannounced: Sequence[str] = ()) -> None:
@@ -97,8 +117,6 @@ def run_suite(options: Options, *, workers: str | None = None, extra: Sequence[s
     options = absolute_paths(options)
     argv = pytest_argv(options, workers=workers, extra=extra)
     os.chdir(ROOT)
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     saved = {opt.env: os.environ.pop(opt.env) for opt in OPTIONS if opt.env and opt.env in os.environ}
     try:
         code = pytest.main(argv, plugins=[SuiteRun(options, unannounced)])
@@ -125,14 +143,14 @@ def preflight(options: Options, *, main_job: bool = False) -> None:
     _check_backend(options)
     for name in ("json", "report"):
         if getattr(options, name):
-            _check_output(f"--{name}", getattr(options, name))
+            check_writable(options.spelled(name), getattr(options, name))
     from .sut import check_kernels, check_sut
 
-    factory = check_sut(options.sut)
+    factory = check_sut(options.sut, option=options.spelled("sut"))
     if options.sut != DEFAULT_SUT:
-        _check_factory_result(options.sut, factory)
+        _check_factory_result(options.spelled("sut"), options.sut, factory)
     if options.kernels:
-        check_kernels(options.kernels)
+        check_kernels(options.kernels, option=options.spelled("kernels"))
 
 
 def _check_backend(options: Options) -> None:
@@ -159,25 +177,7 @@ def _check_backend(options: Options) -> None:
                         f"{torch.__version__}; CPU ranks need gloo")
 
 
-def _check_output(flag: str, path: str) -> None:
-    """``path`` can be written at the end of the run: not a directory, and its nearest existing ancestor is a
-    writable directory (the missing ones are created then)."""
-    target = Path(os.path.abspath(path))
-    if target.is_dir():
-        raise CaseError(f"{flag}={path!r}: is a directory; give a file path")
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise CaseError(f"{flag}={path!r}: {parent} is a file, not a directory, so {target.name} cannot be written "
-                        f"under it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CaseError(f"{flag}={path!r}: directory {parent} is not writable")
-    if target.exists() and not os.access(target, os.W_OK):
-        raise CaseError(f"{flag}={path!r}: the file exists and is not writable")
-
-
-def _check_factory_result(spec: str, factory) -> None:
+def _check_factory_result(option: str, spec: str, factory) -> None:
     """Call the factory once in the controller (CPU, float32, process_group=None). A factory that raises here may
     need a process group: that is for the ranks to find out; a result that breaks the contract is a usage error."""
     import torch
@@ -191,7 +191,7 @@ def _check_factory_result(spec: str, factory) -> None:
         return
     problem = module_problem(module)
     if problem:
-        raise CaseError(f"--sut={spec!r}: {problem}")
+        raise CaseError(f"{option}={spec!r}: {problem}")
 
 
 def missing_cuda(options: Options) -> str | None:

@@ -69,21 +69,23 @@ def load_module(spec: str, *, option: str = "--kernels", given: str | None = Non
         raise CaseError(f"{option}={given!r}: cannot import module {spec!r} ({exc})") from None
 
 
-def load_factory(spec: str) -> Callable[..., object]:
-    """The SUT factory named by ``spec``; checks it is callable with the contract's keyword arguments."""
+def load_factory(spec: str, *, option: str = "--sut") -> Callable[..., object]:
+    """The SUT factory named by ``spec``; checks it is callable with the contract's keyword arguments.
+    ``option``: how the user gave it (``--sut`` or ``SYNCBN_SUT (environment)``), for messages."""
     if spec == DEFAULT_SUT:
         from .torch_sut import torch_factory
 
         return torch_factory
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
-        raise CaseError(f"--sut={spec!r}: expected 'torch', 'package.module:factory' or 'path/to/file.py:factory'")
-    module = load_module(target, option="--sut", given=spec)
+        raise CaseError(f"{option}={spec!r}: expected 'torch', 'package.module:factory' or "
+                        f"'path/to/file.py:factory'")
+    module = load_module(target, option=option, given=spec)
     factory = getattr(module, attr, None)
     if factory is None:
-        raise CaseError(f"--sut={spec!r}: module {target!r} has no attribute {attr!r}")
+        raise CaseError(f"{option}={spec!r}: module {target!r} has no attribute {attr!r}")
     if not callable(factory):
-        raise CaseError(f"--sut={spec!r}: {attr!r} is not callable")
+        raise CaseError(f"{option}={spec!r}: {attr!r} is not callable")
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
@@ -92,7 +94,7 @@ def load_factory(spec: str) -> Callable[..., object]:
     takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     missing = [k for k in FACTORY_KEYWORDS if k not in parameters and not takes_kwargs]
     if missing:
-        raise CaseError(f"--sut={spec!r}: factory {attr}{signature} does not accept keyword(s) {missing}; the "
+        raise CaseError(f"{option}={spec!r}: factory {attr}{signature} does not accept keyword(s) {missing}; the "
                         f"contract is factory(num_features, *, {', '.join(FACTORY_KEYWORDS)})")
     return factory
 
@@ -106,17 +108,18 @@ def user_traceback(exc: BaseException) -> str:
     return text.rstrip()
 
 
-def check_sut(spec: str) -> Callable[..., object]:
+def check_sut(spec: str, *, option: str = "--sut") -> Callable[..., object]:
     """Load the SUT factory in the controller, before any rank starts: CaseError for a usage problem, and for an
-    SUT that raises while being imported (the message's first line, then the SUT's own traceback)."""
+    SUT that raises while being imported (the message's first line, then the SUT's own traceback). ``option``: how
+    the user gave it (``--sut``, or ``SYNCBN_SUT (environment)``)."""
     try:
-        return load_factory(spec)
+        return load_factory(spec, option=option)
     except CaseError:
         raise
     except Exception as exc:  # noqa: BLE001 - the SUT's own code raised while being imported
         target = spec.rpartition(":")[0] or spec
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CaseError(f"--sut={spec!r}: importing {target} raised {type(exc).__name__}"
+        raise CaseError(f"{option}={spec!r}: importing {target} raised {type(exc).__name__}"
                         + (f": {first}" if first else "") + "\n" + user_traceback(exc)) from None
 
 
@@ -138,14 +141,16 @@ def module_problem(module: object, *, affine: bool = True, track_running_stats: 
     return None
 
 
-def check_kernels(spec: str) -> dict[str, Callable[..., object]]:
-    """Load a --kernels module in the controller (CaseError naming the option for a usage problem)."""
+def check_kernels(spec: str, *, option: str = "--kernels") -> dict[str, Callable[..., object]]:
+    """Load a --kernels module in the controller (CaseError naming the option, once, for a usage problem)."""
     from .kernel_table import load_kernel_overrides
 
     try:
-        return load_kernel_overrides(load_module(spec))
+        return load_kernel_overrides(load_module(spec, option=option))
+    except CaseError:
+        raise  # already names the option
     except ValueError as exc:
-        raise CaseError(f"--kernels={spec!r}: {exc}") from None
+        raise CaseError(f"{option}={spec!r}: {exc}") from None
 
 
 def describe_sut(spec: str, devices: tuple[str, ...] | list[str] = ("cpu",)) -> str:

@@ -12,7 +12,8 @@ run or an older version of the harness.
   error); then numeric failures, ordered by their error in units of the quantity's magnitude (``max |err| /
   scale``), which compares across dtypes, unlike error / tolerance (a 2% bias in float64 is not "1e12 times
   worse" than the same bias in float32).
-- **The run's verdict.** ``verdict_of`` (PASSED / FAILED / INCOMPLETE / NO CASES RAN: an incomplete run never
+- **The run's verdict.** ``verdict_of`` (PASSED / FAILED / INCOMPLETE / NO CASES RAN, which fails: a run that
+  judged nothing tested nothing; ``nothing_tested_text`` says why. An incomplete run never
   reads as passed) and ``failed_cases_by_class`` (failed cases in the severity groups above). What the failures
   have in common, the conformance table and the console summary are harness.diagnosis.
 """
@@ -29,7 +30,8 @@ from .quantities import inputs_of
 __all__ = ["describe", "where", "CLASSES", "CLASS_TITLES", "failure_class", "severity_key", "phase_order",
            "mark_knock_ons", "case_report", "scaled_error", "is_exact", "label", "roots_and_knock_ons", "failure_text",
            "exact_statement", "scaled_text", "case_class", "case_severity_key", "case_headline",
-           "failed_cases_by_class", "verdict_of", "incomplete_text", "run_counts", "deviation_summary",
+           "failed_cases_by_class", "verdict_of", "incomplete_text",
+           "nothing_tested_text", "run_counts", "deviation_summary",
            "is_yardstick_suspect", "YARDSTICK_SUSPECT", "plural", "number", "failure_kind",
            "phase_kind"]
 
@@ -429,6 +431,22 @@ def verdict_of(document: dict[str, Any]) -> str:
     if not (sum(counts[o] for o in JUDGED) or properties):
         return "NO CASES RAN"
     return "PASSED"
+
+
+def nothing_tested_text(document: dict[str, Any]) -> str:
+    """Why a run judged no case ("12 cases declared unsupported (momentum=None: 7; ...), 3 skipped (needs CUDA)"),
+    for the NO CASES RAN verdict: a run that tested nothing fails (exit 1), with its reasons."""
+    cases = document.get("cases") or []
+    parts = []
+    for outcome_name, word, field in (("unsupported", "declared unsupported", "unsupported"),
+                                      ("skipped", "skipped", "xfail_reason")):
+        reasons = Counter((c.get(field) or "no reason given").split("\n")[0][:120] for c in cases
+                          if c.get("outcome") == outcome_name)
+        if reasons:
+            parts.append(f"{plural(sum(reasons.values()), 'case')} {word} ("
+                         + "; ".join(f"{r}: {n}" for r, n in reasons.most_common(3))
+                         + ("; ..." if len(reasons) > 3 else "") + ")")
+    return "nothing was tested: " + ("; ".join(parts) if parts else "no case was selected")
 
 
 def incomplete_text(document: dict[str, Any]) -> str:

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from reference.syncbn import Buffers
+from harness.reference.syncbn import Buffers
 
 from .data import to_numpy, to_tensor, torch_dtype
 from .spec import ModuleSpec

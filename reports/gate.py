@@ -29,12 +29,14 @@ import datetime
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from harness.compile_report import graph_breaks
 from harness.errors import CaseError
+from harness.files import check_writable
 from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options
 from harness.suite import add_suite_arguments, preflight, resolve_suite_options, run_suite
 
@@ -121,8 +123,8 @@ def summarize_results(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for case in document["cases"]:
         key = environment_key(case, env)
         entry = out.setdefault(key, {"recorded": {k: env.get(k) for k in (
-            "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_dirty", "sut", "kernels",
-            "compile")}
+            "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_version", "harness_dirty", "sut",
+            "kernels", "compile")}
             | {"created": document.get("created"), "runs": 1}, "cases": {}})
         quantities = {}
         for c in case["comparisons"]:
@@ -235,7 +237,7 @@ def judge(current: dict[str, Any], baseline: dict[str, Any], *, growth_factor: f
 
 # -- the command ----------------------------------------------------------------------------------------------------
 def _usage(message: str) -> int:
-    print(f"gate: usage error: {message}")
+    print(f"gate: usage error: {message}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -284,6 +286,10 @@ def main(args: argparse.Namespace) -> int:
         options = resolve_suite_options(args)
         if not args.results_in:
             preflight(options, main_job=True)
+        elif args.report:  # a run's outputs are checked by preflight; with --results-in only the report is written
+            check_writable("--report", args.report)
+        if args.update_baseline:
+            check_writable("--baseline", args.baseline)
     except CaseError as exc:
         return _usage(str(exc))
     if not args.results_in:
@@ -368,8 +374,11 @@ def main(args: argparse.Namespace) -> int:
             return _usage(f"environment {key}: the baseline selected {base.get('selection')}, this run {wanted}; "
                           f"run the gate with the options the baseline was recorded with")
         recorded = base.get("recorded", {})
+        harness = str(recorded.get("harness_revision"))[:12]
+        if harness in ("None", "unknown") and recorded.get("harness_version"):  # an installed harness
+            harness = recorded["harness_version"]
         print(f"gate: {key}: {len(entry['cases'])} cases against baseline of {recorded.get('recorded_at', '?')} "
-              f"(torch {recorded.get('torch')}, harness {str(recorded.get('harness_revision'))[:12]}, "
+              f"(torch {recorded.get('torch')}, harness {harness}, "
               f"sut {recorded.get('sut')}, {recorded.get('runs', 1)} run(s)); now torch "
               f"{entry['recorded'].get('torch')}, sut {entry['recorded'].get('sut')}")
         judge(entry, base, growth_factor=args.growth_factor, growth_floor=args.growth_floor, report=report)

@@ -26,6 +26,7 @@ from harness import compile_report
 from harness.features import COLUMNS, conformance
 from harness.outcomes import FAILING, OUTCOMES
 from harness.diagnosis import diagnose
+from harness.verdict import describe, nothing_tested_text
 from harness.verdict import (CLASS_TITLES, case_headline, deviation_summary, exact_statement, failed_cases_by_class,
                              failure_text, incomplete_text, is_exact, roots_and_knock_ons,
                              run_counts, scaled_text, verdict_of)
@@ -38,7 +39,7 @@ from .results import as_float
 __all__ = ["render_html", "write_html", "case_fragment", "NEAR_MISS"]
 
 NEAR_MISS = 0.5  # a passing comparison above this fraction of its tolerance is called out
-DETAILED_CASES = 40  # failed cases shown in full; the rest are listed in a table
+DETAILED_CASES = 12  # failed cases shown in full (cards: plots, tables); the rest are listed in a table
 
 
 CSS = """
@@ -84,6 +85,9 @@ border-radius:4px;user-select:all;word-break:break-all}.rerun{margin-top:6px}
 font-size:12px;background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:6px 10px;max-width:860px}
 .env .k{font-weight:600;color:#424a53}.env div{word-break:break-word}
 details{margin:6px 0}summary{cursor:pointer;font-weight:600}
+td code,li code,.worst code{word-break:break-all}table{max-width:100%}
+.worst{background:#fff;border:1px solid #d0d7de;border-left:5px solid #b42318;border-radius:6px;padding:4px 14px 10px;
+margin:12px 0}.worst h2{border:0;margin:8px 0 4px}.worst pre{max-height:none}
 """
 
 
@@ -102,8 +106,10 @@ def _outcome_counts(document: dict[str, Any]) -> str:
 def _verdict_bar(document: dict[str, Any]) -> str:
     word = verdict_of(document)
     env = document.get("environment", {})
-    css = {"PASSED": "pass", "FAILED": "fail", "INCOMPLETE": "incomplete"}.get(word, "none")
+    css = {"PASSED": "pass", "FAILED": "fail", "INCOMPLETE": "incomplete"}.get(word, "fail")  # nothing tested fails
     title = f"SyncBN conformance: {word}"
+    if word == "NO CASES RAN":
+        title += f" ({nothing_tested_text(document)})"
     if document.get("status") == "incomplete":  # FAILED (a failure was seen) or INCOMPLETE (none was)
         title += f" (incomplete: {incomplete_text(document)})" if word == "FAILED" else f": {incomplete_text(document)}"
     context = [f"{len(document.get('cases') or [])} cases", f"sut {env.get('sut', '?')}",
@@ -112,6 +118,27 @@ def _verdict_bar(document: dict[str, Any]) -> str:
         context.append(str(env["device_name"]))
     context.append(str(document.get("created", "")))
     return f'<div class="verdict {css}"><h1>{e(title)}</h1><div class="sub">{e(" · ".join(context))}</div></div>'
+
+
+def _worst_failure(document: dict[str, Any]) -> str:
+    """The first screen's answer to "what is wrong": the most severe failed case (harness.verdict's order), its root
+    failure with its numbers (what, where, by how much, against which tolerance) and the command that reruns it."""
+    groups = failed_cases_by_class(document)
+    if not groups:
+        return ""
+    cls, members = groups[0]
+    case = members[0]
+    roots, _ = roots_and_knock_ons(case)
+    detail = describe(roots[0][0]) if roots else [failure_text(f) for f in (case.get("failures") or [])[:1]]
+    lines = "\n".join(line for text in detail for line in text.splitlines()[:8])
+    rerun = case.get("rerun") or ""
+    kind = CLASS_TITLES[cls].split(" (")[0].lower()
+    return (f'<section class="worst"><h2>Worst failure <span class=dim>({e(kind)}; <a href="#{e(case["id"])}">its '
+            f'card</a> if shown below)</span></h2>'
+            f'<div class="headline">{e(case_headline(case))}</div><code>{e(case["id"])}</code>'
+            f"<pre>{e(lines)}</pre>"
+            + (f'<div class="rerun">rerun: <code class="cmd">{e(rerun)}</code></div>' if rerun else "")
+            + "</section>")
 
 
 def _not_run(document: dict[str, Any]) -> str:
@@ -380,14 +407,16 @@ def _environment(env: dict[str, Any]) -> str:
 
 
 def render_html(document: dict[str, Any]) -> str:
-    """The report of a results document (see reports.results; version 1 or 2) as one self-contained HTML page."""
+    """The report of a results document (see harness.reports.results; version 1 or 2) as one self-contained HTML
+    page."""
     env = document.get("environment", {})
     word = verdict_of(document)
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            f"<title>SyncBN conformance {e(word)}: {e(env.get('sut', ''))}</title><style>{CSS}</style></head><body>",
-           _verdict_bar(document), "<main>", _outcome_counts(document), _not_run(document), _diagnosis(document),
-           _conformance_table(document), _compiled_lane(document), _failures(document), _deviations(document),
-           _unsupported(document), _passing(document), _properties(document), _skipped(document), _environment(env),
+           _verdict_bar(document), "<main>", _outcome_counts(document), _worst_failure(document), _not_run(document),
+           _diagnosis(document), _conformance_table(document), _compiled_lane(document), _failures(document),
+           _deviations(document), _unsupported(document), _passing(document), _properties(document),
+           _skipped(document), _environment(env),
            "</main></body></html>\n"]
     return "".join(out)
 

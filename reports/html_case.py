@@ -18,7 +18,7 @@ from .results import as_float
 __all__ = ["e", "fmt", "ratio_of", "where", "case_worst", "ratio_color", "heatmap_svg", "histogram_svg",
            "case_fragment", "case_card", "pre", "GROUPS_PER_CASE", "SHOWN_ROOTS", "MAX_TEXT"]
 
-GROUPS_PER_CASE = 4  # heat map + histogram pairs per failed case
+GROUPS_PER_CASE = 2  # heat map + histogram pairs per failed case (the roots' first)
 SHOWN_ROOTS = 8  # root failures listed per case (all of them are in the JSON results)
 MAX_TEXT = 6000  # characters of a traceback shown
 HISTOGRAM_LABELS = ["<1e-6", "1e-6", "1e-5", "1e-4", "1e-3", "0.01", "0.1", "1", "10", "100", "≥1e3"]

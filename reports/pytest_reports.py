@@ -25,11 +25,13 @@ from typing import Any
 import pytest
 
 from harness.options import rerun_command
-from harness.outcomes import FAILING
+from harness.outcomes import FAILING, JUDGED
 from harness.suite import exit_code_from_pytest
 from harness.pytest_plugin import options, session_state
 
-from .results import build_document, case_record, environment, save_results, write_atomically
+from harness.files import write_atomically
+
+from .results import build_document, case_record, environment, save_results
 
 __all__ = ["PROPERTY", "PROPERTY_SUMMARY", "property_summary"]
 
@@ -218,11 +220,17 @@ class ResultsCollector:
             failed = any(c["outcome"] in FAILING for c in cases) or any(
                 p["outcome"] == "failed" for p in self.properties.values())
             session.exitstatus = pytest.ExitCode.TESTS_FAILED if failed else pytest.ExitCode.INTERRUPTED
+        elif self.selected and not any(c["outcome"] in JUDGED for c in cases) and not any(
+                p["outcome"] in ("passed", "failed") for p in self.properties.values()):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # nothing was judged: nothing was tested
         numprocesses = config.getoption("numprocesses", None)
-        env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
-                          case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int) else 0,
-                          strict_features=opts.strict_features, compile=opts.compile,
-                          strict_compile=opts.strict_compile)
+        from harness.tf32 import tf32_mode
+
+        with tf32_mode(False):  # recorded as the cases ran (harness.pytest_plugin's run_case), in a shared run too
+            env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
+                              case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int)
+                              else 0, strict_features=opts.strict_features, compile=opts.compile,
+                              strict_compile=opts.strict_compile)
         document = build_document(cases, env, exit_status=exit_code_from_pytest(session.exitstatus),
                                   property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]),
                                   incomplete=incomplete)
@@ -241,26 +249,37 @@ class ResultsCollector:
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         hidden = {path for plugin in self.config.pluginmanager.get_plugins()
                   for path in getattr(plugin, "syncbn_unannounced", ())}
-        document = self.document
-        if document is not None:  # the verdict, the diagnosis, the conformance table, the failures by severity
-            from harness.diagnosis import run_summary_lines
-
-            terminalreporter.write_sep("=", "syncbn-harness summary")
-            for line in run_summary_lines(document):
-                terminalreporter.write_line(line)
-        if document is not None and document["status"] == "incomplete":
-            from harness.verdict import verdict_of
-
-            info = document["incomplete"]
-            word = "FAILED, and the run did not complete" if verdict_of(document) == "FAILED" else "INCOMPLETE"
-            terminalreporter.write_line(
-                f"syncbn-harness: {word}: {info['cases_run']} of {info['cases_selected']} selected tests ran, "
-                f"{len(info['not_run'])} did not ({info['reason']})", red=True, bold=True)
         for what, path in self.written:
             if os.path.abspath(path) not in hidden:
                 terminalreporter.write_line(f"syncbn-harness {what}: {os.fspath(path)}")
         for line in self.problems:
             terminalreporter.write_line(f"syncbn-harness: {line}", red=True)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        """The verdict block, after everything pytest prints (its failures, its short summary, its count): the
+        verdict, the diagnosis, the conformance table, the failed cases by severity, and the verdict again as the
+        very last line, which is what a CI log's tail shows."""
+        document = self.document
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if document is None or terminal is None:
+            return
+        from harness.diagnosis import run_summary_lines
+        from harness.verdict import verdict_of
+
+        lines = run_summary_lines(document)
+        terminal.write_sep("=", "syncbn-harness summary")
+        for line in lines:
+            terminal.write_line(line)
+        word = verdict_of(document)
+        if document["status"] == "incomplete":
+            info = document["incomplete"]
+            done = "FAILED, and the run did not complete" if word == "FAILED" else "INCOMPLETE"
+            terminal.write_line(
+                f"syncbn-harness: {done}: {info['cases_run']} of {info['cases_selected']} selected tests ran, "
+                f"{len(info['not_run'])} did not ({info['reason']})", red=True, bold=True)
+        else:
+            terminal.write_line(lines[0], bold=True, red=word != "PASSED", green=word == "PASSED")
 
 
 _CATALOGUE_NODE = re.compile(r"::test_case\[(.+)\]$")

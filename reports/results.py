@@ -8,8 +8,8 @@ Document (``"schema": "syncbn-harness/results", "version": 3``)::
                                                         # (cases and property tests); ids: case ids, else node ids
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,
                      devices, sut, sut_description, kernels, profile, case, strict_features, compile,
-                     strict_compile, tf32,
-                     cpu_kernel_behaviours, harness_revision, harness_dirty, seed_policy, workers, argv},
+                     strict_compile, tf32, cpu_kernel_behaviours, harness_revision, harness_version, harness_dirty,
+                     seed_policy, workers, argv},
      "summary": {"cases" (catalogue cases), "property_tests", "failing_property_examples" (recorded as case records,
                  tagged "property"), "outcomes": {outcome: count}, "areas": {area: {outcome: count}},
                  "comparisons", "failed_comparisons" (outside known deviations),
@@ -50,7 +50,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
+import harness
 from harness.compare import RATIO_HISTOGRAM_EDGES
+from harness.files import write_atomically
 from harness.kinds import kind_of
 from harness.verdict import mark_knock_ons
 
@@ -61,7 +63,7 @@ SCHEMA = "syncbn-harness/results"
 VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)  # what the verdict and the HTML report read
 GATE_VERSIONS = (2, 3)  # what the gate reads: comparisons with statements and tolerance scales (version 2 on)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the checkout (installed: the package harness, not a git repository)
 SEED_POLICY = ("deterministic: every tensor of a case is drawn from the seed in its id (harness.data), so a case "
                "id reproduces the same data on any machine; the catalogue's seeds are fixed per profile")
 
@@ -141,6 +143,10 @@ def case_record(spec: Any, result: Any | None, *, outcome: str, backend: str | N
 
 
 def _git(*args: str) -> str | None:
+    """git in the harness's own checkout; None elsewhere (installed, a git repository around site-packages, a
+    project's own, is not the harness's)."""
+    if not (ROOT / ".git").exists():
+        return None
     try:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -190,6 +196,7 @@ def environment(*, sut: str, kernels: str | None, profile: str, backend: str | N
         # On CPU, what the torch SUT takes from the harness's own kernels rather than from PyTorch's code.
         "cpu_kernel_behaviours": list(HARNESS_KERNEL_BEHAVIOURS) if "cpu" in devices and sut == "torch" else [],
         "harness_revision": _git("rev-parse", "HEAD") or "unknown",
+        "harness_version": harness.__version__,
         "harness_dirty": bool(dirty) if dirty is not None else None,
         "seed_policy": SEED_POLICY,
         "workers": workers,
@@ -227,17 +234,6 @@ def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit
             "ratio_histogram_edges": list(RATIO_HISTOGRAM_EDGES),
             "environment": env, "summary": summarize(ordered, property_tests), "cases": ordered,
             "property_tests": jsonable(property_tests or [])}
-
-
-def write_atomically(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a temporary file next to ``path``, then rename it into place (a reader never sees half a
-    file, and a run killed while writing leaves the previous file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def save_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:

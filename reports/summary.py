@@ -4,16 +4,18 @@
 
 Prints the verdict line, the diagnosis (what the failed cases share that the passing ones do not), the conformance
 table by feature, the failed cases by severity with their root cause in a line each and their rerun commands
-(harness.diagnosis.run_summary_lines); ``--report`` also writes the HTML report (reports.html). Reads version 1 and 2
-documents. Exit codes as the main job's: 0 the document passed (or no case ran: every case skipped or declared
-unsupported, which the verdict line says), 1 a case failed, 2 usage error (an unreadable document), 3 the run was
-incomplete.
+(harness.diagnosis.run_summary_lines); ``--report`` also writes the HTML report (harness.reports.html). Reads
+versions 1 to 3. Exit codes as the main job's: 0 the document passed, 1 a case failed or no case was judged (every
+case skipped or declared unsupported: nothing was tested, which the verdict line says with the reasons), 2 usage
+error (an unreadable document, an unwritable --report), 3 the run was incomplete and nothing failed.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from harness.errors import CaseError
+from harness.files import check_writable
 from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from harness.diagnosis import run_summary_lines
 from harness.verdict import verdict_of
@@ -22,7 +24,8 @@ from .results import READABLE_VERSIONS, ResultsError, load_results
 
 __all__ = ["add_arguments", "main", "exit_code"]
 
-_EXIT = {"PASSED": EXIT_OK, "FAILED": EXIT_FAILED, "INCOMPLETE": EXIT_INCOMPLETE, "NO CASES RAN": EXIT_OK}
+# A run that judged no case tested nothing: it fails (every case declared unsupported must not read as a pass).
+_EXIT = {"PASSED": EXIT_OK, "FAILED": EXIT_FAILED, "INCOMPLETE": EXIT_INCOMPLETE, "NO CASES RAN": EXIT_FAILED}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,14 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def exit_code(document: dict) -> int:
-    """0 passed (or no case ran), 1 failed, 3 incomplete."""
+    """0 passed, 1 failed or nothing tested, 3 incomplete."""
     return _EXIT[verdict_of(document)]
 
 
 def main(args: argparse.Namespace) -> int:
     try:
+        if args.report:
+            check_writable("--report", args.report)
         document = load_results(args.results_in, versions=READABLE_VERSIONS)
-    except ResultsError as exc:
+    except (ResultsError, CaseError) as exc:
         print(f"python -m harness report: {exc}", file=sys.stderr)
         return EXIT_USAGE
     for line in run_summary_lines(document):

@@ -69,3 +69,23 @@ def _processes_are_marked(request, monkeypatch):
     monkeypatch.setattr(subprocess.Popen, "__init__", popen)
     monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", lambda self: refuse("a multiprocessing process"))
     yield
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _outputs_in_the_checkout() -> dict[str, float]:
+    return {p.name: p.stat().st_mtime for p in ROOT.glob("syncbn-*")}
+
+
+@pytest.fixture(autouse=True)
+def _writes_only_under_its_temporary_folders():
+    """A test writes its reports and results under its temporary folders, never into the checkout: the README's
+    test line must leave the main job's syncbn-report.html in place (a test that ran the gate without --report once
+    replaced it with a one-case report)."""
+    before = _outputs_in_the_checkout()
+    yield
+    after = _outputs_in_the_checkout()
+    changed = sorted(name for name, mtime in after.items() if before.get(name) != mtime)
+    assert not changed, f"this test wrote {changed} into the checkout ({ROOT}); give its command --report/--json " \
+                        f"paths under tmp_path"

@@ -38,3 +38,10 @@ def no_momentum_none(num_features, *, momentum, **kwargs):
     if momentum is None:
         raise Unsupported("momentum=None is not implemented")
     return NoMomentumNone(num_features, momentum=momentum, **kwargs)
+
+
+def supports_nothing(num_features, **kwargs):
+    """Declares every configuration unsupported: a run against it tests nothing, and must not read as a pass."""
+    from harness.sut import Unsupported as HarnessUnsupported
+
+    raise HarnessUnsupported("nothing is implemented yet")

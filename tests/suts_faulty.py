@@ -104,6 +104,20 @@ def kill_parent(num_features, **kwargs):
     return torch_factory(num_features, **kwargs)
 
 
+def refuses_shared_weight(num_features, **kwargs):
+    """Works as a layer, but its module does not let the model kind replace its weight (a read-only property over
+    its own parameter): the model-case contract broken, which must be blamed on the SUT, not the harness."""
+    class ReadOnlyWeight(type(torch_factory(num_features, **kwargs))):
+        def __setattr__(self, name, value):
+            if name == "weight" and "weight" in self._parameters:
+                raise KeyError(name)
+            super().__setattr__(name, value)
+
+    module = torch_factory(num_features, **kwargs)
+    module.__class__ = ReadOnlyWeight
+    return module
+
+
 @torch.library.custom_op("syncbn_tests::checked_copy", mutates_args=())
 def _checked_copy(x: torch.Tensor) -> torch.Tensor:
     return x.clone()

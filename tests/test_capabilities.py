@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.catalogue import module_cases
 from harness.kinds import run_case
 from harness.pool import PoolManager
 from harness.kinds import RunConfig
@@ -63,6 +64,23 @@ def test_unsupported_outcome_in_the_results(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", MOMENTUM_NONE.id, "--sut",
                            f"{SUTS}:no_momentum_none", "--json", str(out), "--report", str(tmp_path / "r.html")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    # Its one case declared unsupported: the run judged nothing, which is not a pass (exit 1, "nothing was tested").
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     (case,) = json.loads(out.read_text())["cases"]
     assert case["outcome"] == "unsupported" and case["unsupported"] == "momentum=None is not implemented"
+
+
+def test_a_run_that_judged_nothing_fails_and_says_why(tmp_path):
+    """Every case declared unsupported: nothing was tested, so the run is not green (exit 1), and the verdict says
+    why, in the console and in the report."""
+    out, report = tmp_path / "results.json", tmp_path / "report.html"
+    done = subprocess.run([sys.executable, "-m", "harness", "run", "--sut", f"{SUTS}:supports_nothing", "--area",
+                           "eps", "--json", str(out), "--report", str(report)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    n = len(module_cases("default", "eps"))
+    verdict = (f"SyncBN conformance: NO CASES RAN (nothing was tested: {n} cases declared unsupported (nothing is "
+               f"implemented yet: {n}))")
+    assert verdict in done.stdout and verdict in report.read_text()
+    document = json.loads(out.read_text())
+    assert document["exit_status"] == 1 and set(document["summary"]["outcomes"]) == {"unsupported"}

@@ -65,7 +65,7 @@ def test_a_model_case_reruns_through_the_main_job(tmp_path):
     done = subprocess.run([sys.executable, "-m", "harness", "run", "--case", case, "--json", str(out), "--report",
                            str(tmp_path / "model.html")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    from reports.results import load_results
+    from harness.reports.results import load_results
 
     (record,) = load_results(out)["cases"]
     assert record["id"] == case and record["kind"] == "model" and record["outcome"] == "passed"

@@ -17,8 +17,8 @@ from harness.kinds import kind_named, settle, strict_failures
 from harness.options import resolve
 from harness.result import CaseResult, Failure
 from harness.spec import ModuleSpec
-from reports.html import render_html
-from reports.results import build_document, case_record
+from harness.reports.html import render_html
+from harness.reports.results import build_document, case_record
 
 _NONZERO = {"reason": "Dynamic shape operator", "detail": "Operator `aten.nonzero.default`'s output shape depends "
             "on input Tensor data.", "where": "torch/nn/modules/_functions.py:98", "count": 1}

@@ -1,4 +1,4 @@
-"""reports.gate: `python -m harness gate` against a baseline recorded with torch on one float32 case."""
+"""harness.reports.gate: `python -m harness gate` against a baseline recorded with torch on one float32 case."""
 from __future__ import annotations
 
 import json
@@ -6,12 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from in_process import run_here
-from reports.gate import GateReport, judge
+from harness.reports.gate import GateReport, judge
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "w3_n3.1.2_c3_nchw3x2_f32_contig_aff_trs_m0.5_e1e-05_k3_ev1_normal_loc0_sd1_s0_cpu"
@@ -29,12 +30,15 @@ def factory(num_features, **kwargs):
 
 
 def gate(*args: str) -> subprocess.CompletedProcess[str]:
-    """The gate on CASE (or on the document of --results-in, which says which cases it ran)."""
+    """The gate on CASE (or on the document of --results-in, which says which cases it ran), run from a scratch
+    folder (the main job's default report lands there, not in the checkout)."""
     # "-m 'not property'": --case does not deselect the hypothesis test (cases/test_property.py), whose random
     # examples would make the selection differ from run to run.
     case = [] if "--results-in" in args else ["--case", CASE]
-    return subprocess.run([sys.executable, "-m", "harness", "gate", *case, *args, "--", "-m", "not property"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=_env())
+    with tempfile.TemporaryDirectory(prefix="gate-cwd-") as scratch:
+        return subprocess.run([sys.executable, "-m", "harness", "gate", *case, *args, "--", "-m", "not property"],
+                              cwd=scratch, capture_output=True, text=True, timeout=300,
+                              env={**_env(), "PYTHONPATH": str(ROOT)})
 
 
 def judged(*args: str) -> subprocess.CompletedProcess[str]:
@@ -81,7 +85,7 @@ def test_results_in_runs_nothing_so_run_options_are_refused(recorded, tmp_path):
                    ["--repeat", "2"]):
         done = judged("--baseline", str(baseline), "--results-in", str(results), *option)
         assert done.returncode == 2, done.stdout[-3000:]
-        assert done.stdout.strip().splitlines() == [
+        assert done.stdout == "" and done.stderr.strip().splitlines() == [
             f"gate: usage error: {option[0]}={option[1] if option[0] == '--repeat' else repr(option[1])}"
             f": not with --results-in (the gate judges that document as it is; it runs nothing)"], done.stdout
     report = tmp_path / "judged.html"
@@ -138,7 +142,7 @@ def test_unusable_baseline_is_a_usage_error(tmp_path, content):
         path.write_text(content)
     done = judged("--case", CASE, "--baseline", str(path))  # refused before any case runs
     assert done.returncode == 2, done.stdout[-3000:]
-    assert "gate: usage error" in done.stdout
+    assert "gate: usage error" in done.stderr and done.stdout == ""
 
 
 @pytest.mark.processes
@@ -151,7 +155,7 @@ def test_other_environment_is_a_usage_error(recorded, tmp_path):
     done = judged("--baseline", str(path), "--results-in", str(path))  # a baseline is not a results document
     assert done.returncode == 2
     done = judged("--baseline", str(path), "--results-in", str(results))
-    assert done.returncode == 2 and "no entry for environment 'cpu/gloo'" in done.stdout
+    assert done.returncode == 2 and "no entry for environment 'cpu/gloo'" in done.stderr
 
 
 def _entry(err: float, ratio: float) -> dict:
@@ -200,9 +204,12 @@ def test_collected_summary_and_gate_counts_agree(quick_run, tmp_path):
     summary = document["summary"]
     assert document["status"] == "complete" and document["incomplete"] is None
     assert collected == summary["cases"] + summary["property_tests"]
-    final = output.strip().splitlines()[-1]  # pytest's own count: "117 passed, 9 xfailed in 21.0s"
-    assert sum(int(n) for n in re.findall(r"(\d+) (?:passed|failed|skipped|xfailed|xpassed|error)", final)) \
-        == collected, final
+    lines = output.strip().splitlines()
+    stats = next(line for line in lines if re.search(r" in [\d.]+s( \(|$)", line))  # pytest's: "117 passed, 9 ..."
+    assert sum(int(n) for n in re.findall(r"(\d+) (?:passed|failed|skipped|xfailed|xpassed|error)", stats)) \
+        == collected, stats
+    # The verdict is the last line, after pytest's count, and counts cases (pytest counts the property tests too).
+    assert lines[-1].startswith(f"SyncBN conformance: PASSED: {summary['cases']} cases"), lines[-1]
     baseline = tmp_path / "baseline.json"
     done = judged("--baseline", str(baseline), "--update-baseline", "--results-in", str(results))
     assert done.returncode == 0 and f": {summary['cases']} cases, 1 run(s)" in done.stdout, done.stdout

@@ -37,11 +37,12 @@ def batch_norm_elemt(input, weight, bias, mean, invstd, eps):
 
 def gate(kernels: Path, baseline: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # "-m 'not property'": --case does not deselect the hypothesis test, whose examples are not this case. No
-    # bytecode: K is rewritten in place between runs, as a checkout of another branch would.
+    # bytecode: K is rewritten in place between runs, as a checkout of another branch would. Run from the kernel
+    # author's folder (the test's), where the main job's default report lands, as it would in their checkout.
     return subprocess.run([sys.executable, "-m", "harness", "gate", "--baseline", str(baseline), "--kernels",
                            str(kernels), "--case", CASE, *args, "--", "-m", "not property"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+                          cwd=kernels.parent, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(ROOT)})
 
 
 def test_kernel_author_flow(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
-"""reports.html's structure: the first screen (verdict bar, diagnosis, conformance table), failures by severity with
-roots before their folded knock-ons, exact checks as statements, the INCOMPLETE and NO CASES RAN bars, the later
-sections, version-1 documents. (Escaping and self-containment of a real run: tests/test_reports.py.)"""
+"""harness.reports.html's structure: the first screen (verdict bar, diagnosis, conformance table), failures by
+severity with roots before their folded knock-ons, exact checks as statements, the INCOMPLETE and NO CASES RAN bars,
+the later sections, version-1 documents. (Escaping and self-containment of a real run: tests/test_reports.py.)"""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ import numpy as np
 from harness.compare import Tolerance, compare_arrays, compare_exact
 from harness.result import CaseResult, Failure
 from harness.spec import ModuleSpec
-from reports.html import render_html
-from reports.results import build_document, case_record
+from harness.reports.html import render_html
+from harness.reports.results import build_document, case_record
 
 ROOT = Path(__file__).resolve().parent.parent
 INJECTED = "<script>alert('x')</script>"
@@ -109,8 +109,8 @@ def test_first_screen_order():
     text = render_html(_mixed_document())
     page = outline(text)
     assert page.headings[0] == ("h1", "SyncBN conformance: FAILED")
-    assert h2s(text) == ["Diagnosis", "Conformance by feature", "Failures", "Known deviations", "Declared unsupported",
-                         "Passing cases", "Environment"]
+    assert h2s(text) == ["Worst failure", "Diagnosis", "Conformance by feature", "Failures", "Known deviations",
+                         "Declared unsupported", "Passing cases", "Environment"]
     bar, diagnosis, table = (text.index('class="verdict'), text.index("<h2>Diagnosis"),
                              text.index("<h2>Conformance by feature"))
     assert bar < diagnosis < table < text.index("<h2>Failures")
@@ -179,7 +179,9 @@ def test_incomplete_never_reads_as_passed():
 
 def test_no_cases_ran():
     text = render_html(_document([]))
-    assert outline(text).headings[0] == ("h1", "SyncBN conformance: NO CASES RAN")
+    assert outline(text).headings[0] == ("h1", "SyncBN conformance: NO CASES RAN (nothing was tested: no case was "
+                                               "selected)")
+    assert '<div class="verdict fail">' in text  # a run that tested nothing is not green
     assert "<p>No case ran.</p>" in text
 
 
@@ -226,6 +228,31 @@ def test_h100_run_first_screen(h100_document):
     assert outline(text).headings[0] == ("h1", "SyncBN conformance: FAILED")
     first = text[text.index("<h2>Diagnosis"):text.index("<h2>Conformance by feature")]
     assert "8 of 8 failed module cases have dtype float16 with float32 parameters; 0 of 145 passing" in first
-    assert h2s(text)[:3] == ["Diagnosis", "Conformance by feature", "Failures"]
+    assert h2s(text)[:4] == ["Worst failure", "Diagnosis", "Conformance by feature", "Failures"]
     assert [t.split(":")[0] for tag, t in outline(text).headings if tag == "h3"] == \
         ["Numeric failures (by scaled error, largest first)"]
+
+
+def test_first_screen_shows_the_worst_root_failure_with_its_numbers_and_rerun_command():
+    """Right under the counts, before the diagnosis: the most severe failed case (harness.verdict's order), its root
+    with what, where, by how much and against which tolerance, and the command that reruns it."""
+    mild = _record(_spec(1), [_cmp("output", "train0", 0, 0.002)])
+    worst = _record(_spec(2), [_cmp("running_var", "train0", 1, 0.9), _cmp("output", "eval0", 1, 0.5)])
+    text = render_html(_document([mild, worst, _record(_spec(3), [_cmp("output", "train0", 0, 0.0)])]))
+    assert h2s(text)[:2] == ["Worst failure", "Diagnosis"]
+    section = text[text.index('<section class="worst">'):text.index("<h2>Diagnosis")]
+    assert _spec(2).id in section and "running_var at train0, rank 1" in section
+    assert "the allowed error" in section and "allowed (float32): |err| &lt;= 0.001" in section
+    assert f"rerun: <code class=\"cmd\">python -m harness run --case {_spec(2).id}</code>" in section
+    assert '<section class="worst">' not in render_html(_document([mild.copy() | {"outcome": "passed",
+                                                                                   "comparisons": []}]))
+
+
+def test_a_report_of_many_failures_stays_small_and_narrow():
+    """Sixty failed cases: the cards (plots, tables) are for the first few, every case is still listed with its
+    headline and rerun line, the page stays a few hundred kB, and long case ids wrap instead of widening it."""
+    records = [_running_var_case(seed) for seed in range(60)]
+    text = render_html(_document(records))
+    assert len(text) < 400_000, len(text)
+    assert text.count('<section class="case"') == 12 and all(r["id"] in text for r in records)
+    assert "td code,li code,.worst code{word-break:break-all}" in text

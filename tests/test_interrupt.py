@@ -75,7 +75,7 @@ def test_interrupted_run_is_incomplete_never_passed(tmp_path, how, extra):
     assert f"syncbn-harness: INCOMPLETE: {info['cases_run']} of {info['cases_selected']} selected tests ran" in output
     title = re.search(r"<title>(.*?)</title>", html).group(1)
     assert "PASSED" not in html and "PASSED" not in title
-    if "INCOMPLETE" in html:  # once reports.html shows the status
+    if "INCOMPLETE" in html:  # once harness.reports.html shows the status
         assert "INCOMPLETE" in title
     assert not [p.name for p in tmpdir.iterdir() if p.name.startswith("syncbn-")]  # pools closed and removed
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.results import load_results
+from in_process import run_here
+from harness.reports.results import load_results
 
 pytestmark = pytest.mark.processes  # every test here starts torchrun
 
@@ -93,3 +94,59 @@ def test_every_kind_of_id_runs_under_torchrun(tmp_path, case, processes):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     (record,) = load_results(out)["cases"]
     assert record["id"] == case and record["outcome"] == "passed" and record["comparisons"]
+
+
+def test_harness_torchrun_reports_the_launchers_own_exit_code(tmp_path):
+    """torchrun turns any failing child into exit 1 (a usage error too); ``python -m harness torchrun`` checks the
+    options before starting any process (one line, exit 2) and otherwise exits with the launcher's own code."""
+    case = "w3_n3.3.3_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
+    done = run_here("torchrun", "--standalone", "--nproc-per-node=2", "--", "--case", case)
+    assert done.returncode == 2 and done.stdout == "", done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"python -m harness torchrun: --case {case!r} has world size 3, but the torchrun options start 2 processes: "
+        f"use --nproc-per-node/--nnodes for 3"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    env.pop("SYNCBN_SUT", None)
+    sut = tmp_path / "local_bn.py"
+    sut.write_text(BROKEN_SUT)
+    failed = subprocess.run([sys.executable, "-m", "harness", "torchrun", "--standalone", "--nproc-per-node=2", "--",
+                             "--profile", "quick", "--area", "shards", "--sut", f"{sut}:factory"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=240)
+    assert failed.returncode == 1 and "[FAILED ]" in failed.stdout, failed.stdout[-3000:] + failed.stderr[-3000:]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_run_a_world_size_4_case(tmp_path: Path) -> None:
+    """The multi-node shape, on one machine: two torchrun agents (nodes 0 and 1) of two processes each meet at a
+    c10d rendezvous on localhost and run one world-size-4 case. Global rank 0 alone judges, prints and writes the
+    results; every agent exits 0."""
+    if not TORCHRUN.exists():
+        pytest.skip(f"no torchrun next to {sys.executable}")
+    case = "w4_n0.4.0.3_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"  # empty ranks on both nodes
+    out = tmp_path / "nodes.json"
+    # Across hosts GLOO_SOCKET_IFNAME names the interface that reaches the others (docs/gpu.md); here: loopback.
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path)}
+    env.pop("SYNCBN_SUT", None)
+    command = [str(TORCHRUN), "--nnodes", "2", "--nproc-per-node", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               f"localhost:{_free_port()}", "-m", "harness.launch", "--case", case, "--json", str(out)]
+    agents = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for _ in range(2)]
+    try:
+        outputs = [agent.communicate(timeout=180) for agent in agents]
+    finally:
+        for agent in agents:
+            agent.kill()
+    assert [agent.returncode for agent in agents] == [0, 0], outputs
+    judged = [stdout for stdout, _ in outputs if "harness.launch results:" in stdout]
+    assert len(judged) == 1, outputs  # the agent of global rank 0, and only it
+    assert f"[PASSED ] {case}" in judged[0] and "world size 4 (2 nodes, gloo, cpu)" in judged[0], judged[0]
+    (record,) = load_results(out)["cases"]
+    assert record["id"] == case and record["outcome"] == "passed" and record["world_size"] == 4
+    assert load_results(out)["environment"]["world_sizes"] == [4]

@@ -118,3 +118,21 @@ def test_rerun_line_repeats_what_changes_the_result_and_nothing_else():
     assert rerun_command(case, compiled) == f"python -m harness run --case {case} --compile inductor --strict-compile"
     assert rerun_command(case, plain, torchrun_world_size=2).startswith(
         f"torchrun --nproc-per-node=2 -m harness.launch --case {case}")
+
+
+def test_pytest_spells_each_option_with_the_prefix_and_this_repository_adds_the_short_spelling():
+    """An installed plugin may not take --device or --case from a project's own pytest: --syncbn-<option>. This
+    repository's conftest.py adds the short spellings, which set the same values."""
+    from harness.options import option
+
+    installed, checkout = _Group(), _Group()
+    add_pytest_options(installed)
+    add_pytest_options(checkout, short=True)
+    assert [option(n).pytest_name for n in ("sut", "case_timeout", "json", "report")] == [
+        "--syncbn-sut", "--syncbn-case-timeout", "--syncbn-json", "--syncbn-report"]
+    assert [option(n).short_pytest_name for n in ("sut", "json", "report")] == [
+        "--sut", "--json-results", "--html-report"]
+    assert all(name.startswith("--syncbn-") for name in installed.options)
+    assert not any(name.startswith("--syncbn-") for name in checkout.options)
+    for opt in OPTIONS:
+        assert installed.options[opt.pytest_name]["dest"] == checkout.options[opt.short_pytest_name]["dest"]

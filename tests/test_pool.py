@@ -14,7 +14,7 @@ from harness.errors import RankFailure
 from harness.pool import PoolManager, RankPool
 from harness.kinds import run_case
 from harness.kinds import RunConfig
-from harness.spec import ModuleSpec
+from harness.spec import ModelSpec, ModuleSpec
 
 pytestmark = pytest.mark.processes  # every test here starts rank pools or subprocesses
 
@@ -187,3 +187,22 @@ def test_a_pytest_session_leaves_nothing_in_tmpdir(tmp_path):
     assert " passed" in done.stdout.splitlines()[-1]
     left = sorted(p.name for p in tmp.iterdir() if p.name.startswith(("syncbn-", "torchelastic_")))
     assert not left, left
+
+
+def test_a_model_case_honours_the_case_timeout(manager):
+    """--case-timeout is every case's limit, a model case's too (it used to get three of them)."""
+    config = RunConfig.of(sut=f"{FAULTY}:sleep_on_rank1", case_timeout=3.0, manager=manager)
+    start = time.monotonic()
+    result = run_case(ModelSpec((4, 4)), config)
+    seconds = time.monotonic() - start
+    assert not result.passed and seconds < 3.0 + 4.0, seconds
+    assert "within 3 s" in result.report(), result.report()
+
+
+def test_a_model_sut_that_refuses_the_conversion_is_blamed_not_the_harness(manager):
+    result = run_case(ModelSpec((4, 4)), RunConfig.of(sut=f"{FAULTY}:refuses_shared_weight", manager=manager))
+    kinds = {f.kind for f in result.failures}
+    assert kinds == {"raised"}, result.report()
+    assert "rank 0 raised TypeError at setup (convert): model cases convert a network's BatchNorm layers" \
+           in result.report(), result.report()
+    assert "setting weight on the ReadOnlyWeight the factory returned raised KeyError" in result.report()

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reference import (
+from harness.reference import (
     Buffers,
     batch_norm_backward_elemt,
     batch_norm_backward_reduce,
@@ -498,7 +498,7 @@ def test_op_level_gather_matches_module_level(momentum):
 
 @pytest.mark.processes
 def test_reference_does_not_import_torch():
-    code = "import sys, reference; assert 'torch' not in sys.modules, 'reference imported torch'"
+    code = "import sys, harness.reference; assert 'torch' not in sys.modules, 'harness.reference imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 

@@ -1,5 +1,5 @@
-"""reports.results / reports.html / reports.pytest_reports: the JSON document, the HTML report of a real run (escaping,
-self-contained; its structure is tests/test_html.py), xdist merging."""
+"""harness.reports.results / harness.reports.html / harness.reports.pytest_reports: the JSON document, the HTML
+report of a real run (escaping, self-contained; its structure is tests/test_html.py), xdist merging."""
 from __future__ import annotations
 
 import json
@@ -16,8 +16,8 @@ import pytest
 from harness.compare import RATIO_HISTOGRAM_EDGES, Tolerance, compare_arrays, compare_exact
 from harness.result import CaseResult
 from harness.spec import ModuleSpec
-from reports.html import render_html
-from reports.results import (SCHEMA, VERSION, ResultsError, as_float, build_document, case_record, jsonable,
+from harness.reports.html import render_html
+from harness.reports.results import (SCHEMA, VERSION, ResultsError, as_float, build_document, case_record, jsonable,
                              load_results, save_results)
 
 ROOT = Path(__file__).resolve().parent.parent

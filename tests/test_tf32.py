@@ -125,7 +125,7 @@ def test_model_tolerance_with_tf32_uses_the_tf32_unit_roundoff():
 
 
 def test_results_environment_records_tf32():
-    from reports.results import environment
+    from harness.reports.results import environment
 
     set_tf32(False)  # what every harness controller does (harness.pytest_plugin, harness.launch)
     env = environment(sut="torch", kernels=None, profile="quick", backend=None)

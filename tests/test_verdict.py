@@ -1,6 +1,6 @@
 """harness.verdict and harness.features on records: knock-ons folded under their root, exact checks as statements,
 severity across dtypes, the diagnosis (synthetic documents and the H100 run's results), the conformance table, the
-console summary and ``python -m harness report``'s exit codes (reports.summary)."""
+console summary and ``python -m harness report``'s exit codes (harness.reports.summary)."""
 from __future__ import annotations
 
 import argparse
@@ -18,8 +18,8 @@ from harness.spec import ModuleSpec, ModelSpec, OpSpec
 from harness.diagnosis import conformance_lines, diagnose, render_findings, run_summary_lines
 from harness.verdict import (CLASS_TITLES, case_class, case_headline, exact_statement, failed_cases_by_class,
                              roots_and_knock_ons, scaled_text, verdict_of)
-from reports import summary
-from reports.results import build_document, case_record, save_results
+from harness.reports import summary
+from harness.reports.results import build_document, case_record, save_results
 
 ROOT = Path(__file__).resolve().parent.parent
 

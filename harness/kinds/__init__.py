@@ -39,7 +39,7 @@ KINDS: tuple[CaseKind, ...] = (
              rank_module.run, module.plan, module.judge, required_errors=module.required_errors,
              attributes=module.attributes),
     CaseKind("model", "model_", ModelSpec, catalogue.model_cases, rank_model.run, model.plan, model.judge,
-             attributes=model.attributes, timeout_factor=model.TIMEOUT_FACTOR),
+             attributes=model.attributes),
 )
 
 
@@ -184,7 +184,7 @@ def run_case(spec: Any, config: RunConfig) -> CaseResult:
                                 start_timeout=options.start_timeout, preload=_preload(options))
         pool.submit(kind.rank_entry, rank_payload(spec, options, plan))
         expected = plan.expected()
-        actual = pool.collect(timeout=kind.timeout_factor * options.case_timeout, is_failure=_gives_up)
+        actual = pool.collect(timeout=options.case_timeout, is_failure=_gives_up)  # one limit for every kind
     except RankFailure as failure:
         result.compile = compile_report.merge(failure.partial)
         unsupported = _declared_unsupported(failure.partial.values()) if failure.kind != "crashed" else ""

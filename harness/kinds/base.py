@@ -32,7 +32,6 @@ class CaseKind:
     # The case's parameters as readable values that failed and passing cases can be compared on (harness.diagnosis:
     # "dtype float16 with float32 parameters", "uneven shards", "world size 3"), from a record's params.
     attributes: Callable[[dict[str, Any]], list[str]] = lambda params: []
-    timeout_factor: float = 1.0  # a case gets this many --case-timeout
 
     def owns(self, case_id: str) -> bool:
         if self.name == "module":  # w<world size>_...

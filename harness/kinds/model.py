@@ -17,12 +17,10 @@ from ..spec import ModelSpec
 from ..tf32 import tf32_mode
 from ..tolerances import model_tolerance
 from .base import Plan
+from .rank_failures import failures_of_raised
 from .module import shard_attributes
-from .rank_failures import failures_of_returned
 
-__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes", "TIMEOUT_FACTOR"]
-
-TIMEOUT_FACTOR = 3.0  # a model case trains a network: it gets three case timeouts
+__all__ = ["plan", "judge", "compare_model_run", "expected_model_run", "attributes"]
 
 
 def plan(spec: ModelSpec):
@@ -43,10 +41,11 @@ def attributes(p: dict[str, Any]) -> list[str]:
 
 def judge(spec: ModelSpec, expected: tuple[dict[str, Any], dict[str, Any]], actual: list[dict[str, Any]],
           result: CaseResult) -> CaseResult:
-    """The ranks' harness.rank.model.run results against the float64 run (and the yardstick); a rank that returned
-    an error fails the case with it, and nothing is compared."""
-    result.failures.extend(failures_of_returned(actual))
-    if result.failures:
+    """The ranks' harness.rank.model.run results against the float64 run (and the yardstick); a rank whose SUT
+    raised is that rank's failure."""
+    errors = {r: v["error"] for r, v in enumerate(actual) if v.get("error") is not None}
+    if errors:
+        result.failures.extend(failures_of_raised(errors))
         return result
     reference, yardstick = expected
     return compare_model_run(spec, actual, reference, yardstick, result)

@@ -1,4 +1,4 @@
-"""The op kind: one of the five kernels called alone, against reference.ops on the same rounded inputs
+"""The op kind: one of the five kernels called alone, against harness.reference.ops on the same rounded inputs
 (harness.spec.OpSpec).
 
 The op runs inside a rank of the world-size-1 pool (harness.rank.op.run: a kernel that crashes takes down a rank,
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-import reference.ops as ref
+import harness.reference.ops as ref
 
 from ..compare import compare_arrays, compare_exact
 from ..data import make_grad_output, make_input, make_params, quantize

@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import RankError, RankFailure
 from ..result import FAILURE_KINDS, Failure
 
-__all__ = ["failures_from_rank_failure", "failures_of_raised", "failures_of_returned", "PEER_MESSAGES"]
+__all__ = ["failures_from_rank_failure", "failures_of_raised", "PEER_MESSAGES"]
 
 # What a rank's collective says when its peer process died (gloo, NCCL): a consequence, not a cause.
 PEER_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
@@ -52,8 +52,3 @@ def failures_of_raised(errors: dict[int, RankError]) -> list[Failure]:
     """The Failures of ranks whose entry raised (under torchrun, where no pool reports it): one per rank."""
     return [Failure.of_error(rank, error) for rank, error in sorted(errors.items())]
 
-
-def failures_of_returned(actual: list[Any]) -> list[Failure]:
-    """The Failures of ranks whose entry returned an error as data (``{"error": RankError}``): one per rank."""
-    return failures_of_raised({rank: value["error"] for rank, value in enumerate(actual)
-                               if isinstance(value, dict) and isinstance(value.get("error"), RankError)})

@@ -18,7 +18,12 @@ from . import compiled
 from .prepare import implementation, unsupported_reason
 from .worker import RankContext
 
-__all__ = ["run", "convert_to_sut"]
+__all__ = ["run", "convert_to_sut", "MODEL_CONTRACT"]
+
+# What model cases require of a SUT beyond the factory contract (README, "Plugging in an implementation").
+MODEL_CONTRACT = ("model cases convert a network's BatchNorm layers to the SUT as convert_sync_batchnorm does: the "
+                  "module the factory returns must accept its weight and bias (Parameters), running_mean, running_var "
+                  "and num_batches_tracked (buffers) being replaced by the network's own, and train()/eval()")
 
 
 def convert_to_sut(module, factory: Callable[..., Any], process_group: Any = None):
@@ -33,14 +38,16 @@ def convert_to_sut(module, factory: Callable[..., Any], process_group: Any = Non
                             track_running_stats=module.track_running_stats, process_group=process_group,
                             device=reference.device if reference is not None else torch.device("cpu"),
                             dtype=reference.dtype if reference is not None else None)
-        if module.affine:
+        shared = (["weight", "bias"] if module.affine else []) + ["running_mean", "running_var",
+                                                                 "num_batches_tracked"]
+        try:
             with torch.no_grad():
-                converted.weight = module.weight
-                converted.bias = module.bias
-        converted.running_mean = module.running_mean
-        converted.running_var = module.running_var
-        converted.num_batches_tracked = module.num_batches_tracked
-        converted.training = module.training
+                for name in shared:
+                    setattr(converted, name, getattr(module, name))
+            converted.training = module.training
+        except Exception as exc:  # noqa: BLE001 - the SUT's module refused the model kind's contract
+            raise TypeError(f"{MODEL_CONTRACT}; setting {name} on the {type(converted).__name__} the factory "
+                            f"returned raised {type(exc).__name__}: {exc}") from exc
         if hasattr(module, "qconfig"):
             converted.qconfig = module.qconfig
         return converted
@@ -76,9 +83,10 @@ def _cpu_ddp_class():
 
 
 def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
-    """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step]}, or
-    {"unsupported": reason} when the SUT declares the network's configuration unsupported, or {"error": the
-    implementation's error (harness.errors.RankError; at stage "compile" when torch.compile failed)}; with
+    """Train on this rank's shard under DDP; returns {"losses": [loss_r per step], "states": [state per step]},
+    {"unsupported": reason} when the SUT declares the network's configuration unsupported, or {"error": RankError}
+    when the SUT raised (while being converted, in a forward or a backward): the implementation's error, reported
+    with this rank and where it happened, not the harness's (at stage "compile" when torch.compile failed); with
     --compile also {"compile": what compiling took}."""
     case = ModelSpec.from_dict(spec)
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
@@ -86,7 +94,7 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     lane = compiled.lane(options)
     try:
         result = _train(ctx, case, device, options.sut, factory, lane)
-    except Exception as exc:  # noqa: BLE001 - the implementation's (or the compiled code's), reported with this rank
+    except Exception as exc:  # noqa: BLE001 - the SUT's (or DDP's, or the compiled code's on its behalf): as data
         error = compiled.rank_error(lane, *ctx.position, exc)
         reason = unsupported_reason(exc) if error.stage != compiled.COMPILE_STAGE else None
         if reason is not None:
@@ -102,7 +110,9 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory, la
     from torch.nn.parallel import DistributedDataParallel
 
     dtype = getattr(torch, spec.dtype)
+    ctx.progress("setup", "convert")
     net = _convert(make_net(spec, spec.dtype, device), sut, factory, spec.device)
+    ctx.progress("setup", "DistributedDataParallel")
     wrapper = DistributedDataParallel if spec.device == "cuda" else _cpu_ddp_class()
     ddp = wrapper(net, device_ids=[torch.device(device)] if spec.device == "cuda" else None)
     model = ddp
@@ -117,11 +127,12 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory, la
     losses, states = [], []
     with tf32_mode(spec.tf32):
         for step in range(spec.steps):
-            ctx.progress(f"step{step}", "train")
+            ctx.progress(f"step{step}", "forward")
             x = torch.from_numpy(inputs[step, rows]).to(device=device, dtype=dtype)
             target = torch.from_numpy(targets[step, rows]).to(device=device, dtype=dtype)
             optimizer.zero_grad(set_to_none=False)
             loss = ((model(x) - target) ** 2).sum() * (spec.world_size / total)
+            ctx.progress(f"step{step}", "backward")
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
