@@ -97,7 +97,8 @@ def main(args: argparse.Namespace) -> int:
     options = resolve({"profile": args.profile, "case_timeout": args.case_timeout, "compile": args.compile})
 
     compiled_lane = {name: bug for name, (_, bug) in mutants.COMPILED_MUTANTS.items()}
-    known = {**mutants.CORRECT, **mutants.MUTANTS, **compiled_lane}
+    # The compiled lane's first: the ranks' forkserver then starts with the compilers imported (harness.pool).
+    known = {**compiled_lane, **mutants.CORRECT, **mutants.MUTANTS}
     names = list(known) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:

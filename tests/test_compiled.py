@@ -1,6 +1,6 @@
-"""The compiled lane run for real (--compile): the CI selection under inductor, the compiled lane's mutants (caught
-compiled, passing eager), a compile failure as its own outcome, --strict-compile, a known deviation of the
-compiler. (What the controller makes of the records: tests/test_compile_report.py.)"""
+"""The compiled lane run for real (--compile): the CI selection under inductor, a compile failure as its own outcome,
+--strict-compile, a known deviation of the compiler. (What the controller makes of the records:
+tests/test_compile_report.py; the compiled lane's mutants: tests/test_selftest.py.)"""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 
 from harness import compile_report
 from harness.catalogue import module_cases
-from harness.kinds import RunConfig, run_case
+from harness.kinds import RunConfig, parse_case_id, run_case
 from harness.spec import ModuleSpec
 from in_process import run_here
 
@@ -56,23 +56,8 @@ def test_the_compile_selection_passes_under_inductor_and_names_every_graph_break
     assert "Dynamic shape operator at torch/nn/modules/_functions.py:98: 8 cases" in done.stdout
 
 
-def _eval_case(**fields) -> ModuleSpec:
-    return ModuleSpec(shard_sizes=(3, 2), channels=2, spatial=(3,), steps=1, eval_steps=1, **fields)
-
-
-@pytest.mark.parametrize(("name", "backend", "case", "quantity"), [
-    ("cumulative_factor_constant", "eager", _compile_selection()["momentum_none"], "running_mean"),
-    ("fake_dtype_inv_std", "inductor", _eval_case(), "output"),
-])
-def test_a_compiled_lane_mutant_is_caught_compiled_and_passes_eagerly(name, backend, case, quantity):
-    from harness.selftest import first_failure
-
-    compiled = run_case(case, RunConfig.of(sut=f"harness.mutants:{name}", compile=backend, case_timeout=60.0))
-    assert not compiled.passed and first_failure(compiled).startswith(quantity + " "), first_failure(compiled)
-    assert run_case(case, RunConfig.of(sut=f"harness.mutants:{name}", case_timeout=60.0)).passed
-    if backend == "inductor":  # only inductor generates code from the fake implementation
-        assert run_case(case, RunConfig.of(sut=f"harness.mutants:{name}", compile="aot_eager",
-                                           case_timeout=60.0)).passed
+# The compiled lane's mutants (harness.mutants.COMPILED_MUTANTS), caught compiled by a case that passes eagerly:
+# tests/test_selftest.py runs them through the selftest.
 
 
 def test_strict_compile_fails_a_graph_break_and_passes_a_whole_graph():
@@ -90,7 +75,7 @@ def test_a_compile_error_is_its_own_outcome(tmp_path):
     case = "w2_n3.2_c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s0_cpu"
     results = tmp_path / "results.json"
     done = run_here("run", "--case", case, "--sut", "tests/suts_faulty.py:uncompilable", "--compile", "eager",
-                    "--json", str(results))
+                    "--json", str(results), "--report", str(tmp_path / "compiled.html"))
     assert done.returncode == 1, done.stdout[-3000:]
     [record] = json.loads(results.read_text())["cases"]
     assert record["outcome"] == "compile_failed" and {f["kind"] for f in record["failures"]} == {"compile"}
@@ -101,14 +86,15 @@ def test_a_compile_error_is_its_own_outcome(tmp_path):
     assert "(at tests/suts_faulty.py:" in message
     assert "SyncBN conformance: FAILED: 1 case (1 compile failures)" in done.stdout
     assert "Compiler: compile failed (--compile), graph breaks under --strict-compile: 1" in done.stdout
-    eager = run_here("run", "--case", case, "--sut", "tests/suts_faulty.py:uncompilable")
-    assert eager.returncode == 0, eager.stdout[-3000:]  # nothing wrong with it eagerly
+    eager = run_case(parse_case_id(case), RunConfig.of(sut="tests/suts_faulty.py:uncompilable", case_timeout=60.0))
+    assert eager.passed, eager.report()  # nothing wrong with it eagerly
 
 
-def test_a_known_deviation_of_the_compiler_is_an_expected_failure():
+def test_a_known_deviation_of_the_compiler_is_an_expected_failure(tmp_path):
     """One value per channel on a rank alone: eager raises the required ValueError (passes); compiled, dynamo
     raises TorchRuntimeError instead, a reviewed known deviation scoped to the compiled lanes."""
     case = "w1_n1_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu"
-    done = run_here("run", "--case", case, "--compile", "eager", "--", "-rx")
+    done = run_here("run", "--case", case, "--compile", "eager", "--report", str(tmp_path / "report.html"), "--",
+                    "-rx")
     assert done.returncode == 0 and "1 known deviations" in done.stdout, done.stdout[-3000:]
     assert "XFAIL" in done.stdout and "TorchRuntime" in done.stdout

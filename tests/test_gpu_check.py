@@ -23,7 +23,7 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     scratch.mkdir()
     out = tmp_path / "out"
     env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "AREA": "dtypes,ops",
-           "COMPILE": "eager", "COMPILE_AREA": "compile", "OUT": str(out), "PYTHON": sys.executable,
+           "COMPILE": "eager", "COMPILE_AREA": "ops", "OUT": str(out), "PYTHON": sys.executable,
            "TMPDIR": str(scratch)}
     env.pop("SYNCBN_SUT", None)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=tmp_path, env=env,
@@ -45,7 +45,7 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     assert (out / "torchrun.html").read_text().startswith("<!DOCTYPE html>")
     compiled = json.loads((out / "compiled.json").read_text())
     assert compiled["environment"]["compile"] == "eager" and all("compile" in c for c in compiled["cases"])
-    assert "compiled.json: TF32 matmul ieee, cudnn_conv ieee" in summary and "--compile eager: 10 cases compiled" \
+    assert "compiled.json: TF32 matmul ieee, cudnn_conv ieee" in summary and "--compile eager: 20 cases compiled" \
         in summary, summary
     table = (out / "error_table.md").read_text()
     assert "| float16 / float32 |" in table and "| grad_weight err / allowed | grad_bias err / allowed |" in table
