@@ -376,6 +376,35 @@ def _errors(profile: str) -> Iterator[ModuleSpec]:
     yield _case("errors", "world1_count_1", shard_sizes=(1,), spatial=(), steps=1)
 
 
+def _compile(profile: str) -> Iterator[ModuleSpec]:
+    """The compiled lane's selection (``--area compile --compile inductor``, in CI): every class of input that makes
+    torch.compile compile another graph, once, at the smallest sizes (harness.rank.compiled: a graph serves every
+    size of its class), all on two ranks (one pool: a rank process pays inductor's start-up once). Training with
+    synchronisation and without (each rank in a process group of its own: the world-size-1 path), eval with and
+    without running statistics; 2-D to 5-D input, both channels-last layouts; float64, float32, half input with
+    float32 parameters and a half module; affine off; momentum None (a graph break), another momentum and eps
+    (constants of the graph); an empty shard, a rank with one sample, another spatial size per rank (sizes 0 and 1
+    specialise). Ten cases: the classes share cases where they can (each case's graphs cost a cold compile).
+    Seed 16: no other area generates these ids. Every profile has them (in eager runs too)."""
+    seed = 16
+    yield _case("compile", "rank_spatial", shard_sizes=(3, 2), rank_spatial=((4, 5), (2, 3)), eval_steps=1, seed=seed)
+    yield _case("compile", "empty_shard", shard_sizes=(3, 0), spatial=(5,), eval_steps=1, seed=seed)
+    yield _case("compile", "single_sample", shard_sizes=(1, 4), spatial=(), channels=5, eval_steps=1, seed=seed)
+    yield _case("compile", shard_sizes=(3, 2), spatial=(2, 3, 2), layout="channels_last_3d", dtype="float64",
+                affine=False, eval_steps=1, seed=seed)
+    yield _case("compile", "mixed", shard_sizes=(4, 3), spatial=(3, 4), layout="channels_last", channels=4,
+                dtype="float16", param_dtype="float32", eval_steps=1, seed=seed)
+    yield _case("compile", "half_module", shard_sizes=(4, 3), spatial=(3, 4), channels=4, dtype="bfloat16",
+                momentum=0.5, eval_steps=1, seed=seed)
+    yield _case("compile", "momentum_none", shard_sizes=(3, 1), momentum=None, steps=3, eval_steps=1, seed=seed)
+    yield _case("compile", "no_running_stats", shard_sizes=(3, 2), track_running_stats=False, eps=1e-3,
+                eval_steps=1, seed=seed)
+    yield _case("compile", "groups", shard_sizes=(4, 2), groups=((0,), (1,)), eval_steps=1, seed=seed)
+    # The same path in mixed precision: a known deviation of inductor on CPU (harness/known_deviations.toml).
+    yield _case("compile", "groups", "mixed", shard_sizes=(4, 2), groups=((0,), (1,)), spatial=(3, 4), channels=4,
+                dtype="bfloat16", param_dtype="float32", eval_steps=1, seed=seed)
+
+
 @dataclass(frozen=True)
 class Area:
     """A feature area of module cases. ``selftest_order``: the self-test tries areas whose cases catch most bugs
@@ -411,6 +440,8 @@ AREAS: dict[str, Area] = {a.name: a for a in (
          "float16 far from 0", 14),
     Area("groups", _groups, "process groups, with the edge rules inside one group", 3),
     Area("errors", _errors, "the edge rules: a global count of 1 raises, every shard empty", 7),
+    Area("compile", _compile, "one case per class of input that makes torch.compile compile another graph (the "
+         "compiled lane's CI selection)", 15),
 )}
 
 

@@ -10,6 +10,14 @@ Accumulation: every kernel here accumulates in float32 for float16/bfloat16/floa
 input (``at::acc_type<T, /*is_cuda=*/true>``). CUDA mostly does too, with one exception this module deliberately
 does NOT mirror: see ``batch_norm_backward_reduce``. ``HARNESS_KERNEL_BEHAVIOURS`` lists, for the report, what a CPU
 run takes from these kernels rather than from PyTorch's own code.
+
+Fake implementations (``FAKE_KERNELS``): what each op returns, as metadata only (shape, dtype, memory format), for
+FakeTensor tracing under ``torch.compile``. PyTorch 2.13 has none for these ops (their Meta entry is the backend
+fallback, which raises): dynamo then runs the kernel itself on zeros ("unsafe fallback", static shapes only) or
+breaks the graph. harness.kernel_table registers them with the CPU kernels, as an out-of-tree kernel registers its
+fake implementation, so the compiled lane traces the ops as opaque calls (docs/compile.md). Each one states the
+contract every kernel of that op must keep, a ``--kernels`` substitute included: the compiled code around the op
+is generated for this metadata.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from .spec import OP_NAMES
 __all__ = [
     "HARNESS_KERNEL_BEHAVIOURS", "OP_NAMES", "BUILTIN_KERNELS", "batch_norm_backward_elemt",
     "batch_norm_backward_reduce", "batch_norm_elemt", "batch_norm_gather_stats_with_counts", "batch_norm_stats",
+    "FAKE_KERNELS",
 ]
 
 HARNESS_KERNEL_BEHAVIOURS = (
@@ -353,3 +362,50 @@ def batch_norm_backward_elemt(grad_out: Tensor, input: Tensor, mean: Tensor, inv
 BUILTIN_KERNELS: dict[str, Callable[..., Any]] = {kernel.__name__: kernel for kernel in (
     batch_norm_stats, batch_norm_gather_stats_with_counts, batch_norm_elemt, batch_norm_backward_reduce,
     batch_norm_backward_elemt)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fake implementations: each op's output metadata, as the kernels above produce it (no data is read)
+
+
+def _fake_batch_norm_stats(input: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """mean and invstd: (C,), contiguous, in the accumulation dtype of the input."""
+    acc = _acc_dtype(input.dtype)
+    return input.new_empty((input.size(1),), dtype=acc), input.new_empty((input.size(1),), dtype=acc)
+
+
+def _fake_batch_norm_gather_stats_with_counts(input: Tensor, mean: Tensor, invstd: Tensor,
+                                              running_mean: Tensor | None, running_var: Tensor | None,
+                                              momentum: float, eps: float, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """mean and invstd: (C,) in the dtype of the gathered statistics (the accumulation dtype). The in-place update of
+    running_mean / running_var changes no metadata (the schema does not declare it: docs/compile.md)."""
+    return mean.new_empty((mean.size(1),)), mean.new_empty((mean.size(1),))
+
+
+def _fake_batch_norm_elemt(input: Tensor, weight: Tensor | None, bias: Tensor | None, mean: Tensor, invstd: Tensor,
+                           eps: float) -> Tensor:
+    """empty_like(input): the input's dtype and memory format."""
+    return torch.empty_like(input)
+
+
+def _fake_batch_norm_backward_reduce(grad_out: Tensor, input: Tensor, mean: Tensor, invstd: Tensor,
+                                     weight: Tensor | None, input_g: bool, weight_g: bool, bias_g: bool
+                                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """sum_dy, sum_dy_xmu: (C,) in mean's dtype; grad_weight, grad_bias: (C,) in the weight's dtype when asked for
+    and there is a weight, else empty (0,) in mean's dtype."""
+    channels = input.size(1)
+    grad_weight = weight.new_empty((channels,)) if weight is not None and weight_g else mean.new_empty((0,))
+    grad_bias = weight.new_empty((channels,)) if weight is not None and bias_g else mean.new_empty((0,))
+    return mean.new_empty((channels,)), mean.new_empty((channels,)), grad_weight, grad_bias
+
+
+def _fake_batch_norm_backward_elemt(grad_out: Tensor, input: Tensor, mean: Tensor, invstd: Tensor,
+                                    weight: Tensor | None, sum_dy: Tensor, sum_dy_xmu: Tensor, count: Tensor) -> Tensor:
+    """The input's shape and dtype; its memory format when input and grad_out both take the channels-last kernels,
+    else contiguous."""
+    if _uses_channels_last_kernels(grad_out) and _uses_channels_last_kernels(input):
+        return torch.empty_like(input)
+    return input.new_empty(input.shape)
+
+
+FAKE_KERNELS: dict[str, Callable[..., Any]] = {name: globals()[f"_fake_{name}"] for name in BUILTIN_KERNELS}

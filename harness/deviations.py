@@ -1,8 +1,9 @@
 """Known deviations: where an implementation under test knowingly departs from the specification (docs/semantics.md).
 
 The reviewed list is ``harness/known_deviations.toml``; each entry names the SUT, the cases it covers (a regular
-expression over the case id, a named condition over the parsed case, or both; optionally a device), why, and the
-upstream issue. The pytest plugin runs matching cases as strict expected failures, so a fix upstream becomes a
+expression over the case id, a named condition over the parsed case, or both; optionally a device, and the
+``--compile`` lanes it applies to: a deviation of torch.compile, or one the compiled code no longer has), why, and
+the upstream issue. The pytest plugin runs matching cases as strict expected failures, so a fix upstream becomes a
 visible XPASS failure; the torchrun launcher does the same. No pytest here: both entry points use this module.
 
 Torch's defects inside another SUT. A SUT that wraps torch.nn.SyncBatchNorm, its Function or torch's native
@@ -29,6 +30,7 @@ from typing import Callable, Iterable
 
 from .errors import CaseError
 from .kinds import parse_case_id
+from .options import COMPILE_BACKENDS
 from .quantities import is_known
 from .spec import ModuleSpec
 
@@ -71,22 +73,41 @@ def _cpu_bf16_channels_last(s: ModuleSpec) -> bool:
     return s.eval_steps >= 1 or unsynced_training
 
 
-def _cpu_float64_sequential_sum(s: ModuleSpec) -> bool:
-    """CPU, float64 input, constant or half-constant channels, and a phase that runs torch's native CPU BatchNorm
-    with batch statistics (eval without running statistics, each rank alone; a training step of a one-rank group)
-    over more than 512 values per channel. Its statistics kernel sums each channel sequentially in float64, so the
-    mean of n equal values can be off by up to n/2 roundings: beyond 512 values that passes the 256 (16 floors of
-    16 u) up to which harness.tolerances trusts the single-process yardstick, which shares the error."""
-    if not (s.device == "cpu" and s.dtype == "float64" and s.data in ("constant", "halfconst")):
-        return False
+def _local_batch_counts(s: ModuleSpec) -> list[int]:
+    """The per-channel counts of every phase and rank that normalises its own batch with its batch statistics
+    through torch's F.batch_norm: a training step of a one-rank group, eval without running statistics (each rank
+    alone)."""
+    counts = []
     for p, (_, training) in enumerate(s.phases):
         if training:
-            counts = [s.rank_count(g[0], p) for g in s.rank_groups if len(g) == 1]
-        else:
-            counts = [] if s.track_running_stats else [s.rank_count(r, p) for r in range(s.world_size)]
-        if any(count > 512 for count in counts):
-            return True
-    return False
+            counts += [s.rank_count(g[0], p) for g in s.rank_groups if len(g) == 1]
+        elif not s.track_running_stats:
+            counts += [s.rank_count(r, p) for r in range(s.world_size)]
+    return counts
+
+
+def _cpu_float64_sequential_sum(s: ModuleSpec) -> bool:
+    """CPU, float64 input, constant or half-constant channels, and a phase that runs torch's native CPU BatchNorm
+    with batch statistics (_local_batch_counts) over more than 512 values per channel. Its statistics kernel sums
+    each channel sequentially in float64, so the mean of n equal values can be off by up to n/2 roundings: beyond
+    512 values that passes the 256 (16 floors of 16 u) up to which harness.tolerances trusts the single-process
+    yardstick, which shares the error."""
+    return (s.device == "cpu" and s.dtype == "float64" and s.data in ("constant", "halfconst")
+            and any(count > 512 for count in _local_batch_counts(s)))
+
+
+def _cpu_mixed_local_batch_stats(s: ModuleSpec) -> bool:
+    """CPU, float16/bfloat16 input with float32 parameters, affine, and a phase where F.batch_norm normalises a
+    rank's own batch with its batch statistics (_local_batch_counts; what inductor compiles from
+    native_batch_norm's decomposition)."""
+    return (s.device == "cpu" and s.dtype in _HALF and s.effective_param_dtype == "float32" and s.affine
+            and bool(_local_batch_counts(s)))
+
+
+def _local_count_one(s: ModuleSpec) -> bool:
+    """A rank normalises its own batch (_local_batch_counts) with one value per channel: F.batch_norm must raise
+    'Expected more than 1 value per channel'."""
+    return 1 in _local_batch_counts(s)
 
 
 # Named conditions a known deviation can require of a case (``condition = "..."``), for the rules a regular
@@ -104,6 +125,8 @@ CONDITIONS: dict[str, Callable[[ModuleSpec], bool]] = {
     "cuda_half_reduction": _cuda_half_reduction,
     "cpu_bf16_channels_last": _cpu_bf16_channels_last,
     "cpu_float64_sequential_sum": _cpu_float64_sequential_sum,
+    "local_count_one": _local_count_one,
+    "cpu_mixed_local_batch_stats": _cpu_mixed_local_batch_stats,
 }
 
 
@@ -119,7 +142,8 @@ def _module_spec(case_id: str) -> ModuleSpec | None:
 @dataclass(frozen=True)
 class KnownDeviation:
     """A reviewed entry: ``sut`` departs from the specification on the case ids matching ``case`` (a regular
-    expression, searched) and ``condition`` (a name in CONDITIONS), when given, on ``device`` when given."""
+    expression, searched) and ``condition`` (a name in CONDITIONS), when given, on ``device`` when given, in the
+    ``compile`` lanes when given (values of ``--compile``: "off" is eager; absent: every lane)."""
 
     sut: str
     reason: str
@@ -130,6 +154,7 @@ class KnownDeviation:
     aborts: bool = False  # the deviation kills a rank's process: pools contain that, torchrun cannot (launch skips)
     summary: str = ""  # one line for listings; the reason is the full story
     quantities: tuple[str, ...] | None = None  # only these may fail; every other comparison of the case is judged
+    compile: tuple[str, ...] | None = None  # the --compile lanes it applies to ("off": eager); None: every lane
     # Not a field of the file: the SUT this entry applies to because it declared it is built on ``sut`` (None: the
     # entry's own SUT). An inherited entry is judged after the run, and a case that passes is a pass.
     inherited_by: str | None = None
@@ -137,6 +162,14 @@ class KnownDeviation:
     def __post_init__(self) -> None:
         if self.quantities is not None:
             object.__setattr__(self, "quantities", tuple(self.quantities))
+        if self.compile is not None:
+            object.__setattr__(self, "compile", tuple(self.compile))
+
+    @property
+    def of_the_compiler(self) -> bool:
+        """The entry documents what torch.compile does (it applies to compiled lanes only): a compile failure is
+        then what it expects."""
+        return self.compile is not None and "off" not in self.compile
 
     @property
     def judged_after_run(self) -> bool:
@@ -173,8 +206,12 @@ class KnownDeviation:
             return "a rank's process was killed, as this defect does" if crashed else ""
         return "the entry names no quantities: compare the failure with its reason"
 
-    def matches(self, sut: str, case_id: str) -> bool:
+    def matches(self, sut: str, case_id: str, compile: str | None = "off") -> bool:
+        """Whether the entry covers ``case_id`` run against ``sut`` in the ``--compile`` lane ``compile`` (None: in
+        any lane the entry names)."""
         if self.sut != sut:
+            return False
+        if compile is not None and self.compile is not None and compile not in self.compile:
             return False
         if self.device is not None and self.device not in case_id.split("_"):  # every kind's id ends in its device
             return False
@@ -196,7 +233,7 @@ class KnownDeviation:
         return (text if len(text) <= 110 else text[:107] + "...") + f" ({self.link})"
 
 
-_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary", "quantities"}  # of the file
+_FIELDS = {"sut", "case", "condition", "reason", "link", "device", "aborts", "summary", "quantities", "compile"}
 
 
 def load_known_deviations(path: Path = KNOWN_DEVIATIONS) -> list[KnownDeviation]:
@@ -233,6 +270,10 @@ def _load(path: Path, mtime_ns: int, size: int) -> tuple[KnownDeviation, ...]:
             raise CaseError(f"{where}.aborts={entry['aborts']!r}: must be true or false")
         if entry.get("device") not in (None, "cpu", "cuda"):
             raise CaseError(f"{where}.device={entry['device']!r}: must be 'cpu' or 'cuda' (or absent)")
+        lanes = entry.get("compile")
+        if lanes is not None and not (isinstance(lanes, list) and lanes and set(lanes) <= set(COMPILE_BACKENDS)):
+            raise CaseError(f"{where}.compile={lanes!r}: must be a non-empty list of --compile values "
+                            f"{list(COMPILE_BACKENDS)} ('off': eager), or absent (every lane)")
         unknown_quantities = [q for q in entry.get("quantities") or [] if not is_known(q)]
         if unknown_quantities or "quantities" in entry and not entry["quantities"]:
             raise CaseError(f"{where}.quantities={entry.get('quantities')!r}: must name quantities of "
@@ -241,26 +282,26 @@ def _load(path: Path, mtime_ns: int, size: int) -> tuple[KnownDeviation, ...]:
     return tuple(entries)
 
 
-def match_deviation(deviations: Iterable[KnownDeviation], sut: str, case_id: str, *,
+def match_deviation(deviations: Iterable[KnownDeviation], sut: str, case_id: str, compile: str = "off", *,
                     built_on: str | None = None) -> KnownDeviation | None:
-    """The first entry of ``sut`` matching, else (a SUT declared built on ``built_on``, harness.sut.built_on) the
-    first entry of ``built_on`` matching, as inherited; or None."""
+    """The first entry of ``sut`` matching ``case_id`` in the ``--compile`` lane ``compile``, else (a SUT declared
+    built on ``built_on``, harness.sut.built_on) the first entry of ``built_on`` matching, as inherited; or None."""
     deviations = list(deviations)
-    own = next((d for d in deviations if d.matches(sut, case_id)), None)
+    own = next((d for d in deviations if d.matches(sut, case_id, compile)), None)
     if own is not None or not built_on or built_on == sut:
         return own
-    base = next((d for d in deviations if d.matches(built_on, case_id)), None)
+    base = next((d for d in deviations if d.matches(built_on, case_id, compile)), None)
     return dataclasses.replace(base, inherited_by=sut) if base is not None else None
 
 
-def known_defect(deviations: Iterable[KnownDeviation], sut: str, result) -> dict[str, str] | None:
-    """For a failed case of ``sut``: the first entry of ANOTHER SUT whose signature it matches (the entry's cases
-    and ``KnownDeviation.signature``), as the note the reports show next to the failure ({"sut", "summary", "link",
-    "match"}); None when the case passed or matches none."""
+def known_defect(deviations: Iterable[KnownDeviation], sut: str, result, compile: str = "off") -> dict[str, str] | None:
+    """For a failed case of ``sut`` in the ``--compile`` lane ``compile``: the first entry of ANOTHER SUT whose
+    signature it matches (the entry's cases and ``KnownDeviation.signature``), as the note the reports show next to
+    the failure ({"sut", "summary", "link", "match"}); None when the case passed or matches none."""
     if result.passed or result.unsupported:
         return None
     for d in deviations:
-        if d.sut == sut or d.inherited_by or not d.matches(d.sut, result.spec.id):
+        if d.sut == sut or d.inherited_by or not d.matches(d.sut, result.spec.id, compile):
             continue
         match = d.signature(result)
         if match:
@@ -272,8 +313,8 @@ def known_defect(deviations: Iterable[KnownDeviation], sut: str, result) -> dict
 
 
 def unmatched_deviations(deviations: list[KnownDeviation], case_ids: set[str]) -> list[KnownDeviation]:
-    """Entries matching no case id (of any SUT): stale or mistyped."""
-    return [d for d in deviations if not any(d.matches(d.sut, case_id) for case_id in case_ids)]
+    """Entries matching no case id (of any SUT, in any lane they name): stale or mistyped."""
+    return [d for d in deviations if not any(d.matches(d.sut, case_id, None) for case_id in case_ids)]
 
 
 def all_profile_case_ids() -> set[str]:

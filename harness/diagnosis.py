@@ -15,7 +15,9 @@ report (harness.reports.html), and stored in the results document. ``conformance
 harness.features (per feature: passing, failing, known deviation, declared unsupported); ``communication_lines`` what
 the ranks exchanged per training step against torch's SyncBatchNorm (harness.collectives); ``run_summary_lines`` is
 the console summary of a run (the verdict of harness.verdict, the diagnosis, the table, the communication, the
-failed cases by severity with their root cause and rerun line).
+failed cases by severity with their root cause and rerun line). A compiled run
+(--compile) adds what compiling took: graphs, graph breaks by case kind with their reasons, recompilations, compile
+failures (harness.compile_report).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from collections import Counter, defaultdict
 from itertools import combinations
 from typing import Any
 
+from .compile_report import summary_lines as compile_lines
 from .counts import judged_findings
 from .errors import CaseError
 
@@ -76,7 +79,7 @@ def case_attributes(case: dict[str, Any]) -> list[str]:
     except (KeyError, TypeError, ValueError, CaseError):  # a foreign record: its features only
         values = []
     values += [f"device {case.get('device') or p.get('device')}", f"area {case.get('area')}"]
-    values += [name for name in features_of(p, kind) if not name.endswith(" cases")]
+    values += [name for name in features_of(p, kind, case) if not name.endswith(" cases")]
     return list(dict.fromkeys(values))
 
 
@@ -435,6 +438,11 @@ def diagnose(document: dict[str, Any]) -> list[Finding]:
     if gone:
         line += f"; {len(gone)} no longer fail{'s' if len(gone) == 1 else ''} (update harness/known_deviations.toml)"
     findings.append(_finding(line, "deviations"))
+    compiled = compile_lines(document)
+    if compiled:
+        backend = (document.get("environment") or {}).get("compile") or "?"
+        findings.append(_finding(f"compiled lane (--compile {backend}): {compiled[0]}", "compile",
+                                 [_finding(text, "compile") for text in compiled[1:]]))
     findings += judged_findings(document)  # declared unsupported (and for what), counted apart, property tests
     suspect = [(case, c) for case in cases for c in case.get("comparisons") or [] if is_yardstick_suspect(c)]
     if suspect:

@@ -20,6 +20,8 @@ What a count is about:
   has; if none, or if no case of its kind was judged (nothing to tell the features apart with), the feature is
   unknown and the case is unsupported only in its kind's row ("module cases"). A kind's row counts every case of
   the kind as it ended.
+- **Facts of the run.** A few features are facts of the run rather than of the case (``of_record``: how the
+  compiled lane compiled it, harness.compile_report): their predicate reads the whole record.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from .compile_report import compiled_whole, graph_breaks
 from .outcomes import COLUMNS as OUTCOME_COLUMNS
 from .outcomes import JUDGED, outcome
 
@@ -49,12 +52,13 @@ class Feature:
     description: str
     predicate: Callable[[Params], bool]
     kinds: tuple[str, ...] = KIND_NAMES  # the case kinds that can have it
+    of_record: bool = False  # the predicate reads the whole case record (a fact of the run), not its params
 
-    def has(self, params: Params, kind: str = "module") -> bool:
-        if kind not in self.kinds:
+    def has(self, params: Params, kind: str = "module", record: dict[str, Any] | None = None) -> bool:
+        if kind not in self.kinds or (self.of_record and record is None):
             return False
         try:
-            return bool(self.predicate(params or {}))
+            return bool(self.predicate(record if self.of_record else (params or {})))
         except (TypeError, ValueError, KeyError):  # a malformed or foreign record has none of the features
             return False
 
@@ -166,6 +170,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("module cases", "one SyncBatchNorm layer against the float64 reference", lambda p: True, ("module",)),
     Feature("op cases", "one of the five batch-norm kernels alone", lambda p: True, ("op",)),
     Feature("model cases", "a small network under DDP", lambda p: True, ("model",)),
+    Feature("compiled whole", "ran under --compile without a graph break: dynamo captured every frame whole",
+            compiled_whole, of_record=True),
+    Feature("graph breaks", "ran under --compile with graph breaks (their reasons: the diagnosis, the HTML report)",
+            lambda r: graph_breaks(r) > 0, of_record=True),
 )
 
 FEATURE_NAMES = frozenset(f.name for f in FEATURES)
@@ -190,9 +198,9 @@ def column_of(outcome_name: str) -> str | None:
     return outcome(outcome_name).column
 
 
-def features_of(params: Params, kind: str = "module") -> list[str]:
-    """The names of every feature a case of ``kind`` has."""
-    return [f.name for f in FEATURES if f.has(params, kind)]
+def features_of(params: Params, kind: str = "module", record: dict[str, Any] | None = None) -> list[str]:
+    """The names of every feature a case of ``kind`` has (with its ``record``, also the facts of its run)."""
+    return [f.name for f in FEATURES if f.has(params, kind, record)]
 
 
 @dataclass(frozen=True)
@@ -328,7 +336,7 @@ def conformance(cases: Iterable[dict[str, Any]]) -> list[FeatureRow]:
         kind = record_kind(case)
         concerns = declared.get(case.get("id", ""))
         for feature in FEATURES:
-            if not feature.has(case.get("params") or {}, kind):
+            if not feature.has(case.get("params") or {}, kind, case):
                 continue
             row = rows[feature.name]
             if column == "unsupported" and concerns is not None and feature.name not in concerns.features \

@@ -2,7 +2,11 @@
 
 ``install_cpu_kernels`` registers, once per process, CPU implementations of the five ops through ``torch.library``
 that dispatch through a swappable table: the built-in kernels of harness.cpu_kernels, updated by a kernel author's
-overrides. ``install_device_kernels`` substitutes overrides for the native kernels of another dispatch key (CUDA).
+overrides; with them the ops' fake implementations (harness.cpu_kernels.FAKE_KERNELS), so that torch.compile traces
+them as opaque calls whichever kernel the table holds. ``kernels_opaque_to_compiler`` (the compiled lane, once per
+process) runs the table's kernels under ``torch.compiler.disable``: dynamo then never traces a Python kernel's own
+frames (a C++ kernel has none), also where a graph break makes the code around the op run eagerly.
+``install_device_kernels`` substitutes overrides for the native kernels of another dispatch key (CUDA).
 ``load_kernel_overrides`` reads the ops a ``--kernels`` module defines.
 """
 from __future__ import annotations
@@ -14,14 +18,29 @@ from typing import Any
 
 import torch
 
-from .cpu_kernels import BUILTIN_KERNELS
+from .cpu_kernels import BUILTIN_KERNELS, FAKE_KERNELS
 from .spec import OP_NAMES
 
 __all__ = ["active_kernels", "active_overrides", "install_cpu_kernels", "install_device_kernels",
-           "load_kernel_overrides"]
+           "load_kernel_overrides", "kernels_opaque_to_compiler"]
 
 _active: dict[str, Callable[..., Any]] = dict(BUILTIN_KERNELS)
 _library: torch.library.Library | None = None
+_opaque = False  # the registered kernels run under torch.compiler.disable (kernels_opaque_to_compiler)
+
+
+def kernels_opaque_to_compiler() -> None:
+    """From now on, in this process, the registered CPU kernels run under ``torch.compiler.disable``: opaque to
+    dynamo, like a native kernel (the compiled lane calls it; it imports torch._dynamo, which eager runs never
+    need). Registrations made before are replaced."""
+    global _opaque, _library
+    if _opaque:
+        return
+    _opaque = True
+    if _library is not None:
+        _library._destroy()
+        _library = None
+        _register()
 
 
 def _dispatcher(name: str) -> Callable[..., Any]:
@@ -29,7 +48,22 @@ def _dispatcher(name: str) -> Callable[..., Any]:
         return _active[name](*args, **kwargs)
 
     dispatch.__name__ = dispatch.__qualname__ = f"cpu_{name}"
-    return dispatch
+    # The dispatcher calls this from C++; without the wrapper, dynamo would trace it (and the kernel) as user code
+    # wherever a graph break leaves the op to run eagerly.
+    return torch.compiler.disable(dispatch, recursive=True) if _opaque else dispatch
+
+
+def _register() -> None:
+    """Register the table's dispatchers as the five ops' CPU kernels, with their fake implementations (where this
+    torch can: register_fake from 2.4, impl_abstract before)."""
+    global _library
+    library = torch.library.Library("aten", "IMPL")
+    register_fake = getattr(torch.library, "register_fake", None) or getattr(torch.library, "impl_abstract", None)
+    for name in OP_NAMES:
+        library.impl(name, _dispatcher(name), "CPU")
+        if register_fake is not None:
+            register_fake(f"aten::{name}", FAKE_KERNELS[name], lib=library)
+    _library = library  # kept alive: the registrations last as long as this object
 
 
 def _validate_overrides(overrides: Mapping[str, Callable[..., Any]] | None) -> dict[str, Callable[..., Any]]:
@@ -64,10 +98,7 @@ def install_cpu_kernels(overrides: Mapping[str, Callable[..., Any]] | None = Non
     _active.update(BUILTIN_KERNELS)
     _active.update(table)
     if _library is None:
-        library = torch.library.Library("aten", "IMPL")
-        for name in OP_NAMES:
-            library.impl(name, _dispatcher(name), "CPU")
-        _library = library  # kept alive: the registrations last as long as this object
+        _register()
 
 
 _device_tables: dict[str, dict[str, Callable[..., Any]]] = {}

@@ -248,8 +248,8 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
     from harness.reports.results import build_document, case_record, environment, save_results
 
     from .deviations import known_defect, load_known_deviations, match_deviation
+    from .kinds import kind_of, strict_failures
     from .sut import built_on
-    from .kinds import kind_of
     from .options import EXIT_FAILED, EXIT_OK, rerun_command
     from .outcomes import FAILING, OUTCOMES
 
@@ -268,7 +268,8 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         it had, marked incomplete (it never reads as passed), with the cases that did not run."""
         env = environment(sut=sut, kernels=options.kernels, profile=options.profile, backend=ctx.backend,
                           case=options.case, cases=records, workers=ctx.world_size,
-                          strict_features=options.strict_features)
+                          strict_features=options.strict_features, compile=options.compile,
+                          strict_compile=options.strict_compile)
         done = {record["id"] for record in records} | skipped_here
         not_run = [spec.id for spec in cases if spec.id not in done]
         incomplete = None if exit_status is not None else {
@@ -283,7 +284,7 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
             print(f"harness.launch HTML report: {write_html(document, options.report)}", flush=True)
 
     for index, spec in enumerate(cases):
-        known = match_deviation(deviations, sut, spec.id, built_on=base_sut)
+        known = match_deviation(deviations, sut, spec.id, options.compile, built_on=base_sut)
         if known is not None and known.aborts:  # every rank decides alike: same file, same id
             aborting += 1
             skipped_here.add(spec.id)
@@ -306,17 +307,20 @@ def _run_cases(ctx: RankContext, cases, skipped: int, options) -> int:
         result = _judge(kind, spec, plan, gathered)
         result.rerun = rerun_command(spec.id, options, torchrun_world_size=ctx.world_size)
         result.duration_s = time.monotonic() - start
-        if result.unsupported and not options.strict_features:
+        result.failures.extend(strict_failures(result, options))
+        if result.unsupported and not result.failures:
             status = "unsupported"
+        elif result.compile_failed and not (known and known.of_the_compiler):
+            status = "compile_failed"
         elif known:
             status = known.outcome(result)
         else:
             status = "passed" if result.passed else "failed"
         if status == "failed":
-            result.known_defect = known_defect(deviations, sut, result)
+            result.known_defect = known_defect(deviations, sut, result, options.compile)
         counts[status] += 1
         print(f"[{status.upper():7}] {spec.id} ({result.duration_s:.2f}s)", flush=True)
-        if status == "failed":
+        if status in ("failed", "compile_failed"):
             print(result.report(), flush=True)
         elif status == "xpassed":
             print(f"  known deviation ({known.link}) no longer reproduces: update harness/known_deviations.toml",

@@ -1,13 +1,15 @@
 """The self-test's catalogue: two correct SyncBatchNorms and deliberately broken ones (mutants), as SUT factories.
 
-Every name in ``CORRECT`` and ``MUTANTS`` is a factory obeying the SUT contract (harness.sut), usable as
-``--sut harness.mutants:<name>``. The correct ones are harness.reference_suts' (no code shared with PyTorch's
-kernels). Each mutant is a small subclass of one of them overriding one hook (a state bug: the hook and the forward
-that keeps the state), so its bug is the only difference; ``MUTANTS`` maps each name to its bug, ``MUTANT_CLASS``
-to its defect class of ``CLASSES`` (the self-test reports the catch rate per class; a class says from which profile
-the catalogue must catch it), ``HANGING`` names those that deadlock by design (the collective audit catches them in
-seconds: harness.collectives.deadlock); ``COSTLIER`` names correct ones that only cost more communication than
-torch's SyncBatchNorm (reported, never failed).
+Every name in ``CORRECT``, ``MUTANTS`` and ``COMPILED_MUTANTS`` is a factory obeying the SUT contract
+(harness.sut), usable as ``--sut harness.mutants:<name>``. The correct ones are harness.reference_suts' (no code
+shared with PyTorch's kernels). Each mutant is a small subclass of one of them overriding one hook (a state bug: the
+hook and the forward that keeps the state), so its bug is the only difference; ``MUTANTS`` maps each name to its
+bug, ``MUTANT_CLASS`` to its defect class of ``CLASSES`` (the self-test reports the catch rate per class; a class
+says from which profile the catalogue must catch it), ``HANGING`` names those that deadlock by design (the
+collective audit catches them in seconds: harness.collectives.deadlock); ``COSTLIER`` names correct ones that only
+cost more communication than torch's SyncBatchNorm (reported, never failed). ``COMPILED_MUTANTS`` are the compiled
+lane's (``--compile``, class "compiled lane"): their defect exists only in what torch.compile makes of them, so
+they pass every case eager; each names the cheapest backend that shows it (docs/selftest.md).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch.distributed as dist
 from .reference_suts import F64, AllReduceSyncBN, GatherSyncBN, dims
 
 __all__ = ["CORRECT", "MUTANTS", "HANGING", "COSTLIER", "COMBINED", "COMBINED_PARTS", "CLASSES", "MUTANT_CLASS",
-           "BugClass"]
+           "BugClass", "COMPILED_MUTANTS"]
 
 
 # -- mutants: one bug each ----------------------------------------------------------------------------------------
@@ -450,6 +452,58 @@ class NoGradSkipsSync(AllReduceSyncBN):
         return super()._sync() and torch.is_grad_enabled()
 
 
+# -- compiled-lane mutants: correct eagerly, wrong once torch.compile has made its graphs ---------------------------
+class CumulativeFactorConstant(AllReduceSyncBN):
+    """momentum=None's cumulative factor 1/num_batches_tracked computed in forward by a helper marked
+    torch.compiler.assume_constant_result, a way to keep dynamo from breaking the graph at ``.item()``: eager
+    evaluates it at every step; compiled, dynamo evaluates it once, while tracing, and bakes the first step's value
+    into the graph (no guard), so every later step averages with it. Any backend shows it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        marker = CumulativeFactorConstant._next_cumulative_factor
+        if not getattr(marker, "_dynamo_marked_constant", False):  # marked here: the import costs seconds
+            torch.compiler.assume_constant_result(marker)
+        self._cumulative = 1.0
+
+    def forward(self, x):
+        if self.training and self.track_running_stats and self.momentum is None:
+            self._cumulative = self._next_cumulative_factor()
+        return super().forward(x)
+
+    def _next_cumulative_factor(self) -> float:
+        return 1.0 / (float(self.num_batches_tracked) + 1.0)  # the factor once this step has been counted
+
+    def _factor(self):
+        return self._cumulative if self.momentum is None else self.momentum
+
+
+def _inv_std_kernel(var: torch.Tensor, eps: float) -> torch.Tensor:
+    """The custom op's kernel: 1/sqrt(var + eps) in var's dtype."""
+    return torch.rsqrt(var + eps)
+
+
+def _inv_std_fake(var: torch.Tensor, eps: float) -> torch.Tensor:
+    return torch.empty_like(var, dtype=torch.float32)  # the defect: the kernel returns var's dtype (float64 here)
+
+
+_inv_std = None
+if hasattr(torch.library, "custom_op"):  # torch >= 2.4
+    _inv_std = torch.library.custom_op("syncbn_selftest::inv_std", _inv_std_kernel, mutates_args=())
+    _inv_std.register_fake(_inv_std_fake)
+
+
+class FakeDtypeInvStd(AllReduceSyncBN):
+    """invstd through a custom op (torch.library.custom_op, as an out-of-tree fused kernel would be) whose fake
+    implementation declares float32 where the kernel returns var's float64. Eager, and compiled with the eager or
+    aot_eager backend, run the kernel's own tensor; inductor generates the code around the op from the fake and
+    reads the float64 result as float32, wherever dynamo traces the call (the forward in training, between the
+    implementation's graph breaks at ``.item()``, and eval)."""
+
+    def _invstd(self, var):
+        return _inv_std(var, float(self.eps))
+
+
 def _factory(cls):
     def factory(num_features: int, *, eps: float, momentum: float | None, affine: bool, track_running_stats: bool,
                 process_group: Any, device: Any, dtype: Any) -> torch.nn.Module:
@@ -499,6 +553,9 @@ CLASSES: dict[str, BugClass] = {
                                       "default"),
     "world size": BugClass("tree and hierarchical combines right only for powers of two or multiples of 4 (world "
                            "sizes 5-7)", "default"),
+    "compiled lane": BugClass("right eagerly, wrong in what torch.compile makes of the code: a value baked in while "
+                              "tracing, a custom op's fake implementation (run compiled, then eagerly on the case "
+                              "that caught it)"),
 }
 
 # Mutants: name -> (class, bug, defect class of CLASSES). The suite must fail each.
@@ -579,6 +636,18 @@ def _combined(name: str, parts: tuple[str, ...]) -> type:
 
 
 _COMBINED_CLASSES = {name: (_combined(name, parts), COMBINED[name]) for name, parts in COMBINED_PARTS.items()}
-for _name, (_cls, *_) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES, **_COMBINED_CLASSES}.items():
+# The compiled lane's mutants: name -> (class, the --compile backend that shows the defect, bug).
+_COMPILED_MUTANT_CLASSES = {
+    "cumulative_factor_constant": (CumulativeFactorConstant, "eager",
+                                   "compiled: momentum None's factor baked in at the first step (no guard)"),
+    "fake_dtype_inv_std": (FakeDtypeInvStd, "inductor",
+                           "compiled: a custom op's fake implementation declares the wrong output dtype"),
+}
+if _inv_std is None:  # torch < 2.4: no custom_op to build it with
+    del _COMPILED_MUTANT_CLASSES["fake_dtype_inv_std"]
+COMPILED_MUTANTS = {name: (backend, bug) for name, (_, backend, bug) in _COMPILED_MUTANT_CLASSES.items()}
+MUTANT_CLASS.update({name: "compiled lane" for name in COMPILED_MUTANTS})
+for _name, (_cls, *_) in {**_MUTANT_CLASSES, **_COSTLIER_CLASSES, **_COMBINED_CLASSES,
+                          **_COMPILED_MUTANT_CLASSES}.items():
     globals()[_name] = _factory(_cls)
-__all__ += [*CORRECT, *MUTANTS, *COSTLIER, *COMBINED]
+__all__ += [*CORRECT, *MUTANTS, *COSTLIER, *COMBINED, *COMPILED_MUTANTS]

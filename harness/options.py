@@ -20,7 +20,7 @@ from .errors import CaseError
 
 __all__ = ["Option", "OPTIONS", "Options", "RankOptions", "resolve", "add_argparse_options", "add_pytest_options",
            "rerun_command", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INCOMPLETE", "PROFILES", "DEVICES",
-           "DEFAULT_SUT", "option"]
+           "DEFAULT_SUT", "COMPILE_BACKENDS", "option"]
 
 # Exit codes of every command: 0 all passed, 1 a case failed (or a regression), 2 usage error, 3 the run did not
 # complete (interrupted, terminated, a worker lost): never a pass.
@@ -28,6 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 PROFILES = ("quick", "default", "thorough")
 DEVICES = ("cpu", "cuda", "auto")
 DEFAULT_SUT = "torch"
+COMPILE_BACKENDS = ("off", "eager", "aot_eager", "inductor")  # torch.compile backends of --compile (docs/compile.md)
 
 
 def _positive_count(name: str, value: int | None) -> None:
@@ -79,6 +80,12 @@ OPTIONS: tuple[Option, ...] = (
            default=DEFAULT_SUT, env="SYNCBN_SUT", metavar="SPEC", rerun=True, rank=True),
     Option("kernels", "a module ('package.module' or 'file.py') defining any of the five batch_norm ops; they "
            "replace PyTorch's", env="SYNCBN_KERNELS", metavar="SPEC", rerun=True, rank=True),
+    Option("compile", "run each rank's implementation under torch.compile with this backend, forward and backward, "
+           "every phase (model cases: the DDP-wrapped network; op cases: the op call): off, eager (dynamo's graphs "
+           "run eagerly), aot_eager (dynamo and AOTAutograd), inductor (generated kernels); docs/compile.md",
+           default="off", env="SYNCBN_COMPILE", choices=COMPILE_BACKENDS, metavar="BACKEND", rerun=True, rank=True),
+    Option("strict_compile", "with --compile: count a graph break as a failure (for the day SyncBN compiles whole)",
+           default=False, flag_only=True, rerun=True),
     Option("profile", "case profile: quick (every item once), default (CI) or thorough (nightly)",
            default="default", env="SYNCBN_PROFILE", choices=PROFILES),
     Option("device", "cpu, cuda (the CUDA variant of every case plus the CUDA-only cases) or auto (cuda when "
@@ -177,6 +184,9 @@ def resolve(values: Mapping[str, Any], *, environ: Mapping[str, str] | None = No
         if opt.check is not None:
             opt.check(opt.name, value)
         resolved[opt.name] = value
+    if resolved["strict_compile"] and resolved["compile"] == "off":
+        raise CaseError("--strict-compile: needs --compile BACKEND (with --compile off nothing is compiled, so no "
+                        "graph can break)")
     if resolve_device and resolved["device"] == "auto":
         import torch
 

@@ -26,6 +26,8 @@ class Outcome:
 OUTCOMES: tuple[Outcome, ...] = (
     Outcome("passed", "passed", "passing", False, False, True, 0, "every comparison within its tolerance"),
     Outcome("failed", "failed", "failing", True, True, True, 4, "a comparison or a rank failed"),
+    Outcome("compile_failed", "compile failures", "failing", True, True, False, 4,
+            "torch.compile could not compile the implementation (--compile): the error's first line and where"),
     Outcome("error", "errors", "failing", True, True, True, 5,
             "the case could not run (a fixture or the harness broke)"),
     Outcome("xfailed", "known deviations", "known deviation", False, False, True, 1,

@@ -13,6 +13,8 @@ waits inside a collective, so the controller tells apart:
   ranks waiting in their k-th collective of a group with different ops, dtypes or shapes (harness.collectives.
   deadlock, from the heartbeats' audit states): the call stops at once, not at its timeout, naming that rank.
 A rank silent for SILENT_S when the time runs out is reported as stopped answering, apart from those waiting.
+Time a rank spends compiling (``--compile``: its heartbeat's stage is harness.rank.worker.COMPILING) does not count
+against the case's timeout, up to COMPILE_ALLOWANCE_S per case: a cold inductor compile is not a hang.
 Start-up is bounded by ``start_timeout_s`` (the ``--start-timeout`` option): a start fails after that long, or
 after STALL_S if a rank stops answering sooner. A pool with a crashed, stalled or hung rank is torn down and
 rebuilt on next use; every pool is closed at exit (a busy one at once: its ranks are killed), and ranks whose
@@ -33,8 +35,10 @@ from typing import Any, Callable
 
 from . import collectives
 from .errors import HarnessError, RankFailure
+from .rank.worker import COMPILING
 
-__all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend", "HEARTBEAT_S", "STALL_S", "SILENT_S"]
+__all__ = ["RankPool", "PoolManager", "default_manager", "resolve_backend", "HEARTBEAT_S", "STALL_S", "SILENT_S",
+           "COMPILE_ALLOWANCE_S"]
 
 HEARTBEAT_S = 0.5  # how often a rank says where it is
 STALL_S = 30.0  # no heartbeat for this long: the rank stopped answering (generous: a loaded CI box starves threads)
@@ -42,13 +46,14 @@ SILENT_S = 5.0  # at a timeout, a rank silent this long is reported as stopped a
 _ERROR_GRACE_S = 10.0  # after one rank raised or crashed, how long the others get to finish or raise too
 _QUICK_GRACE_S = 1.0  # the same after a stall, while starting, or after a rank declared the case unsupported
 # (``releases``): the others cannot finish without that rank, and any that would declare too do it at once
+COMPILE_ALLOWANCE_S = 600.0  # compiling time a case may add to its timeout (a compile longer than this is a hang)
 
 
 # What the forkserver imports once, so that a rank forked from it starts without importing torch again.
 _PRELOAD = ["torch", "torch.distributed", "torch.distributed.nn", "numpy", "harness.rank.worker"]
 
 
-def _start_context(device: str) -> tuple[Any, str | None]:
+def _start_context(device: str, preload: tuple[str, ...] = ()) -> tuple[Any, str | None]:
     """How rank processes start, and the forkserver's directory (None without one): forked from a server that has
     torch imported already (multiprocessing's forkserver, itself a fresh process: no state of the controller leaks
     into ranks; each rank takes the controller's environment of the moment), or spawned where there is no
@@ -56,13 +61,14 @@ def _start_context(device: str) -> tuple[Any, str | None]:
     starts pools of world sizes 1-4 (and restarts one after every crash or hang) spends 10 or more of them with
     spawn, one with the forkserver (the quick profile: 31 s with spawn, 16 s forked, on 2 cores). CUDA pools are
     spawned, as they were on the GPUs this was checked on: a rank must initialise CUDA itself, and nothing of the
-    GPU path depends on start-up speed."""
+    GPU path depends on start-up speed. ``preload``: more modules for the forkserver to import, where this call
+    starts it (torch's compilers for a compiled run); a server already running keeps what it has."""
     method = os.environ.get("SYNCBN_START_METHOD", "forkserver" if device == "cpu" else "spawn")
     if method == "forkserver" and method in multiprocessing.get_all_start_methods():
         from multiprocessing import forkserver, util
 
         context = multiprocessing.get_context(method)
-        context.set_forkserver_preload(_PRELOAD)
+        context.set_forkserver_preload(_PRELOAD + [m for m in preload if m not in _PRELOAD])
         try:
             forkserver.ensure_running()
             return context, util.get_temp_dir()  # where the forkserver's socket lives
@@ -104,14 +110,15 @@ class RankPool:
     """W rank processes in one process group, started once and reused for every request."""
 
     def __init__(self, world_size: int, *, device: str = "cpu", backend: str = "gloo",
-                 collective_timeout_s: float = 300.0, start_timeout_s: float = 120.0) -> None:
+                 collective_timeout_s: float = 300.0, start_timeout_s: float = 120.0,
+                 preload: tuple[str, ...] = ()) -> None:
         if world_size < 1:
             raise HarnessError(f"world_size={world_size}: must be >= 1")
         self.world_size = world_size
         self.device = device
         self.backend = backend
         self._dir = tempfile.mkdtemp(prefix=f"syncbn-pool-w{world_size}-")
-        context, server_dir = _start_context(device)
+        context, server_dir = _start_context(device, preload)
         self._conns: list[multiprocessing.connection.Connection] = []
         self._procs: list[multiprocessing.process.BaseProcess] = []
         self._positions: dict[int, tuple[str, str]] = {}
@@ -212,6 +219,7 @@ class RankPool:
         self._positions = {}  # where each rank got in this call (a rank not heard from has none)
         self._audits = {}  # which collectives each rank issued in this call, and the one it is inside
         proof: collectives.Proof | None = None
+        compiling_s, last = 0.0, start  # time a pending rank spent compiling: added to the deadline (capped)
 
         def failed(rank: int, quick: bool) -> None:
             nonlocal first_error, deadline
@@ -222,6 +230,10 @@ class RankPool:
 
         while pending:
             now = time.monotonic()
+            if first_error is None and any(self._positions.get(r, ("", ""))[1] == COMPILING for r in pending):
+                extension = min(now - last, COMPILE_ALLOWANCE_S - compiling_s)
+                compiling_s, deadline = compiling_s + extension, deadline + extension
+            last = now
             if now >= deadline:
                 break
             ready = multiprocessing.connection.wait(list(pending.values()), timeout=min(0.5, deadline - now))
@@ -324,6 +336,8 @@ class RankPool:
         answered = sorted(replies)
         limit = nominal_timeout or timeout
         within = f"within the start timeout of {limit:g} s" if starting else f"within {limit:g} s"
+        if compiling_s:
+            within += f" (not counting {compiling_s:.0f} s of compiling)"
         parts = [f"rank(s) {hung} did not {what} {within}"]
         if silent:
             parts.append(f"rank(s) {silent} stopped answering (" + ", ".join(silence(r, silent_s[r]) for r in silent)
@@ -375,7 +389,7 @@ class PoolManager:
         self._pools: dict[tuple[int, str, str], RankPool] = {}
 
     def get(self, world_size: int, device: str = "cpu", backend: str | None = None, *,
-            start_timeout: float = 120.0) -> RankPool:
+            start_timeout: float = 120.0, preload: tuple[str, ...] = ()) -> RankPool:
         resolved = resolve_backend(device, world_size, backend)
         key = (world_size, device, resolved)
         pool = self._pools.get(key)
@@ -384,7 +398,7 @@ class PoolManager:
             pool = None
         if pool is None:
             pool = self._pools[key] = RankPool(world_size, device=device, backend=resolved,
-                                               start_timeout_s=start_timeout)
+                                               start_timeout_s=start_timeout, preload=preload)
         return pool
 
     def close_all(self) -> None:

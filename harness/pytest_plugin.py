@@ -40,7 +40,7 @@ from .suite import SUITE, SUITE_PLUGIN, preflight
 from .sut import built_on
 
 __all__ = ["check_case", "SessionState", "session_state", "options", "NEEDS_CUDA", "cuda_available",
-           "warn_unmatched_deviations", "SHARED_RUN", "hypothesis_settings"]
+           "warn_unmatched_deviations", "SHARED_RUN", "hypothesis_settings", "CompileFailed"]
 
 NEEDS_CUDA = "needs CUDA: torch.cuda.is_available() is False on this machine (run with a GPU, see docs/gpu.md)"
 
@@ -74,12 +74,20 @@ def options(config: pytest.Config) -> Options:
     return session_state(config).options
 
 
+class CompileFailed(Exception):
+    """A case whose torch.compile failed (--compile): not a ``pytest.fail``, so that the strict xfail of a known
+    deviation (which expects ``pytest.fail``'s exception, ``raises=``) never takes it for the deviation."""
+
+
 def check_case(result: CaseResult) -> None:
     """Fail the test with the case's report (root causes first, the rerun line last). A case the SUT declares
     unsupported is skipped with its reason, or fails under --strict-features. A case under a known deviation judged
     after the run (quantity-scoped, or inherited by a SUT built on torch: harness.deviations) is an expected
-    failure when it fails as documented (strict: an XPASS when it passes, except an inherited one)."""
+    failure when it fails as documented (strict: an XPASS when it passes, except an inherited one). A case whose
+    compile failed fails as such, known deviation or not."""
     __tracebackhide__ = True
+    if result.compile_failed:
+        raise CompileFailed(result.report())
     if result.unsupported and not result.failures:
         pytest.skip(f"unsupported by the implementation under test: {result.unsupported}")
     deviation = result.deviation
@@ -177,7 +185,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     opts = options(config)
     return [f"syncbn-harness: sut={opts.sut} kernels={opts.kernels} profile={opts.profile} device={opts.device} "
             f"backend={opts.backend} case-timeout={opts.case_timeout:g}s start-timeout={opts.start_timeout:g}s"
-            + (" strict-features" if opts.strict_features else "")]
+            + (" strict-features" if opts.strict_features else "")
+            + (f" compile={opts.compile}" if opts.compile != "off" else "")
+            + (" strict-compile" if opts.strict_compile else "")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -222,14 +232,16 @@ def _with_marks(cases: list[Any], state: SessionState) -> list[Any]:
             marked.append(pytest.param(case, marks=[pytest.mark.skip(reason=NEEDS_CUDA)]))
             continue
         match = state.deviations[case.id] = match_deviation(deviations, state.options.sut, case.id,
-                                                            built_on=state.built_on)
+                                                            state.options.compile, built_on=state.built_on)
         if match is None:
             marked.append(case)
         elif match.judged_after_run:  # check_case: only these quantities may fail; an inherited one may pass
             marked.append(pytest.param(case, marks=[pytest.mark.known_deviation]))
-        else:  # a short reason on the XFAIL line; the report carries the whole story
-            marked.append(pytest.param(case, marks=[pytest.mark.known_deviation,
-                                                    pytest.mark.xfail(strict=True, reason=match.title)]))
+        else:  # a short reason on the XFAIL line; the report carries the whole story. A compile failure is what
+            # an entry of the compiler's expects, and never what another entry excuses (check_case: CompileFailed).
+            expected = (pytest.fail.Exception, CompileFailed) if match.of_the_compiler else pytest.fail.Exception
+            marked.append(pytest.param(case, marks=[pytest.mark.known_deviation, pytest.mark.xfail(
+                strict=True, reason=match.title, raises=expected)]))
     return marked
 
 
@@ -257,7 +269,8 @@ def run_case(run_config: RunConfig, pytestconfig: pytest.Config):
         if deviation is not None and deviation.judged_after_run:
             result.deviation = deviation
         if deviation is None or (deviation.judged_after_run and deviation.outcome(result) == "failed"):
-            result.known_defect = known_defect(load_known_deviations(), state.options.sut, result)
+            result.known_defect = known_defect(load_known_deviations(), state.options.sut, result,
+                                               state.options.compile)
         state.results.append(result)
         return result
 
@@ -286,7 +299,7 @@ def property_example(run_case, pytestconfig: pytest.Config, request: pytest.Fixt
             if not cuda_available():
                 pytest.skip(NEEDS_CUDA)
             case = case.replace(device="cuda")
-        if match_deviation(deviations, opts.sut, case.id, built_on=state.built_on) is not None:
+        if match_deviation(deviations, opts.sut, case.id, opts.compile, built_on=state.built_on) is not None:
             tally.deviation += 1
             reject()
         if tally.avoids(case):

@@ -1,7 +1,8 @@
 """What running a case produced: every comparison, every failure that is not a comparison, and how to rerun it.
 
 ``CaseResult`` is one case's outcome; ``Failure`` is a problem that is not a numeric comparison (a rank raised,
-crashed or hung; a required error was not raised; the SUT declared the case unsupported), with the rank it concerns.
+crashed or hung; a required error was not raised; the SUT declared the case unsupported; the compiler failed), with
+the rank it concerns.
 """
 from __future__ import annotations
 
@@ -9,22 +10,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .compare import Comparison
+from .errors import RankError
 
 __all__ = ["CaseResult", "Failure", "FAILURE_KINDS"]
 
 # Failure kinds, in the order a reader needs them: the cause before its consequences.
-FAILURE_KINDS = ("crashed", "stalled", "raised", "wrong_error", "missing_error", "collectives", "hung",
-                 "missing_result", "harness", "unsupported", "peer")
+FAILURE_KINDS = ("crashed", "stalled", "compile", "raised", "wrong_error", "missing_error", "collectives", "hung",
+                 "missing_result", "harness", "unsupported", "graph_break", "peer")
+_COMPILE_STAGE = "compile"  # harness.rank.compiled.COMPILE_STAGE: a RankError the compiler raised
 
 
 @dataclass
 class Failure:
     """A failure that is not a numeric comparison. ``kind``: crashed (the process died), stalled (stopped
-    answering), raised (an exception the specification does not require), wrong_error / missing_error (a
-    required error not raised as required), collectives (ranks waited in a collective a member of their group never
-    entered: harness.collectives.deadlock), hung (waited past the case timeout, alive), missing_result, harness
-    (the harness itself broke), unsupported (declared by the SUT), peer (a rank failing because another one did:
-    connection closed by a crashed peer)."""
+    answering), compile (torch.compile failed: the "compile failed" outcome), raised (an exception the
+    specification does not require), wrong_error / missing_error (a required error not raised as required),
+    collectives (ranks waited in a collective a member of their group never entered: harness.collectives.deadlock),
+    hung (waited past the case timeout, alive), missing_result, harness (the harness itself broke), unsupported
+    (declared by the SUT), graph_break (a graph break under --strict-compile), peer (a rank failing because another
+    one did: connection closed by a crashed peer)."""
 
     kind: str
     message: str
@@ -39,6 +43,15 @@ class Failure:
     def record(self) -> dict[str, Any]:
         return {"kind": self.kind, "message": self.message, "rank": self.rank, "phase": self.phase,
                 "traceback": self.traceback}
+
+    @classmethod
+    def of_error(cls, rank: int, error: RankError, kind: str = "raised", message: str | None = None) -> Failure:
+        """A rank's error: ``kind`` (raised, peer), or compile when the compiler raised it (the lane's stage)."""
+        if error.stage == _COMPILE_STAGE:
+            return cls("compile", f"rank {rank} could not compile at {error.phase}: {error.message}", rank=rank,
+                       phase=error.phase, traceback=error.traceback)
+        return cls(kind, error.describe(rank) if message is None else message, rank=rank, phase=error.phase,
+                   traceback=error.traceback)
 
 
 @dataclass
@@ -59,12 +72,18 @@ class CaseResult:
     # What the ranks said to each other (harness.collectives.cost: per training step against torch's, and every
     # rank's log), None when no audit ran; a passing case's record keeps the numbers, not the log.
     collectives: dict[str, Any] | None = None
+    compile: dict[str, Any] | None = None  # --compile: what compiling took (harness.compile_report.merge)
 
     @property
     def passed(self) -> bool:
         if self.unsupported:
             return False
         return not self.failures and bool(self.comparisons) and all(c.passed for c in self.comparisons)
+
+    @property
+    def compile_failed(self) -> bool:
+        """torch.compile failed on a rank: the case's outcome is "compile_failed" (harness.outcomes)."""
+        return any(f.kind == "compile" for f in self.failures)
 
     def record(self) -> dict[str, Any]:
         """The harness's part of a results record (harness.reports.results adds the outcome and where it ran)."""
@@ -74,6 +93,8 @@ class CaseResult:
                   "unsupported_features": list(self.unsupported_features), "known_defect": self.known_defect}
         if self.collectives is not None:
             record["collectives"] = {k: v for k, v in self.collectives.items() if k != "log" or not self.passed}
+        if self.compile is not None:  # optional: only a compiled case has it
+            record["compile"] = self.compile
         return record
 
     def report(self) -> str:

@@ -3,11 +3,14 @@
 Each mutant runs the profile's module cases, cheap discriminating ones first, until its first failing case (the
 mutant is then *caught*, by that case and quantity); each correct implementation runs every case and must pass all;
 each costlier one (correct, but more communication than torch's SyncBatchNorm) runs until the first case that
-reports more collectives per training step than torch's, which it must pass (*reported*, not failed).
+reports more collectives per training step than torch's, which it must pass (*reported*, not failed). All run
+eagerly, or compiled with ``--compile BACKEND``. A compiled-lane mutant (harness.mutants.COMPILED_MUTANTS) runs
+compiled with the backend it names until caught, and then the case that caught it runs again eagerly, where it must
+pass: its defect is the compiler's doing, not the code's.
 The catch rate is reported per defect class (harness.mutants.CLASSES). A class that only a larger profile's catalogue
 is meant to catch (quick misses boundary defects by design) is not run unless its mutants are named with --only.
-Exit 0 only if every mutant run is caught, every costlier one reported and no correct implementation fails a case; 1
-otherwise; 2 usage error.
+Exit 0 only if every mutant run is caught (a compiled-lane mutant also passing its case eagerly), every costlier one
+reported and no correct implementation fails a case; 1 otherwise; 2 usage error.
 """
 from __future__ import annotations
 
@@ -57,12 +60,16 @@ class MutantOutcome:
     duration_s: float
     costlier: bool = False  # correct but costlier: must pass, and be reported as costlier than torch's
     reported: CaseResult | None = None  # the case that reported it costlier
+    compile: str = "off"  # the --compile backend it ran with
+    eager_check: CaseResult | None = None  # a compiled-lane mutant: its catching case, run again eagerly
 
     @property
     def ok(self) -> bool:
         if self.costlier:
             return not self.failed and self.reported is not None
-        return not self.failed if self.correct else bool(self.failed)
+        if self.correct:
+            return not self.failed
+        return bool(self.failed) and (self.eager_check is None or self.eager_check.passed)
 
 
 def costlier_than_torch(result: CaseResult) -> bool:
@@ -73,10 +80,12 @@ def costlier_than_torch(result: CaseResult) -> bool:
 
 
 def run_mutant(name: str, cases: list[ModuleSpec], *, correct: bool, case_timeout: float,
-               description: str = "", costlier: bool = False) -> MutantOutcome:
-    """Run ``cases`` against ``harness.mutants:<name>``: a mutant stops at its first failing case, a costlier
-    implementation at its first case reported costlier than torch's SyncBatchNorm (or failed)."""
-    config = RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout)
+               description: str = "", costlier: bool = False, compile: str = "off",
+               eager_check: bool = False) -> MutantOutcome:
+    """Run ``cases`` against ``harness.mutants:<name>`` (compiled with ``compile``): a mutant stops at its first
+    failing case (with ``eager_check`` that case runs again eagerly: a compiled-lane mutant must pass it there), a
+    costlier implementation at its first case reported costlier than torch's SyncBatchNorm (or failed)."""
+    config = RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout, compile=compile)
     start = time.monotonic()
     failed: list[CaseResult] = []
     reported = None
@@ -92,13 +101,17 @@ def run_mutant(name: str, cases: list[ModuleSpec], *, correct: bool, case_timeou
             reported = result
         if costlier and (failed or reported):
             break
-    return MutantOutcome(name, description, correct, run, failed, time.monotonic() - start, costlier, reported)
+    check = None
+    if eager_check and failed:
+        check = run_case(failed[0].spec, RunConfig.of(sut=_SUT_PREFIX + name, case_timeout=case_timeout))
+    return MutantOutcome(name, description, correct, run, failed, time.monotonic() - start, costlier, reported,
+                         compile, check)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .options import add_argparse_options
 
-    add_argparse_options(parser, names=("profile", "case_timeout"))
+    add_argparse_options(parser, names=("profile", "case_timeout", "compile"))
     parser.add_argument("--only", default=None, metavar="NAMES",
                         help="comma-separated mutant / correct implementation names to run (default: all)")
 
@@ -106,9 +119,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from . import mutants
 
-    options = resolve({"profile": args.profile, "case_timeout": args.case_timeout})
+    options = resolve({"profile": args.profile, "case_timeout": args.case_timeout, "compile": args.compile})
 
-    known = {**mutants.CORRECT, **mutants.MUTANTS, **mutants.COSTLIER}
+    compiled_lane = {name: bug for name, (_, bug) in mutants.COMPILED_MUTANTS.items()}
+    # The compiled lane's first: the ranks' forkserver then starts with the compilers imported (harness.pool).
+    known = {**compiled_lane, **mutants.CORRECT, **mutants.MUTANTS, **mutants.COSTLIER}
     names = list(known) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -119,12 +134,16 @@ def main(args: argparse.Namespace) -> int:
     # when named: each would run every case to find nothing.
     beyond = [] if args.only else [n for n in names if n in mutants.MUTANTS and not caught_from(n, options.profile)]
     names = [n for n in names if n not in beyond]
-    print(f"selftest: profile {options.profile}, {len(cases)} module cases, case timeout {options.case_timeout:g} s")
+    lane = f", compiled with {options.compile}" if options.compile != "off" else ""
+    print(f"selftest: profile {options.profile}, {len(cases)} module cases, case timeout {options.case_timeout:g} s"
+          f"{lane}")
     outcomes: list[MutantOutcome] = []
     for name in names:  # the rank pools stay up between mutants (closed at exit)
         costlier = name in mutants.COSTLIER
+        backend = mutants.COMPILED_MUTANTS[name][0] if name in compiled_lane else options.compile
         outcome = run_mutant(name, cases, correct=costlier or name in mutants.CORRECT,
-                             case_timeout=options.case_timeout, description=known[name], costlier=costlier)
+                             case_timeout=options.case_timeout, description=known[name], costlier=costlier,
+                             compile=backend, eager_check=name in compiled_lane)
         outcomes.append(outcome)
         print(_line(outcome), flush=True)
     mutant_outcomes = [o for o in outcomes if not o.correct]
@@ -135,8 +154,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"catch rate by class (profile {options.profile}):")
         print("\n".join(class_lines(mutant_outcomes, beyond, options.profile)))
     if mutant_outcomes:
+        in_lane = [o for o in mutant_outcomes if o.name in compiled_lane]
+        lane_text = (f"; {sum(o.ok for o in in_lane)}/{len(in_lane)} of the compiled lane's caught compiled and "
+                     "passing eagerly" if in_lane else "")
         print(f"catch rate: {caught}/{len(mutant_outcomes)} mutants caught "
-              f"({100.0 * caught / len(mutant_outcomes):.0f}%)"
+              f"({100.0 * caught / len(mutant_outcomes):.0f}%){lane_text}"
               + (f"; {len(beyond)} of boundary classes not run (--profile default runs them)" if beyond else ""))
     missed = [o.name for o in mutant_outcomes if not o.ok]
     if missed:
@@ -175,6 +197,8 @@ def class_lines(outcomes: list[MutantOutcome], not_run: list[str], profile: str)
 
 def _line(outcome: MutantOutcome) -> str:
     timing = f"[{outcome.cases_run} cases, {outcome.duration_s:.1f} s]"
+    if outcome.compile != "off":
+        timing = f"compiled with {outcome.compile} {timing}"
     if outcome.costlier and outcome.ok:
         cost = outcome.reported.collectives
         return (f"REPORTED {outcome.name} ({outcome.description}): passed case {outcome.reported.spec.id}, "
@@ -188,8 +212,13 @@ def _line(outcome: MutantOutcome) -> str:
         first = outcome.failed[0]
         return (f"FAIL    {outcome.name}: correct implementation failed {len(outcome.failed)} case(s), first "
                 f"{first.spec.id}: {first_failure(first)} {timing}")
+    check = outcome.eager_check
+    if outcome.failed and check is not None and not check.passed:
+        return (f"EAGER   {outcome.name} ({outcome.description}): caught compiled by case {outcome.failed[0].spec.id},"
+                f" but that case fails eagerly too ({first_failure(check)}): not the compiler's doing {timing}")
     if outcome.ok:
         first = outcome.failed[0]
+        eagerly = "; the same case passes eagerly" if check is not None else ""
         return (f"CAUGHT  {outcome.name} ({outcome.description}) by case {first.spec.id}: "
-                f"{first_failure(first)} {timing}")
+                f"{first_failure(first)}{eagerly} {timing}")
     return f"MISSED  {outcome.name} ({outcome.description}): every case passed {timing}"

@@ -43,7 +43,7 @@ __all__ = ["describe", "where", "CLASSES", "CLASS_TITLES", "failure_class", "sev
            "phase_kind", "root_detail"]
 
 # Failure classes, most telling first (the report's groups).
-CLASSES = ("rank failure", "NaN/inf", "dtype", "exact check", "numeric")
+CLASSES = ("compiler", "rank failure", "NaN/inf", "dtype", "exact check", "numeric")
 _PHASE = re.compile(r"^([a-z_]+?)(\d+)$")
 _PHASE_KINDS = {"train": 0, "eval": 1, "step": 0}
 
@@ -309,6 +309,7 @@ def case_report(case_id: str, case: dict[str, Any], *, shown_roots: int = 6) -> 
 
 # -- the run: verdict, severity groups of failed cases, diagnosis, conformance, console summary -----------------------
 CLASS_TITLES = {
+    "compiler": "Compiler: compile failed (--compile), graph breaks under --strict-compile",
     "rank failure": "Rank failures (exceptions, crashes, hangs)",
     "NaN/inf": "NaN/inf where a number was expected",
     "dtype": "Wrong dtype",
@@ -367,9 +368,12 @@ def failure_kind(failure: Any) -> str:
 
 def _failure_class(failure: Any) -> str:
     """A failure that is not a comparison: a required error not raised and ranks that disagree on their collectives
-    are exact checks, the rest rank failures (a rank raised, crashed, hung, or the harness could not run the case)."""
-    return "exact check" if failure_kind(failure) in ("missing_error", "wrong_error", "collectives") \
-        else "rank failure"
+    are exact checks, torch.compile's failure or a graph break under --strict-compile the compiler's, the rest rank
+    failures (a rank raised, crashed, hung, or the harness could not run the case)."""
+    kind = failure_kind(failure)
+    if kind in ("compile", "graph_break"):
+        return "compiler"
+    return "exact check" if kind in ("missing_error", "wrong_error", "collectives") else "rank failure"
 
 
 def case_class(case: dict[str, Any]) -> str:

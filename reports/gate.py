@@ -34,6 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness.compile_report import graph_breaks
 from harness.errors import CaseError
 from harness.files import check_writable
 from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options
@@ -89,10 +90,13 @@ _RUN_ONLY = tuple(o.name for o in OPTIONS if o.name != "report") + ("workers",)
 
 # -- summaries: a results document reduced to what the gate compares -------------------------------------------------
 def environment_key(case: dict[str, Any], env: dict[str, Any]) -> str:
+    """device/backend, and /compile:<backend> for a compiled run: a compiled run and an eager one are different
+    environments, each judged against a baseline of its own (docs/gpu.md: gating a compiler change)."""
     device = case["device"]
     if device == "cuda":
         device = f"cuda:{env.get('device_name') or 'unknown'}"
-    return f"{device}/{case['backend']}"
+    lane = env.get("compile") or "off"
+    return f"{device}/{case['backend']}" + (f"/compile:{lane}" if lane != "off" else "")
 
 
 def quantity_key(comparison: dict[str, Any]) -> str:
@@ -120,7 +124,7 @@ def summarize_results(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
         key = environment_key(case, env)
         entry = out.setdefault(key, {"recorded": {k: env.get(k) for k in (
             "torch", "torch_git", "cuda", "device_name", "harness_revision", "harness_version", "harness_dirty", "sut",
-            "kernels")}
+            "kernels", "compile")}
             | {"created": document.get("created"), "runs": 1}, "cases": {}})
         quantities = {}
         for c in case["comparisons"]:
@@ -129,7 +133,8 @@ def summarize_results(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
                                            "rtol": c["tolerance"]["rtol"], "passed": c["passed"]}
         entry["cases"][case["id"]] = {"outcome": case["outcome"], "dtype": case["params"].get("dtype"),
                                       "problem": _problem(case) if case["outcome"] in FAILING else "",
-                                      "rerun": case.get("rerun", ""), "quantities": quantities}
+                                      "rerun": case.get("rerun", ""), "quantities": quantities,
+                                      "graph_breaks": graph_breaks(case)}
     return out
 
 
@@ -207,6 +212,9 @@ def judge(current: dict[str, Any], baseline: dict[str, Any], *, growth_factor: f
         if base is None:
             report.notes.append(f"new case (no baseline, judged by its tolerances only): {case_id}")
             continue
+        if case.get("graph_breaks", 0) > base.get("graph_breaks", 0):  # a compiler change: noted, not failed
+            report.notes.append(f"more graph breaks: {case_id}: {base.get('graph_breaks', 0)} -> "
+                                f"{case['graph_breaks']} (--strict-compile fails any)")
         for name, q in sorted(case["quantities"].items()):
             old = base["quantities"].get(name)
             if old is None or not q["passed"]:

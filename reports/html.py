@@ -5,15 +5,18 @@ INCOMPLETE with how many cases ran, NO CASES RAN), the counts (the cases that ju
 torch's kernels under another SUT apart), the worst failure, the diagnosis (harness.diagnosis.diagnose: what the
 failed cases share that the passing ones do not; what was judged, harness.counts), the conformance table
 (harness.features: per feature, cases passing, failing, failing as a known deviation, declared unsupported for this
-feature, not judged). Then the failed cases in severity groups (rank failures, NaN/inf, dtype, exact checks, numeric
-by scaled error: harness.verdict), each with its root causes first (an exact check as its statement, a number as its
-error in units of the quantity's magnitude and against its tolerance), the knock-on failures folded under their
-root, a rank x channel heat map of max |err| / allowed, a histogram of element errors against the tolerance line and
-the rerun command; then the known deviations (by reason, the full reason folded), the cases declared unsupported (by
-reason, with the features it concerns), passing cases with near misses (error above half the tolerance), property
-tests (what each tried), skipped cases and the environment (with what a CPU run takes from the harness's own
-kernels). Every string that comes from a run (and so possibly from the implementation under test) goes through
-html.escape. Version-1 documents (an older run) render too.
+feature, not judged). A compiled run (--compile) has a section of its own after the conformance table: graphs,
+compile and run seconds, the graph breaks per case kind with their reasons and frames, recompilations, compile
+failures, and every compiled case's numbers (harness.compile_report). Then the failed cases in severity groups (rank
+failures, NaN/inf, dtype, exact checks, numeric by scaled error: harness.verdict), each with its root causes first
+(an exact check as its statement, a number as its error in units of the quantity's magnitude and against its
+tolerance), the knock-on failures folded under their root, a rank x channel heat map of max |err| / allowed, a
+histogram of element errors against the tolerance line and the rerun command; then the known deviations (by reason,
+the full reason folded), the cases declared unsupported (by reason, with the features it concerns), passing cases
+with near misses (error above half the tolerance), property tests (what each tried), skipped cases and the
+environment (with what a CPU run takes from the harness's own kernels). Every string that comes from a run (and so
+possibly from the implementation under test) goes through html.escape. Version-1 documents (an older run) render
+too.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness import compile_report
 from harness.features import COLUMNS, case_cost, conformance
 from harness.outcomes import FAILING, OUTCOMES
 from harness.counts import property_lines
@@ -241,6 +245,61 @@ def _area_table(document: dict[str, Any]) -> str:
             "<th>failed</th><th>known deviations</th><th>unsupported</th></tr>" + "".join(rows) + "</table></details>")
 
 
+def _compiled_lane(document: dict[str, Any]) -> str:
+    """What compiling took (--compile): totals, graph breaks per case kind, recompilations, compile failures, and
+    every compiled case; "" for an eager run."""
+    cases = document.get("cases") or []
+    total = compile_report.totals(cases)
+    failures = compile_report.compile_failures(cases)
+    if total is None and not failures:
+        return ""
+    env = document.get("environment") or {}
+    out = [f"<h2>Compiled lane (--compile {e(env.get('compile') or '?')}"
+           + (", --strict-compile" if env.get("strict_compile") else "") + ")</h2>"]
+    if total is not None:
+        ratio = f" ({total['compile_s'] / total['run_s']:.1f}x the run time)" if total["run_s"] > 0 else ""
+        out.append(f"<p>{total['cases']} cases compiled: {total['graphs']} graphs over all ranks "
+                   f"({total['cache_hits']} from the cache, {total['cache_misses']} compiled anew); compile "
+                   f"{total['compile_s']:.1f} s{e(ratio)}, run {total['run_s']:.1f} s (each case's slowest rank); "
+                   f"{total['cases_with_breaks']} cases with graph breaks, {total['recompiles']} recompilations. "
+                   "<span class=dim>docs/compile.md says what is generated and what stays an opaque call.</span></p>")
+    for kind, found in sorted(compile_report.breaks_by_kind(cases).items()):
+        rows = "".join(f"<tr><td>{e(reason)}</td><td><code>{e(where)}</code></td><td class=num>{n_cases}</td>"
+                       f"<td class=num>{count}</td><td>{e(detail)}</td></tr>"
+                       for reason, detail, where, n_cases, count in found)
+        out.append(f"<h3>Graph breaks in {e(kind)} cases</h3><table><tr><th>reason</th><th>where</th><th>cases</th>"
+                   f"<th>breaks</th><th>explanation</th></tr>{rows}</table>")
+    recompiles: dict[tuple[str, str], int] = defaultdict(int)
+    for case in cases:
+        for r in (case.get("compile") or {}).get("recompiles") or []:
+            recompiles[(r.get("reason", ""), r.get("where", ""))] += int(r.get("count", 1))
+    if recompiles:
+        rows = "".join(f"<tr><td><code>{e(reason)}</code></td><td><code>{e(where)}</code></td><td class=num>{n}</td>"
+                       "</tr>" for (reason, where), n in sorted(recompiles.items(), key=lambda item: -item[1]))
+        out.append("<h3>Recompilations (the guard that failed)</h3><table><tr><th>guard</th><th>function</th>"
+                   f"<th>recompilations</th></tr>{rows}</table>")
+    if failures:
+        rows = "".join(f"<tr class=fail><td>{e(first)}</td><td class=num>{len(members)}</td><td><details><summary>"
+                       f"{len(members)} cases</summary><ul>"
+                       + "".join(f"<li><code>{e(c['id'])}</code></li>" for c in members) + "</ul></details></td></tr>"
+                       for first, members in failures)
+        out.append("<h3>Compile failed</h3><table><tr><th>the error's first line (and where)</th><th>cases</th>"
+                   f"<th>which</th></tr>{rows}</table>")
+    compiled = [c for c in cases if compile_report.is_compiled(c)]
+    if compiled:
+        rows = "".join(
+            f"<tr><td><code>{e(c['id'])}</code></td><td>{e(c['outcome'])}</td>"
+            f"<td class=num>{sum(c['compile'].get('graphs') or [])}</td>"
+            f"<td class=num>{compile_report.graph_breaks(c)}</td>"
+            f"<td class=num>{sum(int(r.get('count', 1)) for r in c['compile'].get('recompiles') or [])}</td>"
+            f"<td class=num>{max(c['compile'].get('compile_s') or [0.0]):.2f}</td>"
+            f"<td class=num>{max(c['compile'].get('run_s') or [0.0]):.2f}</td></tr>" for c in compiled)
+        out.append(f"<details><summary>every compiled case ({len(compiled)})</summary><table><tr><th>case</th>"
+                   "<th>outcome</th><th>graphs (all ranks)</th><th>graph breaks</th><th>recompilations</th>"
+                   f"<th>compile s</th><th>run s</th></tr>{rows}</table></details>")
+    return "".join(out)
+
+
 def _failures(document: dict[str, Any]) -> str:
     groups = failed_cases_by_class(document)
     total = sum(len(members) for _, members in groups)
@@ -382,7 +441,8 @@ def _skipped(document: dict[str, Any]) -> str:
 
 def _environment(env: dict[str, Any]) -> str:
     keys = ["sut", "sut_description", "kernels", "profile", "case", "torch", "torch_git", "cuda", "device_name",
-            "devices", "backend", "backends", "world_sizes", "strict_features", "tf32", "harness_revision",
+            "devices", "backend", "backends", "world_sizes", "strict_features", "compile", "strict_compile", "tf32",
+            "harness_revision",
             "harness_dirty", "workers", "python", "numpy", "platform", "seed_policy"]
     cells = "".join(f"<div class=k>{e(k)}</div><div>{e(', '.join(map(str, v)) if isinstance(v, list) else v)}</div>"
                     for k in keys if (v := env.get(k)) not in (None, "", []))
@@ -403,9 +463,9 @@ def render_html(document: dict[str, Any]) -> str:
     out = ['<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
            f"<title>SyncBN conformance {e(word)}: {e(env.get('sut', ''))}</title><style>{CSS}</style></head><body>",
            _verdict_bar(document), "<main>", _outcome_counts(document), _worst_failure(document), _not_run(document),
-           _diagnosis(document),
-           _conformance_table(document), _failures(document), _deviations(document), _unsupported(document),
-           _passing(document), _properties(document), _skipped(document), _environment(env),
+           _diagnosis(document), _conformance_table(document), _compiled_lane(document), _failures(document),
+           _deviations(document), _unsupported(document), _passing(document), _properties(document),
+           _skipped(document), _environment(env),
            "</main></body></html>\n"]
     return "".join(out)
 

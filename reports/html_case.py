@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from harness.collectives import describe, describe_sequence
+from harness.compile_report import case_line
 from harness.verdict import (case_headline, exact_statement, failure_text, is_exact, is_yardstick_suspect,
                              known_defect_text, roots_and_knock_ons, scaled_text, where)
 from harness.verdict import label as comparison_label
@@ -294,6 +295,8 @@ def case_fragment(case: dict[str, Any]) -> str:
     if case.get("failures"):
         parts.append("<div class=other><b>rank failures and other failures</b>"
                      + "".join(pre(failure_text(f)) for f in case["failures"]) + "</div>")
+    if isinstance(case.get("compile"), dict):
+        parts.append(f"<p class=dim>compiled: {e(case_line(case['compile']))}</p>")
     parts.append(_root_table(case))
     parts.append(_collectives(case))
     if not case.get("comparisons") and not case.get("failures") and not case.get("unsupported"):

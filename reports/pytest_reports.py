@@ -59,6 +59,8 @@ def _outcome(report: pytest.TestReport, result: Any) -> str:
         return "xpassed"
     if report.when != "call" and report.failed:
         return "error"
+    if report.failed and result is not None and result.compile_failed:
+        return "compile_failed"
     if report.skipped and result is not None and result.unsupported and not result.failures:
         return "unsupported"
     return report.outcome
@@ -92,9 +94,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
                                                                               tally)))
         failing = next((r for r in reversed(results) if not r.passed), None) if report.failed else None
         if failing is not None:
-            record = case_record(failing.spec, failing, outcome="failed",
-                                 backend=options(item.config).backend_choice, nodeid=item.nodeid,
-                                 sut=options(item.config).sut)
+            outcome = "compile_failed" if failing.compile_failed else "failed"
+            record = case_record(failing.spec, failing, outcome=outcome, backend=options(item.config).backend_choice,
+                                 nodeid=item.nodeid, sut=options(item.config).sut)
             report.user_properties.append((PROPERTY, record))
         return report
     # The phase that decides the outcome: call, or setup/teardown when they fail (or skip, at setup).
@@ -237,7 +239,8 @@ class ResultsCollector:
         with tf32_mode(False):  # recorded as the cases ran (harness.pytest_plugin's run_case), in a shared run too
             env = environment(sut=opts.sut, kernels=opts.kernels, profile=opts.profile, backend=opts.backend,
                               case=opts.case, cases=cases, workers=numprocesses if isinstance(numprocesses, int)
-                              else 0, strict_features=opts.strict_features)
+                              else 0, strict_features=opts.strict_features, compile=opts.compile,
+                              strict_compile=opts.strict_compile)
         document = build_document(cases, env, exit_status=exit_code_from_pytest(session.exitstatus),
                                   property_tests=sorted(self.properties.values(), key=lambda p: p["nodeid"]),
                                   incomplete=incomplete)

@@ -7,9 +7,9 @@ Document (``"schema": "syncbn-harness/results", "version": 3``)::
      "incomplete": null | {"reason", "cases_run", "cases_selected", "not_run": [ids]},  # counts: selected tests
                                                         # (cases and property tests); ids: case ids, else node ids
      "environment": {torch, torch_git, cuda, device_name, python, numpy, platform, backend, backends, world_sizes,
-                     devices, sut, sut_description, kernels, profile, case, strict_features, tf32,
-                     cpu_kernel_behaviours, harness_revision, harness_version, harness_dirty, seed_policy,
-                     workers, argv},
+                     devices, sut, sut_description, kernels, profile, case, strict_features, compile,
+                     strict_compile, tf32, cpu_kernel_behaviours, harness_revision, harness_version, harness_dirty,
+                     seed_policy, workers, argv},
      "summary": {"cases" (catalogue cases), "property_tests", "failing_property_examples" (recorded as case records,
                  tagged "property"), "outcomes": {outcome: count}, "areas": {area: {outcome: count}},
                  "comparisons", "failed_comparisons" (outside known deviations),
@@ -180,7 +180,8 @@ def _git(*args: str) -> str | None:
 
 def environment(*, sut: str, kernels: str | None, profile: str, backend: str | None, case: str | None = None,
                 cases: Iterable[dict[str, Any]] = (), workers: int = 0,
-                strict_features: bool = False) -> dict[str, Any]:
+                strict_features: bool = False, compile: str = "off",
+                strict_compile: bool = False) -> dict[str, Any]:
     """Where and with what the run happened (computed in the controller)."""
     import numpy
     import torch
@@ -213,6 +214,8 @@ def environment(*, sut: str, kernels: str | None, profile: str, backend: str | N
         "profile": profile,
         "case": case,
         "strict_features": strict_features,
+        "compile": compile,  # torch.compile backend of --compile ("off": eager); absent in older documents
+        "strict_compile": strict_compile,
         "tf32": tf32_state(),
         # On CPU, what the torch SUT takes from the harness's own kernels rather than from PyTorch's code.
         "cpu_kernel_behaviours": list(HARNESS_KERNEL_BEHAVIOURS) if "cpu" in devices and sut == "torch" else [],

@@ -6,6 +6,8 @@
 #                                                          steps, exact area names; tests/test_gpu_check.py does
 #                                                          this on CPU)
 #     WORKERS=8 STEPS=suite,torchrun ...                   pytest-xdist workers for the suite; which steps run
+#     COMPILE=eager COMPILE_AREA=compile ...               the compiled step's backend (default inductor) and
+#                                                          areas (default compile,models)
 # Steps (each under `timeout`, each one's exit code in the summary at the end):
 #   1. the conformance suite on the device, default profile (python -m harness run: cases/test_catalogue.py with
 #      module, op and model cases, the TF32 model case on CUDA, and cases/test_property.py) -> gpu.json, gpu.html,
@@ -13,6 +15,8 @@
 #   2. harness.launch under torchrun, 2 processes sharing the GPU over gloo, quick profile -> torchrun.json/.html
 #   3. the measured error table per dtype (SyncBN and single-process BatchNorm vs float64, and the suite's verdict
 #      on SyncBN's grad_weight / grad_bias) -> error_table.md / .json
+#   4. the compiled lane: the compile area (every recompile class once) and the model cases under torch.compile
+#      with inductor (Triton kernels on CUDA; TF32 off, as for eager), quick profile -> compiled.json / .html
 # The summary prints each step's status, the outcomes per case kind and the TF32 state the runs recorded (the harness
 # switches TF32 off in every process; only the _tf32 model case turns it on for itself, harness/tf32.py).
 # Exit code: 0 when every step passed, else the first failing step's code.
@@ -24,7 +28,9 @@ PROFILE=${PROFILE:-default}
 SHAPES=${SHAPES:-small,big}
 AREA=${AREA:-}
 WORKERS=${WORKERS:-}
-STEPS=${STEPS:-suite,torchrun,errortable}
+STEPS=${STEPS:-suite,torchrun,errortable,compiled}
+COMPILE=${COMPILE:-inductor}
+COMPILE_AREA=${COMPILE_AREA:-compile,models}
 OUT_DIR=${OUT:-out}
 mkdir -p "$OUT_DIR"
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
@@ -61,6 +67,9 @@ step torchrun 80 torchrun.log $PY -m torch.distributed.run --standalone --nproc-
     --device "$DEVICE" --profile quick ${AREA:+--area "$AREA"} --json "$OUT_DIR/torchrun.json" \
     --report "$OUT_DIR/torchrun.html"
 step errortable 90 errortable.log $PY scripts/gpu_error_table.py --device "$DEVICE" --shapes "$SHAPES" --out "$OUT_DIR"
+step compiled 300 compiled.log $PY -m harness run --device "$DEVICE" --profile quick --compile "$COMPILE" \
+    --area "$COMPILE_AREA" --json "$OUT_DIR/compiled.json" --report "$OUT_DIR/compiled.html" \
+    ${WORKERS:+-n "$WORKERS"} -- -rfEsx
 
 echo
 echo "=== summary ($(( $(date +%s) - START ))s, results in $OUT_DIR)"
@@ -69,7 +78,7 @@ printf '%s\n' "${SUMMARY[@]}"
 grep -E "passed|failed|skipped|xfailed" "$OUT_DIR/suite.log" | tail -n 1 | sed 's/^/suite:    /'
 $PY - "$OUT_DIR" <<'PY'
 import collections, json, os, sys
-for name in ("gpu.json", "torchrun.json"):
+for name in ("gpu.json", "torchrun.json", "compiled.json"):
     path = os.path.join(sys.argv[1], name)
     if not os.path.exists(path):
         print(f"{name}: not written")
@@ -88,6 +97,10 @@ for name in ("gpu.json", "torchrun.json"):
     for case in doc["cases"]:
         if case["id"].endswith("_tf32"):
             print(f"  TF32 case {case['id']}: {case['outcome']}")
+    if env.get("compile", "off") != "off":
+        from harness.compile_report import summary_lines
+        for line in summary_lines(doc)[:8]:
+            print(f"  --compile {env['compile']}: {line}")
 PY
 grep -E "^harness.launch:" "$OUT_DIR/torchrun.log" | tail -n 1 | sed 's/^/torchrun: /'
 [ -f "$OUT_DIR/error_table.md" ] && cat "$OUT_DIR/error_table.md"

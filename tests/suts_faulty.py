@@ -1,9 +1,11 @@
 """SUT factories that misbehave in ways a harness must survive: hang, raise on one rank, crash a rank, sleep on one
-rank (for a test to kill or stop it), break the factory contract, kill the process that started the ranks."""
+rank (for a test to kill or stop it), break the factory contract, kill the process that started the ranks, fail to
+compile under torch.compile."""
 from __future__ import annotations
 
 import os
 
+import torch
 import torch.distributed as dist
 
 from harness.torch_sut import torch_factory
@@ -114,3 +116,27 @@ def refuses_shared_weight(num_features, **kwargs):
     module = torch_factory(num_features, **kwargs)
     module.__class__ = ReadOnlyWeight
     return module
+
+
+@torch.library.custom_op("syncbn_tests::checked_copy", mutates_args=())
+def _checked_copy(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_checked_copy.register_fake
+def _checked_copy_fake(x: torch.Tensor) -> torch.Tensor:
+    raise RuntimeError("checked_copy's fake implementation is not written yet")
+
+
+def uncompilable(num_features, **kwargs):
+    """The torch SUT, whose forward first passes a detached copy of its input through a custom op whose fake
+    implementation raises: eagerly nothing changes; under torch.compile dynamo cannot trace it (a compile error)."""
+    inner = torch_factory(num_features, **kwargs)
+    forward = inner.forward
+
+    def patched(x):
+        _checked_copy(x.detach())
+        return forward(x)
+
+    inner.forward = patched
+    return inner

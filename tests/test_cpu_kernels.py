@@ -397,14 +397,79 @@ def test_load_kernel_overrides():
 
 
 def test_install_device_kernels_substitutes_and_restores():
+    """The Meta key stands in for a device: its kernel is the fake implementation install_cpu_kernels registered
+    (the op's output metadata); a substitute replaces it, and removing the substitute brings it back."""
     x, stats = torch.zeros(2, 3, device="meta"), torch.zeros(3, device="meta")
-    install_device_kernels({"batch_norm_elemt": lambda *args: torch.full_like(args[0], 7.0)}, device="Meta")
+    install_device_kernels({"batch_norm_elemt": lambda *args: torch.zeros(5, device="meta")}, device="Meta")
     try:
-        assert torch.batch_norm_elemt(x, None, None, stats, stats, EPS).shape == (2, 3)
+        assert torch.batch_norm_elemt(x, None, None, stats, stats, EPS).shape == (5,)
     finally:
         install_device_kernels(None, device="Meta")
-    with pytest.raises(NotImplementedError):
-        torch.batch_norm_elemt(x, None, None, stats, stats, EPS)
+    assert torch.batch_norm_elemt(x, None, None, stats, stats, EPS).shape == (2, 3)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# fake implementations: the metadata the compiled lane traces with is the metadata the kernels return
+
+
+def _metadata(outputs):
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    return [(tuple(t.shape), t.dtype, t.stride()) for t in outputs]
+
+
+def _fake_cases():
+    """(op, args) over dtypes (mixed precision included), layouts, affine, grad flags, and a contiguous grad_out
+    against channels-last input (the layout rule of backward_elemt)."""
+    cases = []
+    for dtype, param in ((torch.float64, torch.float64), (torch.float32, torch.float32),
+                         (torch.float16, torch.float32), (torch.bfloat16, torch.bfloat16)):
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        for layout, shape in LAYOUTS:
+            x = data(shape, dtype, layout)
+            grad = data(shape, dtype, layout, seed=3, loc=0.0, scale=1.0)
+            channels = shape[1]
+            mean = torch.linspace(4, 6, channels, dtype=acc)
+            invstd = torch.linspace(0.2, 0.5, channels, dtype=acc)
+            weight = torch.linspace(-1, 2, channels, dtype=param)
+            counts = torch.tensor([3.0, 4.0], dtype=param)
+            cases.append(("batch_norm_stats", (x, EPS)))
+            cases.append(("batch_norm_gather_stats_with_counts",
+                          (x, torch.stack([mean, mean + 1]), torch.stack([invstd, invstd]), weight.clone(),
+                           weight.abs() + 1, 0.1, EPS, counts)))
+            for w in (weight, None):
+                cases.append(("batch_norm_elemt", (x, w, None if w is None else weight, mean, invstd, EPS)))
+                for flags in ((True, True, True), (True, False, False)):
+                    cases.append(("batch_norm_backward_reduce", (grad, x, mean, invstd, w, *flags)))
+                count = torch.tensor([2, 3], dtype=torch.int32)
+                w_acc = None if w is None else w.to(acc)
+                cases.append(("batch_norm_backward_elemt", (grad, x, mean, invstd, w_acc, mean, invstd, count)))
+                cases.append(("batch_norm_backward_elemt", (grad.contiguous(), x, mean, invstd, w_acc, mean, invstd,
+                                                            count)))
+    return cases
+
+
+def test_fake_implementations_report_the_metadata_the_kernels_return():
+    """For every op and input, the fake implementation (what torch.compile traces with, run here on meta tensors
+    through the registered Meta kernel) gives each output the shape, dtype and strides the CPU kernel returns."""
+    checked = 0
+    for op, args in _fake_cases():
+        real = getattr(torch, op)(*[a.clone() if isinstance(a, torch.Tensor) else a for a in args])
+        meta = getattr(torch, op)(*[a.to("meta") if isinstance(a, torch.Tensor) else a for a in args])
+        assert _metadata(meta) == _metadata(real), (op, [getattr(a, "dtype", a) for a in args])
+        checked += 1
+    assert checked == 4 * len(LAYOUTS) * 12
+
+
+def test_a_fake_implementation_that_forgets_the_memory_format_differs():
+    """The comparison above can fail: a fake implementation that returns a contiguous output where the kernel keeps
+    the input's channels_last format (a common slip) reports other strides."""
+    x = data((5, 4, 3, 2), torch.float32, "channels_last")
+    stats = torch.ones(4)
+    real = torch.batch_norm_elemt(x, None, None, stats, stats, EPS)
+    careless = torch.empty(x.shape, dtype=x.dtype, device="meta")
+    assert _metadata(careless) != _metadata(real)
+    assert _metadata(cpu_kernels.FAKE_KERNELS["batch_norm_elemt"](x.to("meta"), None, None, stats, stats, EPS)) \
+        == _metadata(real)
 
 
 def test_harness_kernel_behaviours_are_short_lines_for_the_report():

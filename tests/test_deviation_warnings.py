@@ -92,6 +92,21 @@ W4_GROUPS = "c3_nchw3x2_f32_contig_aff_trs_m0.1_e1e-05_k2_ev0_normal_loc0_sd1_s0
      False),  # varying values round both ways: the error grows like sqrt(n)
     ("cpu_float64_sequential_sum", "w1_n1_c2_ncl4100_f64_contig_aff_trs_m0.1_e1e-05_k2_ev1_constant_loc3_sd1_s0_cuda",
      False),
+    # compiled lanes: a rank normalising its own batch of one value per channel (training alone, local eval)
+    ("local_count_one", "w1_n1_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu", True),
+    ("local_count_one", "w2_n1.3_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu_g0+1", True),
+    ("local_count_one", "w2_n1.3_c3_nc_f32_contig_aff_trs_m0.1_e1e-05_k1_ev0_normal_loc0_sd1_s0_cpu", False),  # synced
+    ("local_count_one", "w1_n1_c1_nc_f32_contig_noaff_notrs_mNone_e1e-05_k0_ev1_normal_loc0_sd0.001_s0_cpu", True),
+    ("local_count_one", "w1_n1_c1_nc_f32_contig_noaff_trs_mNone_e1e-05_k0_ev1_normal_loc0_sd0.001_s0_cpu", False),
+    # inductor on CPU: half input with float32 parameters normalised by its own batch statistics
+    ("cpu_mixed_local_batch_stats",
+     "w2_n4.2_c4_nchw3x4_bf16pf32_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s16_cpu_g0+1", True),
+    ("cpu_mixed_local_batch_stats",
+     "w2_n4.3_c4_nchw3x4_f16pf32_cl_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s16_cpu", False),  # synced, eval: trs
+    ("cpu_mixed_local_batch_stats",
+     "w2_n6.5_c4_nchw5x4_bf16pf32_contig_aff_notrs_m0.1_e1e-05_k0_ev1_normal_loc0_sd1_s16_cpu", True),  # local eval
+    ("cpu_mixed_local_batch_stats",
+     "w2_n4.2_c4_nchw3x4_bf16_contig_aff_trs_m0.1_e1e-05_k2_ev1_normal_loc0_sd1_s16_cpu_g0+1", False),  # half module
 ])
 def test_conditions(condition, case_id, expected):
     assert KnownDeviation(sut="torch", condition=condition, reason="r", link="l").matches("torch", case_id) is expected

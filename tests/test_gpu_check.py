@@ -23,13 +23,14 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     scratch.mkdir()
     out = tmp_path / "out"
     env = {**os.environ, "DEVICE": "cpu", "PROFILE": "quick", "SHAPES": "small", "AREA": "dtypes,ops",
-           "OUT": str(out), "PYTHON": sys.executable, "TMPDIR": str(scratch)}
+           "COMPILE": "eager", "COMPILE_AREA": "ops", "OUT": str(out), "PYTHON": sys.executable,
+           "TMPDIR": str(scratch)}
     env.pop("SYNCBN_SUT", None)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     summary = proc.stdout.split("=== summary")[1]
-    for step in ("suite", "torchrun", "errortable"):
+    for step in ("suite", "torchrun", "errortable", "compiled"):
         assert f"{step:<12} ok" in summary, summary
     # The TF32 state each run recorded (harness/tf32.py switches it off in every process) and the revision.
     assert "gpu.json: TF32 matmul ieee, cudnn_conv ieee (fp32_precision API)" in summary, summary
@@ -42,5 +43,9 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path: Path) -> None:
     assert (out / "gpu.html").read_text().startswith("<!DOCTYPE html>")
     assert json.loads((out / "torchrun.json").read_text())["environment"]["world_sizes"] == [2]
     assert (out / "torchrun.html").read_text().startswith("<!DOCTYPE html>")
+    compiled = json.loads((out / "compiled.json").read_text())
+    assert compiled["environment"]["compile"] == "eager" and all("compile" in c for c in compiled["cases"])
+    assert "compiled.json: TF32 matmul ieee, cudnn_conv ieee" in summary and "--compile eager: 20 cases compiled" \
+        in summary, summary
     table = (out / "error_table.md").read_text()
     assert "| float16 / float32 |" in table and "| grad_weight err / allowed | grad_bias err / allowed |" in table

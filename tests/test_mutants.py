@@ -42,7 +42,7 @@ def test_mutant_failure_names_quantity(name):
 def test_every_mutant_is_a_contract_factory():
     from harness.sut import load_factory
 
-    for name in [*mutants.CORRECT, *mutants.MUTANTS, *mutants.COSTLIER, *mutants.COMBINED]:
+    for name in [*mutants.CORRECT, *mutants.MUTANTS, *mutants.COSTLIER, *mutants.COMBINED, *mutants.COMPILED_MUTANTS]:
         assert callable(load_factory(f"harness.mutants:{name}"))
     assert len(mutants.MUTANTS) >= 15
     assert set(mutants.HANGING) <= set(mutants.MUTANTS)

@@ -75,8 +75,11 @@ def _clean_env() -> dict[str, str]:
 
 
 def test_environment_variables_fill_in_and_a_given_value_wins():
-    environ = {"SYNCBN_PROFILE": "quick", "SYNCBN_SUT": "harness.mutants:no_sync", "SYNCBN_DEVICE": "cpu"}
+    environ = {"SYNCBN_PROFILE": "quick", "SYNCBN_SUT": "harness.mutants:no_sync", "SYNCBN_DEVICE": "cpu",
+               "SYNCBN_COMPILE": "aot_eager"}
     assert resolve({}, environ=environ).profile == "quick"
+    assert resolve({}, environ=environ).compile == "aot_eager"
+    assert resolve({"compile": "inductor"}, environ=environ).rank.compile == "inductor"  # it reaches the ranks
     assert resolve({"profile": "thorough"}, environ=environ).profile == "thorough"
     assert resolve({}, environ=environ).sut == "harness.mutants:no_sync"
 
@@ -86,6 +89,8 @@ def test_environment_variables_fill_in_and_a_given_value_wins():
     ({"case_timeout": 0.0}, "--case-timeout=0.0: must be a number of seconds > 0"),
     ({"start_timeout": -1.0}, "--start-timeout=-1.0: must be a number of seconds > 0"),
     ({"backend": "mpi"}, "--backend='mpi': must be one of auto, gloo, nccl"),
+    ({"compile": "cudagraphs"}, "--compile='cudagraphs': must be one of off, eager, aot_eager, inductor"),
+    ({"strict_compile": True}, "--strict-compile: needs --compile BACKEND"),
 ])
 def test_bad_values_name_the_option_and_the_rule(values, message):
     with pytest.raises(CaseError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -109,6 +114,8 @@ def test_rerun_line_repeats_what_changes_the_result_and_nothing_else():
     changed = Options(sut="my file.py:factory", kernels="k.py", backend="gloo", strict_features=True)
     assert rerun_command(case, changed) == (f"python -m harness run --case {case} --sut 'my file.py:factory' "
                                             f"--kernels k.py --backend gloo --strict-features")
+    compiled = Options(compile="inductor", strict_compile=True)
+    assert rerun_command(case, compiled) == f"python -m harness run --case {case} --compile inductor --strict-compile"
     assert rerun_command(case, plain, torchrun_world_size=2).startswith(
         f"torchrun --nproc-per-node=2 -m harness.launch --case {case}")
 

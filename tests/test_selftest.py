@@ -10,7 +10,7 @@ import numpy as np
 from harness import cli
 from harness.catalogue import module_cases
 from harness.expected import expected_module_case
-from harness.mutants import CLASSES, CORRECT, COSTLIER, MUTANT_CLASS, MUTANTS
+from harness.mutants import CLASSES, COMPILED_MUTANTS, CORRECT, COSTLIER, MUTANT_CLASS, MUTANTS
 from harness.selftest import MutantOutcome, caught_from, class_lines, ordered_cases, run_mutant
 from harness.spec import ModuleSpec
 from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
@@ -18,18 +18,25 @@ from harness.tolerances import FLOOR_ULPS, UNIT_ROUNDOFF, module_tolerance
 
 @pytest.mark.processes
 def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys):
-    """The quick selftest, in CI: every mutant of a class quick is meant to catch is caught, no false failure of a
-    correct SyncBN, the costlier one reported, and the catch rate per class; the boundary classes (caught from the
-    default profile: tests/test_mutants.py runs each on its default case) are reported as not run."""
-    # 5 s: a case takes well under a second; the mutant that deadlocks is caught by the collective audit at once
+    """The quick selftest, in CI: every mutant of a class quick is meant to catch is caught, the compiled lane's
+    caught compiled (each by a case that passes eagerly), no false failure of a correct SyncBN, the costlier one
+    reported, and the catch rate per class; the boundary classes (caught from the default profile:
+    tests/test_mutants.py runs each on its default case) are reported as not run."""
+    # 5 s: a case takes well under a second; the mutant that deadlocks is caught by the collective audit at once;
+    # compiling does not count against it (harness.pool)
     code = cli.main(["selftest", "--profile", "quick", "--case-timeout", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
     quick = [name for name in MUTANTS if caught_from(name, "quick")]
     boundary = [name for name in MUTANTS if name not in quick]
     assert len(boundary) >= 4, boundary
-    assert re.search(rf"^catch rate: {len(quick)}/{len(quick)} mutants caught \(100%\); {len(boundary)} of boundary "
-                     "classes not run", out, re.M), out
+    total, lane = len(quick) + len(COMPILED_MUTANTS), len(COMPILED_MUTANTS)
+    assert re.search(rf"^catch rate: {total}/{total} mutants caught \(100%\); {lane}/{lane} of the compiled lane's "
+                     rf"caught compiled and passing eagerly; {len(boundary)} of boundary classes not run", out,
+                     re.M), out
+    for name, (backend, _) in COMPILED_MUTANTS.items():
+        assert re.search(rf"^CAUGHT  {name} \(.*\) by case w\d+_\S+: .*; the same case passes eagerly compiled "
+                         rf"with {backend} ", out, re.M), out
     for name in CORRECT:
         assert re.search(rf"^PASS    {name}: correct implementation passed all cases", out, re.M), out
     for name in quick:  # by a comparison ("output at train0, rank 1") or a failure ("collective mismatch: ...")
@@ -47,17 +54,17 @@ def test_quick_selftest_catches_every_mutant_and_passes_the_correct_ones(capsys)
     for name in boundary:
         assert not re.search(rf"^\S+ +{name} ", out, re.M), out
     for class_name, bug_class in CLASSES.items():
-        members = sum(MUTANT_CLASS[name] == class_name for name in MUTANTS)
+        members = sum(MUTANT_CLASS[name] == class_name for name in [*MUTANTS, *COMPILED_MUTANTS])
         line = (rf"{members}/{members} caught" if bug_class.profile == "quick"
                 else rf"not run \({members}\): the default profile's catalogue catches these")
         assert re.search(rf"^  {re.escape(class_name)} +{line}", out, re.M), (class_name, out)
 
 
 def test_every_mutant_has_a_class_and_every_class_a_mutant():
-    assert set(MUTANT_CLASS) == set(MUTANTS)
+    assert set(MUTANT_CLASS) == set(MUTANTS) | set(COMPILED_MUTANTS)
     assert set(MUTANT_CLASS.values()) == set(CLASSES)
     assert {c.profile for c in CLASSES.values()} == {"quick", "default"}
-    assert all(caught_from(name, "default") and caught_from(name, "thorough") for name in MUTANTS)
+    assert all(caught_from(name, "default") and caught_from(name, "thorough") for name in MUTANT_CLASS)
 
 
 def test_class_lines_count_caught_and_missed_mutants_per_class():

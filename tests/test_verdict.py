@@ -149,10 +149,11 @@ def test_severity_compares_across_dtypes():
     counter = _record(_spec(seed=5), [compare_exact(1, 2, quantity="num_batches_tracked", phase="train1", rank=0,
                                                     ranks=(0,), dtype="int64", reason="a counter")])
     raised = _record(_spec(seed=6), failures=[Failure("raised", "rank 1 raised RuntimeError at train0", rank=1)])
-    document = _document([f64, f32, nan, dtype, counter, raised])
+    uncompiled = _record(_spec(seed=7), failures=[Failure("compile", "rank 0 could not compile at train0", rank=0)])
+    document = _document([f64, f32, nan, dtype, counter, raised, uncompiled])
     order = [(cls, [c["params"]["seed"] for c in members]) for cls, members in failed_cases_by_class(document)]
-    assert order == [("rank failure", [6]), ("NaN/inf", [3]), ("dtype", [4]), ("exact check", [5]),
-                     ("numeric", [2, 1])]
+    assert order == [("compiler", [7]), ("rank failure", [6]), ("NaN/inf", [3]), ("dtype", [4]),
+                     ("exact check", [5]), ("numeric", [2, 1])]
     f64_case = next(c for c in document["cases"] if c["params"]["seed"] == 1)
     assert as_ratio(f64_case) > 1e11 and "2.0% of the quantity's magnitude" in case_headline(f64_case)
     assert list(CLASS_TITLES) == [cls for cls, _ in order]

@@ -22,8 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import catalogue
-from ..errors import CaseError, RankFailure
+from .. import catalogue, compile_report
+from ..errors import CaseError, RankError, RankFailure
 from ..features import KERNELS, SUT
 from ..options import DEFAULT_SUT, Options, rerun_command
 from ..pool import PoolManager, default_manager
@@ -38,7 +38,8 @@ from .base import CaseKind, Plan
 from .rank_failures import failures_from_rank_failure, failures_of_raised
 
 __all__ = ["CaseKind", "Plan", "KINDS", "RunConfig", "kind_of", "kind_named", "kind_for_id", "parse_case_id",
-           "case_for_id", "run_case", "settle", "catalogue_cases", "rank_payload", "subject_of", "selected"]
+           "case_for_id", "run_case", "settle", "catalogue_cases", "rank_payload", "subject_of", "selected",
+           "strict_failures"]
 
 
 KINDS: tuple[CaseKind, ...] = (
@@ -164,11 +165,43 @@ def _mark_unsupported(result: CaseResult, values: Any) -> bool:
     return bool(result.unsupported)
 
 
+def _compile_errors(values: dict[int, Any]) -> dict[int, RankError]:
+    """The ranks whose compiler raised (harness.rank.compiled), by rank."""
+    return {rank: value["error"] for rank, value in values.items() if isinstance(value, dict)
+            and isinstance(value.get("error"), RankError) and value["error"].stage == "compile"}
+
+
 def settle(kind: CaseKind, spec: Any, expected: Any, actual: list[Any], result: CaseResult) -> CaseResult:
-    """Judge what every rank returned: unsupported if a rank declared it, else the kind's judgement."""
+    """Judge what every rank returned: what compiling took (--compile); unsupported if a rank declared it; compile
+    failed if a rank's compiler raised (nothing is compared); else the kind's judgement."""
+    result.compile = compile_report.merge(dict(enumerate(actual)))
     if _mark_unsupported(result, actual):
         return result
+    compile_errors = _compile_errors(dict(enumerate(actual)))
+    if compile_errors:
+        result.failures.extend(Failure.of_error(rank, error) for rank, error in sorted(compile_errors.items()))
+        return result
     return kind.judge(spec, expected, actual, result)
+
+
+def strict_failures(result: CaseResult, options: Options) -> list[Failure]:
+    """What the strict options add: --strict-features fails a case declared unsupported, --strict-compile a case
+    with a graph break."""
+    failures = []
+    if result.unsupported and options.strict_features:
+        failures.append(Failure("unsupported", f"declared unsupported by the implementation: {result.unsupported} "
+                                "(--strict-features: an unsupported feature fails)"))
+    if options.strict_compile and result.compile and compile_report.graph_breaks({"compile": result.compile}):
+        failures.append(Failure("graph_break", compile_report.strict_message(result.compile)))
+    return failures
+
+
+_COMPILE_PRELOAD = ("torch._dynamo", "torch._inductor.compile_fx")  # about 4 s of imports a rank then skips
+
+
+def _preload(options: Options) -> tuple[str, ...]:
+    """What the ranks' forkserver imports for these options besides torch (a compiled run: the compilers)."""
+    return _COMPILE_PRELOAD if options.compile != "off" else ()
 
 
 def run_case(spec: Any, config: RunConfig) -> CaseResult:
@@ -191,21 +224,20 @@ def run_case(spec: Any, config: RunConfig) -> CaseResult:
     try:
         plan = kind.plan(spec)
         pool = config.pools.get(spec.world_size, spec.device, options.backend_choice,
-                                start_timeout=options.start_timeout)
+                                start_timeout=options.start_timeout, preload=_preload(options))
         pool.submit(kind.rank_entry, rank_payload(spec, options, plan))
         expected = plan.expected()
         actual = pool.collect(timeout=options.case_timeout, is_failure=_gives_up,  # one limit for every kind
                               releases=_declares)
     except RankFailure as failure:
+        result.compile = compile_report.merge(failure.partial)
         if failure.kind == "crashed" or not _mark_unsupported(result, failure.partial.values()):
             required = kind.required_errors(expected) if expected is not None else {}
             result.failures.extend(failures_from_rank_failure(failure, expected_errors=required))
             result.collectives = collectives_of_failure(failure)
     else:
         settle(kind, spec, expected, actual, result)
-    if result.unsupported and options.strict_features:
-        result.failures.append(Failure("unsupported", f"declared unsupported by the implementation: "
-                                       f"{result.unsupported} (--strict-features: an unsupported feature fails)"))
+    result.failures.extend(strict_failures(result, options))
     result.duration_s = time.monotonic() - start
     return result
 

@@ -96,7 +96,7 @@ def _check_errors(spec: ModuleSpec, expected: ExpectedCase, actual: list[dict[st
 
 
 def _raised(rank: int, error: RankError) -> Failure:
-    return Failure("raised", error.describe(rank), rank=rank, phase=error.phase, traceback=error.traceback)
+    return Failure.of_error(rank, error)
 
 
 def _compare_group(spec: ModuleSpec, phase: ExpectedPhase, p: int, gi: int, members: tuple[int, ...],

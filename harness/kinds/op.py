@@ -128,7 +128,7 @@ def attributes(p: dict[str, Any]) -> list[str]:
 
 
 def judge(spec: OpSpec, outputs, actual: list[Any], result: CaseResult) -> CaseResult:
-    return compare_op(spec, outputs, actual[0], result)
+    return compare_op(spec, outputs, actual[0]["outputs"], result)
 
 
 def compare_op(spec: OpSpec, outputs, actual: list[Any], result: CaseResult) -> CaseResult:

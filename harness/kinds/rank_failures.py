@@ -38,7 +38,7 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
             continue  # the error the specification requires: not a problem
         kind = "peer" if someone_died and _is_peer_error(error.message) else "raised"
         message = error.describe(rank) + (" (a consequence: a peer rank died)" if kind == "peer" else "")
-        failures.append(Failure(kind, message, rank=rank, phase=error.phase, traceback=error.traceback))
+        failures.append(Failure.of_error(rank, error, kind, message))
     kind = _POOL_KINDS.get(failure.kind, "harness")
     if failure.kind == "timeout" and failure.stalled:  # out of time with a rank silent: it stopped answering
         kind = "stalled"
@@ -52,5 +52,5 @@ def failures_from_rank_failure(failure: RankFailure, *, expected_errors: dict[in
 
 def failures_of_raised(errors: dict[int, RankError]) -> list[Failure]:
     """The Failures of ranks whose entry raised (under torchrun, where no pool reports it): one per rank."""
-    return [Failure("raised", error.describe(rank), rank=rank, phase=error.phase, traceback=error.traceback)
-            for rank, error in sorted(errors.items())]
+    return [Failure.of_error(rank, error) for rank, error in sorted(errors.items())]
+

@@ -2,18 +2,19 @@
 shard of the global batch (harness.kinds registers ``run``; the network is harness.nets').
 
 ``run`` builds the network from the seed, converts every BatchNorm to the SUT (``convert_to_sut``; torch's own
-conversion for the torch SUT), wraps it in DistributedDataParallel, trains ``steps`` SGD steps and returns after
-each step the rank's loss share, the parameters and the buffers.
+conversion for the torch SUT), wraps it in DistributedDataParallel (and that under torch.compile with ``--compile``,
+as users compile a DDP model: harness.rank.compiled), trains ``steps`` SGD steps and returns after each step the
+rank's loss share, the parameters and the buffers.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..errors import RankError
 from ..nets import LEARNING_RATE, make_batch, make_net, state_of
 from ..options import RankOptions
 from ..spec import ModelSpec
 from ..tf32 import tf32_mode
+from . import compiled
 from .audit import CollectiveAudit
 from .prepare import declaration, implementation
 from .worker import RankContext
@@ -103,24 +104,26 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     "collectives": [the collectives the SUT issued: harness.rank.audit]}, {"unsupported": reason} when the SUT
     declares the network's configuration unsupported, or {"error": RankError, "collectives": [...]} when the SUT
     raised (while being converted, in a forward or a backward): the implementation's error, reported with this rank
-    and where it happened, not the harness's."""
+    and where it happened, not the harness's (at stage "compile" when torch.compile failed); with --compile also
+    {"compile": what compiling took}."""
     case = ModelSpec.from_dict(spec)
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     factory = implementation(ctx, options, case.device)
+    lane = compiled.lane(options)
     audit = CollectiveAudit(ctx)
     try:
         with audit:  # the conversion, DDP's construction and every step
-            result = _train(ctx, case, device, options.sut, factory)
-    except Exception as exc:  # noqa: BLE001 - the SUT's (or DDP's on its behalf): returned as data
-        declared = declaration(exc)
+            result = _train(ctx, case, device, options.sut, factory, lane)
+    except Exception as exc:  # noqa: BLE001 - the SUT's (or DDP's, or the compiled code's on its behalf): as data
+        error = compiled.rank_error(lane, *ctx.position, exc)
+        declared = declaration(exc) if error.stage != compiled.COMPILE_STAGE else None
         if declared is not None:
             return declared
-        phase, stage = ctx.position
-        return {"error": RankError.from_exception(phase, stage, exc), "collectives": audit.log}
-    return {**result, "collectives": audit.log}
+        return {"error": error, "collectives": audit.log, **compiled.report(lane)}
+    return {**result, "collectives": audit.log, **compiled.report(lane)}
 
 
-def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) -> dict[str, Any]:
+def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory, lane) -> dict[str, Any]:
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
@@ -131,6 +134,10 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) ->
     wrapper = DistributedDataParallel if spec.device == "cuda" else _cpu_ddp_class()
     ddp = wrapper(net, device_ids=[torch.device(device)] if spec.device == "cuda" else None)
     _audit_gradient_reduction(ddp, ctx)
+    model = ddp
+    if lane is not None:
+        lane.start(ctx)
+        model = lane.compile(ddp)
     optimizer = torch.optim.SGD(ddp.parameters(), lr=LEARNING_RATE)
     inputs, targets = make_batch(spec)
     start = sum(spec.shard_sizes[:ctx.rank])
@@ -143,7 +150,7 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory) ->
             x = torch.from_numpy(inputs[step, rows]).to(device=device, dtype=dtype)
             target = torch.from_numpy(targets[step, rows]).to(device=device, dtype=dtype)
             optimizer.zero_grad(set_to_none=False)
-            loss = ((ddp(x) - target) ** 2).sum() * (spec.world_size / total)
+            loss = ((model(x) - target) ** 2).sum() * (spec.world_size / total)
             ctx.progress(f"step{step}", "backward")
             loss.backward()
             optimizer.step()

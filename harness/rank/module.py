@@ -26,6 +26,7 @@ from ..options import RankOptions
 from ..quantities import MODULE_QUANTITIES
 from ..spec import ModuleSpec
 from ..sut import module_problem
+from . import compiled
 from .audit import CollectiveAudit
 from .prepare import declaration, implementation
 from .worker import RankContext
@@ -63,7 +64,8 @@ def _unsupported(exc: Exception, result: dict[str, Any]) -> bool:
 
 def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict[str, Any]:
     """Run the case on this rank; returns ``{"phases": [{quantity: value}], "error": RankError | None,
-    "unsupported": reason | None, "collectives": [the collectives the SUT issued: harness.rank.audit]}``."""
+    "unsupported": reason | None, "collectives": [the collectives the SUT issued: harness.rank.audit]}``, with
+    --compile also ``"compile"``: what compiling took (harness.rank.compiled)."""
     case = ModuleSpec.from_dict(spec)
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     ctx.progress("setup", "load")
@@ -73,15 +75,17 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     mine = next(i for i, g in enumerate(case.rank_groups) if ctx.rank in g)
     process_group = None if case.groups is None else groups[mine]
     result: dict[str, Any] = {"phases": [], "error": None, "unsupported": None}
+    lane = compiled.lane(options)  # --compile: the module runs under torch.compile (harness.rank.compiled)
     with CollectiveAudit(ctx) as audit:  # from the SUT's construction to its last phase
-        _run_layer(ctx, case, factory, process_group, device, result)
+        _run_layer(ctx, case, factory, process_group, device, result, lane)
     result["collectives"] = audit.log
     return result
 
 
-def _run_layer(ctx: RankContext, case: ModuleSpec, factory, process_group, device: str,
-               result: dict[str, Any]) -> None:
-    """Construct the SUT's layer, then run every phase; fills ``result`` (phases, error, unsupported)."""
+def _run_layer(ctx: RankContext, case: ModuleSpec, factory, process_group, device: str, result: dict[str, Any],
+               lane: compiled.CompiledLane | None) -> None:
+    """Construct the SUT's layer, then run every phase (under ``lane``'s torch.compile, if any); fills ``result``
+    (phases, error, unsupported, compile)."""
     import torch
 
     params = make_params(case)
@@ -110,6 +114,10 @@ def _run_layer(ctx: RankContext, case: ModuleSpec, factory, process_group, devic
             return
         result["error"] = RankError.from_exception("setup", "construct", exc)
         return
+    forward = module
+    if lane is not None:
+        lane.start(ctx)
+        forward = lane.compile(module)
     for phase, (name, training) in enumerate(case.phases):
         module.train(training)
         x = to_tensor(make_input(case, phase, ctx.rank, params), case.dtype, device, case.layout)
@@ -120,11 +128,12 @@ def _run_layer(ctx: RankContext, case: ModuleSpec, factory, process_group, devic
         try:
             ctx.progress(name, "forward")
             with autocast, grad_mode:
-                y = module(x)
+                y = forward(x)
         except Exception as exc:  # noqa: BLE001
-            if _unsupported(exc, result):
+            error = compiled.rank_error(lane, name, "forward", exc)
+            if error.stage != compiled.COMPILE_STAGE and _unsupported(exc, result):
                 break
-            result["error"] = RankError.from_exception(name, "forward", exc)
+            result["error"] = error
             break
         try:
             if case.input_gradients:
@@ -132,11 +141,12 @@ def _run_layer(ctx: RankContext, case: ModuleSpec, factory, process_group, devic
                 # The case's grad_output in the case's dtype, then in the output's dtype (torch requires it to match).
                 y.backward(to_tensor(make_grad_output(case, phase, ctx.rank), case.dtype, device).to(y.dtype))
         except Exception as exc:  # noqa: BLE001
-            result["error"] = RankError.from_exception(name, "backward", exc)
+            result["error"] = compiled.rank_error(lane, name, "backward", exc)
             break
         record = {q.name: _observe(q.source, case, x, y, module) for q in quantities}
         record["phase"] = name
         module.zero_grad(set_to_none=True)
         result["phases"].append(record)
+    result.update(compiled.report(lane))
     ctx.progress("done", "")
 

@@ -26,7 +26,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-__all__ = ["RankContext", "main"]
+__all__ = ["RankContext", "main", "COMPILING"]
+
+# The stage a rank reports while torch.compile compiles (harness.rank.compiled): the controller does not count that
+# time against the case timeout (harness.pool), up to its own limit.
+COMPILING = "compiling"
 
 
 @dataclass
@@ -44,6 +48,7 @@ class RankContext:
     position: tuple[str, str] = ("idle", "")  # (phase, stage) this rank reached last, for hang reports
     on_progress: Any = None  # called after each progress (the heartbeat thread then reports it at once)
     collectives: Any = None  # the call's collective audit (harness.rank.audit), if one ran: its ``snapshot()``
+    shared_dir: str | None = None  # a directory every rank of the pool shares (None under torchrun)
 
     def progress(self, phase: str, stage: str) -> None:
         """Record how far this rank got (the heartbeat reports it to the controller at once)."""
@@ -169,7 +174,7 @@ def main(rank: int, world_size: int, init_file: str, conn, device: str, backend:
         dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=world_size,
                                 timeout=timedelta(seconds=collective_timeout_s))
         ctx = RankContext(rank=rank, world_size=world_size, device=device, backend=backend,
-                          on_progress=channel.moved.set)
+                          on_progress=channel.moved.set, shared_dir=os.path.dirname(init_file))
         channel.context = ctx
         channel.busy = False
         channel.send("ready", {"rank": rank, "pid": os.getpid()})
