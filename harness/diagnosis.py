@@ -502,8 +502,11 @@ def communication_lines(document: dict[str, Any], *, shown_features: int = 5) ->
     bytes per training step and rank against torch's SyncBatchNorm, the cases that issue more collectives than it
     (reported, never failed), and the features whose cost differs most from torch's."""
     costs = [(case, cost) for case in document.get("cases") or [] if (cost := case_cost(case)) is not None]
+    unmeasured = Counter((case.get("collectives") or {}).get("unmeasured") for case in document.get("cases") or [])
+    unmeasured.pop(None, None)
+    notes = [f"not counted in {plural(n, 'case')}: {why}" for why, n in unmeasured.most_common()]
     if not costs:
-        return []
+        return notes
     mean = {key: sum(cost[key] for _, cost in costs) / len(costs) for key in COST_KEYS}
     lines = [f"{mean['per_step']:.3g} collectives and {byte_text(mean['bytes_per_step'])} per training step and "
              f"rank (torch's SyncBatchNorm: {mean['torch_per_step']:.3g} and {byte_text(mean['torch_bytes_per_step'])}"
@@ -525,7 +528,7 @@ def communication_lines(document: dict[str, Any], *, shown_features: int = 5) ->
         lines += textwrap.wrap("by feature, where the mean differs from torch's: " + ", ".join(
             f"{name} {cost['per_step']:.3g} (torch's {cost['torch_per_step']:.3g})"
             for _, name, cost in differing[:shown_features]) + more, 116, subsequent_indent="  ")
-    return lines
+    return lines + notes
 
 
 def _header(document: dict[str, Any]) -> str:

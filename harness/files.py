@@ -47,13 +47,11 @@ def check_writable(flag: str, path: str | os.PathLike[str]) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "x", encoding="utf-8"):
             pass
-    except FileExistsError:  # a run killed while writing left it: it will be overwritten
+    except FileExistsError:  # a run killed while writing left it (or another run is writing): it is not ours
         return
     except OSError as exc:
         raise CaseError(f"{flag}={given!r}: cannot create a file in {target.parent} ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    try:
+        os.unlink(tmp)  # only the probe this check created
+    except OSError:
+        pass

@@ -36,6 +36,7 @@ from typing import Any
 
 from harness.compile_report import graph_breaks
 from harness.errors import CaseError
+from harness import files
 from harness.files import check_writable
 from harness.options import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, EXIT_USAGE, OPTIONS, Options
 from harness.suite import add_suite_arguments, preflight, resolve_suite_options, run_suite
@@ -168,13 +169,8 @@ def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def save_baseline(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(jsonable(document), indent=1, sort_keys=True, allow_nan=False) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(jsonable(document), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    return files.write_atomically(path, text)
 
 
 def selection(args: argparse.Namespace, document: dict[str, Any]) -> dict[str, Any]:

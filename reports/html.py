@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import compile_report
+from harness import files
 from harness.features import COLUMNS, case_cost, conformance
 from harness.outcomes import FAILING, OUTCOMES
 from harness.counts import property_lines
@@ -471,7 +472,4 @@ def render_html(document: dict[str, Any]) -> str:
 
 
 def write_html(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(document), encoding="utf-8")
-    return path
+    return files.write_atomically(path, render_html(document))

@@ -30,7 +30,6 @@ from harness.verdict import was_tested
 from harness.suite import exit_code_from_pytest
 from harness.pytest_plugin import options, session_state
 
-from harness.files import write_atomically
 
 from .results import build_document, case_record, environment, save_results
 
@@ -303,6 +302,6 @@ def _case_id(nodeid: str) -> str:
 
 def _write_report(document: dict[str, Any], path: str) -> Any:
     """The HTML report, written atomically (a run killed while writing leaves the previous file)."""
-    from .html import render_html
+    from .html import write_html
 
-    return write_atomically(path, render_html(document))
+    return write_html(document, path)

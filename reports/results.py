@@ -74,7 +74,7 @@ from typing import Any, Iterable
 import harness
 from harness.compare import RATIO_HISTOGRAM_EDGES
 from harness.diagnosis import diagnose
-from harness.files import write_atomically
+from harness import files
 from harness.kinds import kind_of, subject_of
 from harness.verdict import mark_knock_ons
 
@@ -264,7 +264,7 @@ def build_document(cases: Iterable[dict[str, Any]], env: dict[str, Any], *, exit
 
 def save_results(document: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``document`` as strict JSON."""
-    return write_atomically(path, json.dumps(jsonable(document), separators=(",", ":"), allow_nan=False) + "\n")
+    return files.write_atomically(path, json.dumps(jsonable(document), separators=(",", ":"), allow_nan=False) + "\n")
 
 
 def check_document(document: Any, *, schema: str = SCHEMA, versions: tuple[int, ...] = (VERSION,),

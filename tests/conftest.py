@@ -74,18 +74,23 @@ def _processes_are_marked(request, monkeypatch):
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _outputs_in_the_checkout() -> dict[str, float]:
-    return {p.name: p.stat().st_mtime for p in ROOT.glob("syncbn-*")}
-
-
 @pytest.fixture(autouse=True)
-def _writes_only_under_its_temporary_folders():
+def _writes_only_under_its_temporary_folders(monkeypatch):
     """A test writes its reports and results under its temporary folders, never into the checkout: the README's
     test line must leave the main job's syncbn-report.html in place (a test that ran the gate without --report once
-    replaced it with a one-case report)."""
-    before = _outputs_in_the_checkout()
-    yield
-    after = _outputs_in_the_checkout()
-    changed = sorted(name for name, mtime in after.items() if before.get(name) != mtime)
-    assert not changed, f"this test wrote {changed} into the checkout ({ROOT}); give its command --report/--json " \
-                        f"paths under tmp_path"
+    replaced it with a one-case report). Every file the harness writes goes through harness.files (written
+    atomically: harness.files.write_atomically), so a write into the checkout fails the test that makes it, in this
+    process, whatever another process does to the checkout meanwhile (a subprocess's writes are its test's own
+    care: give its command --report/--json paths under tmp_path)."""
+    from harness import files
+
+    write = files.write_atomically
+
+    def refuse_the_checkout(path, text):
+        target = Path(os.path.abspath(path))
+        if ROOT in target.parents:
+            raise AssertionError(f"this test writes {target} into the checkout ({ROOT}); give its command "
+                                 "--report/--json paths under tmp_path")
+        return write(path, text)
+
+    monkeypatch.setattr(files, "write_atomically", refuse_the_checkout)

@@ -10,7 +10,9 @@ inside another (``all_gather_object`` calls ``all_gather``) is recorded once, as
 inside a collective (or has an async one in flight: until its future completes), ``ctx.collectives`` says which
 (``snapshot``), and the heartbeat reports it at once (harness.rank.worker), so the controller can prove a deadlock
 (harness.collectives.deadlock) within a heartbeat. ``issued_by("ddp")`` marks collectives that are not the SUT's
-(the model kind's DDP gradient reduction).
+(the model kind's DDP gradient reduction). Under --compile, dynamo traces the original functions, never the
+wrappers (its graph breaks stay the SUT's): a collective that runs eagerly is recorded, one that dynamo put in a
+compiled graph (a functional collective) is not, so such an audit is ``partial``.
 The log is ``audit.log``; rank entries return it with their result. On exit every function is restored.
 """
 from __future__ import annotations
@@ -63,6 +65,15 @@ def _payload(value: Any) -> tuple[str, list[int], int, int]:
 
 
 @functools.lru_cache(maxsize=None)
+def _is_compiling() -> Callable[[], bool]:
+    """torch.compiler.is_compiling (True while dynamo traces), or a function that says False in a torch without it."""
+    try:
+        from torch.compiler import is_compiling
+    except ImportError:  # torch < 2.3
+        return lambda: False
+    return is_compiling
+
+
 def _positions(function: Callable[..., Any]) -> dict[str, int]:
     """Where each parameter of a collective sits among the positional arguments (read once per function)."""
     return {name: i for i, name in enumerate(inspect.signature(function).parameters)}
@@ -71,8 +82,12 @@ def _positions(function: Callable[..., Any]) -> dict[str, int]:
 class CollectiveAudit:
     """Records the collectives issued on this rank while open (see the module's docstring)."""
 
-    def __init__(self, ctx: RankContext) -> None:
+    def __init__(self, ctx: RankContext, *, partial: bool = False) -> None:
         self.ctx = ctx
+        # partial (--compile): the collectives dynamo put in a graph are not seen, so the log is not the whole
+        # sequence; it proves nothing about a deadlock (the heartbeat carries no state) and is not compared rank
+        # against rank (harness.kinds.audit)
+        self.partial = partial
         self.log: list[Entry] = []
         self.inside: Entry | None = None
         self.pending: list[Entry] = []  # async collectives issued and not completed
@@ -83,9 +98,11 @@ class CollectiveAudit:
         self._groups: dict[int, list[int]] = {}
         self._source = "sut"
 
-    def snapshot(self, *, final: bool = False) -> dict[str, Any]:
+    def snapshot(self, *, final: bool = False) -> dict[str, Any] | None:
         """This rank's audit state now (harness.collectives.snapshot), for the heartbeat; ``final``, with the whole
-        log, for the result."""
+        log, for the result. None for a partial audit: no state to prove a deadlock with."""
+        if self.partial:
+            return None
         with self._lock:
             return snapshot(self.log, self.inside, self.pending, final=final, counts=self._counts)
 
@@ -134,9 +151,13 @@ class CollectiveAudit:
 
     def _wrap(self, op: str, original: Callable[..., Any]) -> Callable[..., Any]:
         positions = _positions(original)
+        is_compiling = _is_compiling()
 
         def audited(*args: Any, **kwargs: Any) -> Any:
-            if getattr(self._nested, "depth", 0):
+            # While dynamo traces (--compile), it sees the original function, as it would without the audit: its
+            # graph breaks and recompilations stay the SUT's. A collective that runs eagerly comes back here at run
+            # time and is recorded; one dynamo put in a compiled graph runs as a functional collective, not seen.
+            if is_compiling() or getattr(self._nested, "depth", 0):
                 return original(*args, **kwargs)
             record = self._record(op, positions, args, kwargs)
             if self.ctx.on_progress is not None:

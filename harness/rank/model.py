@@ -110,7 +110,7 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     factory = implementation(ctx, options, case.device)
     lane = compiled.lane(options)
-    audit = CollectiveAudit(ctx)
+    audit = CollectiveAudit(ctx, partial=lane is not None)
     try:
         with audit:  # the conversion, DDP's construction and every step
             result = _train(ctx, case, device, options.sut, factory, lane)

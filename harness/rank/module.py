@@ -76,7 +76,7 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     process_group = None if case.groups is None else groups[mine]
     result: dict[str, Any] = {"phases": [], "error": None, "unsupported": None}
     lane = compiled.lane(options)  # --compile: the module runs under torch.compile (harness.rank.compiled)
-    with CollectiveAudit(ctx) as audit:  # from the SUT's construction to its last phase
+    with CollectiveAudit(ctx, partial=lane is not None) as audit:  # from the SUT's construction to its last phase
         _run_layer(ctx, case, factory, process_group, device, result, lane)
     result["collectives"] = audit.log
     return result
