@@ -384,7 +384,10 @@ def _compile(profile: str) -> Iterator[ModuleSpec]:
     without running statistics; 2-D to 5-D input, both channels-last layouts; float64, float32, half input with
     float32 parameters and a half module; affine off; momentum None (a graph break), another momentum and eps
     (constants of the graph); an empty shard, a rank with one sample, another spatial size per rank (sizes 0 and 1
-    specialise). Ten cases: the classes share cases where they can (each case's graphs cost a cold compile).
+    specialise); shard sizes that change between steps (to 1 and 0: the graphs of another size class, mid-run),
+    eval between training steps, frozen weight and bias (parameters that need no gradient), a training forward under
+    no_grad (grad mode is guarded). Twelve cases: the classes share cases where they can (each case's graphs cost a
+    cold compile).
     Seed 16: no other area generates these ids. Every profile has them (in eager runs too)."""
     seed = 16
     yield _case("compile", "rank_spatial", shard_sizes=(3, 2), rank_spatial=((4, 5), (2, 3)), eval_steps=1, seed=seed)
@@ -400,6 +403,10 @@ def _compile(profile: str) -> Iterator[ModuleSpec]:
     yield _case("compile", "no_running_stats", shard_sizes=(3, 2), track_running_stats=False, eps=1e-3,
                 eval_steps=1, seed=seed)
     yield _case("compile", "groups", shard_sizes=(4, 2), groups=((0,), (1,)), eval_steps=1, seed=seed)
+    yield _case("compile", "step_shards", "interleaved", "frozen", shard_sizes=(3, 2),
+                step_shard_sizes=((1, 4), (0, 3)), momentum=None, steps=3, eval_steps=2, interleave_eval=True,
+                frozen_affine=True, seed=seed)
+    yield _case("compile", "no_grad", shard_sizes=(3, 2), no_grad=True, steps=2, eval_steps=1, seed=seed)
     # The same path in mixed precision: a known deviation of inductor on CPU (harness/known_deviations.toml).
     yield _case("compile", "groups", "mixed", shard_sizes=(4, 2), groups=((0,), (1,)), spatial=(3, 4), channels=4,
                 dtype="bfloat16", param_dtype="float32", eval_steps=1, seed=seed)

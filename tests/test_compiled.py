@@ -52,8 +52,9 @@ def test_the_compile_selection_passes_under_inductor_and_names_every_graph_break
     assert compile_report.compiled_whole(cases[selection["groups"].id])
     item = {(b["reason"], b["where"]) for b in cases[selection["momentum_none"].id]["compile"]["graph_breaks"]}
     assert ("Unsupported Tensor.item() call with capture_scalar_outputs=False", "harness/torch_sut.py:43") in item
-    assert "compiled lane (--compile inductor): 10 cases compiled" in done.stdout
-    assert "Dynamic shape operator at torch/nn/modules/_functions.py:98: 8 cases" in done.stdout
+    assert f"compiled lane (--compile inductor): {len(selection)} cases compiled" in done.stdout
+    synced = sum(not tag.startswith("groups") for tag in selection)
+    assert f"Dynamic shape operator at torch/nn/modules/_functions.py:98: {synced} cases" in done.stdout
 
 
 # The compiled lane's mutants (harness.mutants.COMPILED_MUTANTS), caught compiled by a case that passes eagerly:

@@ -74,6 +74,19 @@ def _is_compiling() -> Callable[[], bool]:
     return is_compiling
 
 
+def _eager_frame(function: Callable[..., Any]) -> None:
+    """Dynamo never compiles ``function`` as a frame of its own, nor the frames it calls (the audit's bookkeeping,
+    the original collective): called from code that runs eagerly (torch's SyncBatchNorm Function, after dynamo gave
+    up tracing it), the wrapper would otherwise become a compiled frame that traces its collective into a graph of
+    one functional collective (the audit seeing nothing), and its bookkeeping would add graph breaks of its own.
+    Inlined into a frame dynamo traces, it still hands dynamo the original function (``is_compiling``). Called only
+    under --compile, where torch._dynamo is imported anyway."""
+    from torch._dynamo.eval_frame import set_code_exec_strategy
+    from torch._dynamo.types import FrameAction, FrameExecStrategy
+
+    set_code_exec_strategy(function.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.SKIP))
+
+
 def _positions(function: Callable[..., Any]) -> dict[str, int]:
     """Where each parameter of a collective sits among the positional arguments (read once per function)."""
     return {name: i for i, name in enumerate(inspect.signature(function).parameters)}
@@ -172,6 +185,8 @@ class CollectiveAudit:
             self._track(record, work)
             return work
 
+        if self.partial:
+            _eager_frame(audited)
         audited.__wrapped__ = original  # type: ignore[attr-defined]
         audited.__name__ = audited.__qualname__ = op
         return audited
