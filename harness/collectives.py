@@ -279,12 +279,11 @@ def _sequence_statement(phase: str, key: str, first: int, rank: int, mine: list[
             f"rank {first} issued {len(theirs)} ({describe_sequence(theirs)}); they first differ at #{at}")
 
 
-def audit_checks(logs: dict[int, Sequence[Entry]], phases: Sequence[str], input_dtype: str, *,
-                 sequence: bool = True) -> list[Comparison]:
+def audit_checks(logs: dict[int, Sequence[Entry]], phases: Sequence[str], input_dtype: str) -> list[Comparison]:
     """The exact checks of the ranks' audit logs (rank -> entries, every rank of the case): per phase (``phases``,
     in order; "setup" first if anything was issued there) and process group, each rank's sequence against the
-    group's first rank's (unless not ``sequence``: partial logs); per phase and rank, the precision of every
-    floating-point tensor exchanged at a training or eval phase."""
+    group's first rank's; per phase and rank, the precision of every floating-point tensor exchanged at a training
+    or eval phase."""
     checks: list[Comparison] = []
     by_phase: dict[str, dict[int, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for rank, log in logs.items():
@@ -297,7 +296,7 @@ def audit_checks(logs: dict[int, Sequence[Entry]], phases: Sequence[str], input_
         groups = {group_key(e["group"]): tuple(e["group"]) for entries in per_rank.values() for e in entries
                   if _compared(e)}
         for key, members in sorted(groups.items()):
-            if len(members) < 2 or not sequence:
+            if len(members) < 2:
                 continue
             first = members[0]
             theirs = [e for e in per_rank.get(first, []) if group_key(e["group"]) == key and _compared(e)]

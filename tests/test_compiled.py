@@ -8,6 +8,7 @@ import json
 import pytest
 
 from harness import compile_report
+from harness.kinds.audit import COMPILED_UNMEASURED
 from harness.catalogue import module_cases
 from harness.kinds import RunConfig, parse_case_id, run_case
 from harness.spec import ModuleSpec
@@ -36,6 +37,10 @@ def test_the_compile_selection_passes_under_inductor_and_names_every_graph_break
     for case in cases.values():
         record = case["compile"]
         assert record["backend"] == "inductor" and record["ranks"] == [0, 1] and min(record["graphs"]) >= 1
+        # No collective audit compiled (harness.rank.audit): no graph break of the harness's own, and the record
+        # says why nothing was counted.
+        assert not [b for b in record["graph_breaks"] if "harness/rank/" in b["where"]], record["graph_breaks"]
+        assert case["collectives"] == {"unmeasured": COMPILED_UNMEASURED}
     # Inductor's CPU decomposition of batch norm rounds invstd to the input dtype for half input with float32
     # parameters: a reviewed known deviation (grad_weight only); every other case passes.
     mixed = cases.pop(selection["groups+mixed"].id)

@@ -10,29 +10,26 @@ from ..result import CaseResult
 
 __all__ = ["judge_collectives", "collectives_of_failure", "COMPILED_UNMEASURED"]
 
-COMPILED_UNMEASURED = ("compiled (--compile): the collectives dynamo put in a compiled graph are not seen by the "
-                       "audit, so neither the cost nor the sequence is checked; the precision of the ones run eagerly "
-                       "is")
+COMPILED_UNMEASURED = ("compiled (--compile): no collective audit (dynamo would trace its wrappers, and the "
+                       "collectives it puts in a graph are not Python calls); the eager lane checks what the ranks "
+                       "exchange")
 
 
 def judge_collectives(result: CaseResult, actual: list[Any], *, phases: Sequence[str], training: Sequence[str],
                       input_dtype: str, yardstick: list[list[collectives.Entry]]) -> None:
     """Add the audit's exact checks to ``result`` and set its communication (``result.collectives``), when every
     rank returned a log (a rank that raised has fewer steps: no cost then, the checks still run). A case run
-    compiled (--compile) has no cost either: the collectives dynamo put in a compiled graph run as functional
-    collectives the audit does not see (harness.rank.audit), so the count would read as cheaper than torch's, and
-    no sequence check (ranks whose graphs break differently would see different parts of the same sequence)."""
+    compiled (--compile) ran no audit (harness.rank.audit): its record says so."""
+    if any(isinstance(value, dict) and value.get("compile") for value in actual):
+        result.collectives = {"unmeasured": COMPILED_UNMEASURED}  # no audit ran (harness.rank.audit)
+        return
     logs = {rank: value["collectives"] for rank, value in enumerate(actual)
             if isinstance(value, dict) and isinstance(value.get("collectives"), list)}
     if len(logs) != len(actual):
         return
-    compiled = any(isinstance(value, dict) and value.get("compile") for value in actual)
-    result.comparisons.extend(collectives.audit_checks(logs, phases, input_dtype, sequence=not compiled))
+    result.comparisons.extend(collectives.audit_checks(logs, phases, input_dtype))
     complete = not any(isinstance(value, dict) and value.get("error") for value in actual)
-    result.collectives = collectives.cost(logs, training if complete and not compiled else (), yardstick,
-                                          keep_log=True)
-    if compiled:
-        result.collectives["unmeasured"] = COMPILED_UNMEASURED
+    result.collectives = collectives.cost(logs, training if complete else (), yardstick, keep_log=True)
 
 
 def collectives_of_failure(failure: RankFailure) -> dict[str, Any] | None:

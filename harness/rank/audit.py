@@ -10,9 +10,10 @@ inside another (``all_gather_object`` calls ``all_gather``) is recorded once, as
 inside a collective (or has an async one in flight: until its future completes), ``ctx.collectives`` says which
 (``snapshot``), and the heartbeat reports it at once (harness.rank.worker), so the controller can prove a deadlock
 (harness.collectives.deadlock) within a heartbeat. ``issued_by("ddp")`` marks collectives that are not the SUT's
-(the model kind's DDP gradient reduction). Under --compile, dynamo traces the original functions, never the
-wrappers (its graph breaks stay the SUT's): a collective that runs eagerly is recorded, one that dynamo put in a
-compiled graph (a functional collective) is not, so such an audit is ``partial``.
+(the model kind's DDP gradient reduction). Under --compile no audit runs (``audit_of_case``): dynamo would trace
+the wrappers as user code (graph breaks at their locks, the harness's, not the SUT's), compile them as frames of
+their own (the collective then a one-op graph the audit cannot see), and the collectives dynamo puts in a graph are
+not Python calls at all; the compiled lane judges the numbers, the eager lane what the ranks exchange.
 The log is ``audit.log``; rank entries return it with their result. On exit every function is restored.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterator
 from ..collectives import P2P, Entry, entry, group_key, snapshot
 from .worker import RankContext
 
-__all__ = ["CollectiveAudit", "WRAPPED"]
+__all__ = ["CollectiveAudit", "WRAPPED", "audit_of_case"]
 
 # The collectives wrapped, each with the argument that holds what this rank hands over (None: nothing, a barrier).
 WRAPPED: dict[str, str | None] = {
@@ -65,28 +66,6 @@ def _payload(value: Any) -> tuple[str, list[int], int, int]:
 
 
 @functools.lru_cache(maxsize=None)
-def _is_compiling() -> Callable[[], bool]:
-    """torch.compiler.is_compiling (True while dynamo traces), or a function that says False in a torch without it."""
-    try:
-        from torch.compiler import is_compiling
-    except ImportError:  # torch < 2.3
-        return lambda: False
-    return is_compiling
-
-
-def _eager_frame(function: Callable[..., Any]) -> None:
-    """Dynamo never compiles ``function`` as a frame of its own, nor the frames it calls (the audit's bookkeeping,
-    the original collective): called from code that runs eagerly (torch's SyncBatchNorm Function, after dynamo gave
-    up tracing it), the wrapper would otherwise become a compiled frame that traces its collective into a graph of
-    one functional collective (the audit seeing nothing), and its bookkeeping would add graph breaks of its own.
-    Inlined into a frame dynamo traces, it still hands dynamo the original function (``is_compiling``). Called only
-    under --compile, where torch._dynamo is imported anyway."""
-    from torch._dynamo.eval_frame import set_code_exec_strategy
-    from torch._dynamo.types import FrameAction, FrameExecStrategy
-
-    set_code_exec_strategy(function.__code__, FrameExecStrategy(FrameAction.SKIP, FrameAction.SKIP))
-
-
 def _positions(function: Callable[..., Any]) -> dict[str, int]:
     """Where each parameter of a collective sits among the positional arguments (read once per function)."""
     return {name: i for i, name in enumerate(inspect.signature(function).parameters)}
@@ -95,12 +74,8 @@ def _positions(function: Callable[..., Any]) -> dict[str, int]:
 class CollectiveAudit:
     """Records the collectives issued on this rank while open (see the module's docstring)."""
 
-    def __init__(self, ctx: RankContext, *, partial: bool = False) -> None:
+    def __init__(self, ctx: RankContext) -> None:
         self.ctx = ctx
-        # partial (--compile): the collectives dynamo put in a graph are not seen, so the log is not the whole
-        # sequence; it proves nothing about a deadlock (the heartbeat carries no state) and is not compared rank
-        # against rank (harness.kinds.audit)
-        self.partial = partial
         self.log: list[Entry] = []
         self.inside: Entry | None = None
         self.pending: list[Entry] = []  # async collectives issued and not completed
@@ -111,11 +86,9 @@ class CollectiveAudit:
         self._groups: dict[int, list[int]] = {}
         self._source = "sut"
 
-    def snapshot(self, *, final: bool = False) -> dict[str, Any] | None:
+    def snapshot(self, *, final: bool = False) -> dict[str, Any]:
         """This rank's audit state now (harness.collectives.snapshot), for the heartbeat; ``final``, with the whole
-        log, for the result. None for a partial audit: no state to prove a deadlock with."""
-        if self.partial:
-            return None
+        log, for the result."""
         with self._lock:
             return snapshot(self.log, self.inside, self.pending, final=final, counts=self._counts)
 
@@ -164,13 +137,9 @@ class CollectiveAudit:
 
     def _wrap(self, op: str, original: Callable[..., Any]) -> Callable[..., Any]:
         positions = _positions(original)
-        is_compiling = _is_compiling()
 
         def audited(*args: Any, **kwargs: Any) -> Any:
-            # While dynamo traces (--compile), it sees the original function, as it would without the audit: its
-            # graph breaks and recompilations stay the SUT's. A collective that runs eagerly comes back here at run
-            # time and is recorded; one dynamo put in a compiled graph runs as a functional collective, not seen.
-            if is_compiling() or getattr(self._nested, "depth", 0):
+            if getattr(self._nested, "depth", 0):
                 return original(*args, **kwargs)
             record = self._record(op, positions, args, kwargs)
             if self.ctx.on_progress is not None:
@@ -185,8 +154,6 @@ class CollectiveAudit:
             self._track(record, work)
             return work
 
-        if self.partial:
-            _eager_frame(audited)
         audited.__wrapped__ = original  # type: ignore[attr-defined]
         audited.__name__ = audited.__qualname__ = op
         return audited
@@ -229,3 +196,20 @@ class CollectiveAudit:
         for module, op, original in reversed(self._saved):
             setattr(module, op, original)
         self._saved.clear()
+
+
+class _NoAudit:
+    """What a compiled case has instead of an audit: nothing wrapped, no log."""
+
+    log = None
+
+    def __enter__(self) -> _NoAudit:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+
+def audit_of_case(ctx: RankContext, *, compiled: bool) -> CollectiveAudit | _NoAudit:
+    """The case's collective audit, or none under --compile (module docstring); its ``log`` goes with the result."""
+    return _NoAudit() if compiled else CollectiveAudit(ctx)

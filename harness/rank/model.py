@@ -15,7 +15,7 @@ from ..options import RankOptions
 from ..spec import ModelSpec
 from ..tf32 import tf32_mode
 from . import compiled
-from .audit import CollectiveAudit
+from .audit import audit_of_case
 from .prepare import declaration, implementation
 from .worker import RankContext
 
@@ -110,7 +110,7 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     device = ctx.device_for_rank() if case.device == "cuda" else "cpu"
     factory = implementation(ctx, options, case.device)
     lane = compiled.lane(options)
-    audit = CollectiveAudit(ctx, partial=lane is not None)
+    audit = audit_of_case(ctx, compiled=lane is not None)
     try:
         with audit:  # the conversion, DDP's construction and every step
             result = _train(ctx, case, device, options.sut, factory, lane)
@@ -133,7 +133,8 @@ def _train(ctx: RankContext, spec: ModelSpec, device: str, sut: str, factory, la
     ctx.progress("setup", "DistributedDataParallel")
     wrapper = DistributedDataParallel if spec.device == "cuda" else _cpu_ddp_class()
     ddp = wrapper(net, device_ids=[torch.device(device)] if spec.device == "cuda" else None)
-    _audit_gradient_reduction(ddp, ctx)
+    if ctx.collectives is not None:  # no audit under --compile: DDP keeps its built-in reduction
+        _audit_gradient_reduction(ddp, ctx)
     model = ddp
     if lane is not None:
         lane.start(ctx)

@@ -27,7 +27,7 @@ from ..quantities import MODULE_QUANTITIES
 from ..spec import ModuleSpec
 from ..sut import module_problem
 from . import compiled
-from .audit import CollectiveAudit
+from .audit import audit_of_case
 from .prepare import declaration, implementation
 from .worker import RankContext
 
@@ -76,7 +76,7 @@ def run(ctx: RankContext, *, spec: dict[str, Any], options: RankOptions) -> dict
     process_group = None if case.groups is None else groups[mine]
     result: dict[str, Any] = {"phases": [], "error": None, "unsupported": None}
     lane = compiled.lane(options)  # --compile: the module runs under torch.compile (harness.rank.compiled)
-    with CollectiveAudit(ctx, partial=lane is not None) as audit:  # from the SUT's construction to its last phase
+    with audit_of_case(ctx, compiled=lane is not None) as audit:  # from the SUT's construction to its last phase
         _run_layer(ctx, case, factory, process_group, device, result, lane)
     result["collectives"] = audit.log
     return result
