@@ -160,6 +160,17 @@ def test_a_known_deviation_names_the_compile_lanes_it_applies_to():
     assert KnownDeviation(sut="torch", case="w1_", reason="r", link="l").matches("torch", case_id, "inductor")
 
 
+def test_the_native_kernels_float64_sum_is_not_inductors():
+    """torch's CPU BatchNorm sums float64 channels sequentially (a known deviation of the native kernel, which the
+    eager and aot_eager backends run); inductor generates its own Welford statistics, accurate there (found by the
+    thorough profile compiled: the entry's cases passed under inductor)."""
+    case_id = "w2_n2.1_c1_ncl2050_f64_contig_aff_notrs_m0.1_e1e-05_k1_ev1_constant_loc1_sd1_s0_cpu"
+    deviations = load_known_deviations()
+    for lane in ("off", "eager", "aot_eager"):
+        assert match_deviation(deviations, "torch", case_id, lane).condition == "cpu_float64_sequential_sum"
+    assert match_deviation(deviations, "torch", case_id, "inductor") is None
+
+
 def test_a_bad_compile_field_names_the_entry_and_the_rule(tmp_path):
     path = tmp_path / "deviations.toml"
     path.write_text('[[deviation]]\nsut = "torch"\ncase = "w1_"\nreason = "r"\nlink = "l"\ncompile = ["jit"]\n')
